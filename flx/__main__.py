@@ -1,0 +1,3 @@
+from flx.cli import main
+
+main()
