@@ -4,6 +4,7 @@ so ``flx --help`` answers at once. Bad input raises :class:`flx.errors.FlxError`
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import typer
@@ -151,6 +152,385 @@ def bench_losses(
             mem,
         )
     console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Shared options of run and sweep (None = the config's default for that data set / loss)
+# ------------------------------------------------------------------------------------------------------------
+DatasetOpt = typer.Option(
+    None, "--dataset", help="synthetic, catsdogs or cifar_catsdogs. (default: synthetic)"
+)
+NSamplesOpt = typer.Option(None, "--n-samples", help="synthetic: examples per split. (default: 520000)")
+DimOpt = typer.Option(None, "--dim", help="synthetic: feature dimension. (default: 16)")
+HardFracOpt = typer.Option(None, "--hard-frac", help="synthetic: fraction of hard negatives. (default: 0.02)")
+ImageSizeOpt = typer.Option(None, "--image-size", help="catsdogs: image side in pixels. (default: 64)")
+ModelOpt = typer.Option(None, "--model", help="mlp or cnn. (default: mlp for synthetic, cnn for images)")
+HiddenOpt = typer.Option(None, "--hidden", help="MLP width (CNN width = hidden/4). (default: 64)")
+OptimizerOpt = typer.Option(None, "--optimizer", help="adam or sgd. (default: adam)")
+LrOpt = typer.Option(None, "--lr", help="Learning rate. (default: 0.001)")
+EpochsOpt = typer.Option(None, "--epochs", help="Training epochs. (default: 3)")
+BatchSizeOpt = typer.Option(None, "--batch-size", help="Minibatch size. (default: 1024)")
+DataDirOpt = typer.Option(None, "--data-dir", envvar="FLX_DATA_DIR", help="Folder with real data (catsdogs).")
+OutOpt = typer.Option(None, "--out", envvar="FLX_OUT", help="Results directory. (default: ./runs)")
+
+
+def _prior(text: str | None):
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return "none"
+    return parse_floats(text, "--prior", 0, 1)[0]
+
+
+def _config_fields(**options) -> dict:
+    """Config fields from CLI options that were given (None = not given); 'none' means the value None."""
+    return {k: (None if v == "none" else v) for k, v in options.items() if v is not None}
+
+
+def _to_config(fields: dict):
+    from flx.train import Config
+
+    try:
+        return Config(**fields).normalized()
+    except ValueError as exc:
+        raise FlxError(str(exc)) from None
+
+
+def _check_data(configs, data_dir) -> None:
+    """Load each real data set once here, so a missing folder fails before anything runs or is written."""
+    from flx.data import DataError, get_dataset, load
+
+    seen = set()
+    for c in configs:
+        ident = (c.dataset, c.data_params(), c.data_seed)
+        if ident in seen or not get_dataset(c.dataset).needs_data_dir:
+            continue
+        seen.add(ident)
+        try:
+            load(c.dataset, c.data_params(), c.data_seed, data_dir)
+        except DataError as exc:
+            raise FlxError(str(exc)) from None
+
+
+def _cell(value) -> str:
+    """A table cell: None/NaN (a parameter that does not apply) as an en dash, floats compactly."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _record_line(record: dict) -> str:
+    from flx.report import format_mean_std
+
+    hp = " ".join(
+        f"{k}={record[k]:g}"
+        for k in ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio")
+        if record.get(k) is not None
+    )
+    metric = format_mean_std(record["ap"], float("nan")) if record["status"] == "ok" else record["status"]
+    return f"{record['loss']} {hp} seed={record['seed']}: AP {metric} ({record['wall_time_s']:.1f}s)".replace(
+        "  ", " "
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# flx run
+# ------------------------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    loss: str = typer.Option("focal", help="Loss: ce, balanced_ce, focal, poly1, poly1_focal, ohem."),
+    gamma: float | None = typer.Option(None, help="Focusing parameter in [0, 10] (focal losses)."),
+    alpha: float | None = typer.Option(None, help="Positive-class weight in [0, 1] (balanced_ce, focal)."),
+    epsilon: float | None = typer.Option(None, help="Poly-1 epsilon (poly1, poly1_focal)."),
+    ohem_k: int | None = typer.Option(None, "--ohem-k", help="OHEM: examples kept per batch. (default: 256)"),
+    ohem_ratio: float | None = typer.Option(None, "--ohem-ratio", help="OHEM: max negatives per positive."),
+    dataset: str | None = DatasetOpt,
+    ratio: float | None = typer.Option(
+        None, help="Negatives per positive. (default: 1000 synthetic, 10 images)"
+    ),
+    n_samples: int | None = NSamplesOpt,
+    dim: int | None = DimOpt,
+    hard_frac: float | None = HardFracOpt,
+    image_size: int | None = ImageSizeOpt,
+    model: str | None = ModelOpt,
+    hidden: int | None = HiddenOpt,
+    prior: str | None = typer.Option(None, help="Bias-init prior pi in (0, 1), or none. (default: 0.01)"),
+    optimizer: str | None = OptimizerOpt,
+    lr: float | None = LrOpt,
+    epochs: int | None = EpochsOpt,
+    batch_size: int | None = BatchSizeOpt,
+    seed: int = typer.Option(0, help="Seed of initialisation and batch order."),
+    data_dir: str | None = DataDirOpt,
+    out: str | None = OutOpt,
+    store: bool = typer.Option(True, help="Also save the record to the results store (--out)."),
+) -> None:
+    """Train one model and print its record (and store it, unless --no-store)."""
+    from rich.table import Table
+
+    from flx.store import Store, default_out
+    from flx.train import run as run_one
+
+    fields = _config_fields(
+        loss=loss,
+        gamma=gamma,
+        alpha=alpha,
+        epsilon=epsilon,
+        ohem_k=ohem_k,
+        ohem_ratio=ohem_ratio,
+        dataset=dataset,
+        ratio=ratio,
+        n_samples=n_samples,
+        dim=dim,
+        hard_frac=hard_frac,
+        image_size=image_size,
+        model=model,
+        hidden=hidden,
+        prior=_prior(prior),
+        optimizer=optimizer,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    config = _to_config(fields)
+    _check_data([config], data_dir)
+    console = _console()
+    with console.status(f"training {config.loss} on {config.dataset}..."):
+        record = run_one(config, data_dir)
+    if store:
+        Store(out or default_out()).put(record)
+    table = Table(title=f"run {record['key']}", show_header=False)
+    for k, v in record.items():
+        if v is not None:
+            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if record["status"] == "failed":
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# flx sweep
+# ------------------------------------------------------------------------------------------------------------
+@app.command()
+def sweep(
+    spec: str | None = typer.Argument(None, help="TOML spec (experiments/NAME.toml); options override it."),
+    loss: str | None = typer.Option(None, help="Comma-separated losses. (default: focal)"),
+    gamma: str | None = typer.Option(None, help="Comma-separated gammas in [0, 10]."),
+    alpha: str | None = typer.Option(None, help="Comma-separated alphas in [0, 1]."),
+    epsilon: str | None = typer.Option(None, help="Comma-separated Poly-1 epsilons."),
+    ohem_k: str | None = typer.Option(None, "--ohem-k", help="Comma-separated OHEM batch sizes."),
+    ohem_ratio: str | None = typer.Option(
+        None, "--ohem-ratio", help="Comma-separated OHEM neg:pos caps, or none."
+    ),
+    ratio: str | None = typer.Option(None, help="Comma-separated negatives-per-positive ratios."),
+    prior: str | None = typer.Option(None, help="Comma-separated bias-init priors, or none."),
+    seeds: int | None = typer.Option(
+        None, min=1, help="Seeds 0..N-1 per setting. (default: 1, or the spec's)"
+    ),
+    dataset: str | None = DatasetOpt,
+    n_samples: int | None = NSamplesOpt,
+    dim: int | None = DimOpt,
+    hard_frac: float | None = HardFracOpt,
+    image_size: int | None = ImageSizeOpt,
+    model: str | None = ModelOpt,
+    hidden: int | None = HiddenOpt,
+    optimizer: str | None = OptimizerOpt,
+    lr: float | None = LrOpt,
+    epochs: int | None = EpochsOpt,
+    batch_size: int | None = BatchSizeOpt,
+    workers: int = typer.Option(os.cpu_count() or 1, min=1, help="Parallel worker processes."),
+    data_dir: str | None = DataDirOpt,
+    out: str | None = OutOpt,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the planned runs and how many are done; run nothing."
+    ),
+) -> None:
+    """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
+    from flx.losses import LOSSES
+    from flx.store import Store, default_out
+    from flx.sweep import SpecError, expand, load_spec
+    from flx.train import Config
+
+    try:
+        spec_data = load_spec(spec) if spec else {"config": {}, "grid": [{}], "seeds": 1}
+    except SpecError as exc:
+        raise FlxError(str(exc)) from None
+    lists = {
+        "loss": parse_names(loss, "--loss", list(LOSSES)) if loss is not None else None,
+        "gamma": parse_floats(gamma, "--gamma", 0, 10) if gamma is not None else None,
+        "alpha": parse_floats(alpha, "--alpha", 0, 1) if alpha is not None else None,
+        "epsilon": parse_floats(epsilon, "--epsilon", -100, 100) if epsilon is not None else None,
+        "ohem_k": [int(v) for v in parse_floats(ohem_k, "--ohem-k", 1, 1e9)] if ohem_k is not None else None,
+        "ohem_ratio": _none_or_floats(ohem_ratio, "--ohem-ratio", 1e-9, 1e9),
+        "ratio": parse_floats(ratio, "--ratio", 1, 1e9) if ratio is not None else None,
+        "prior": _none_or_floats(prior, "--prior", 1e-9, 1 - 1e-9),
+    }
+    grids = [{**g, **{k: v for k, v in lists.items() if v is not None}} for g in spec_data["grid"]]
+    grids = [g if "loss" in g or "loss" in spec_data["config"] else {**g, "loss": ["focal"]} for g in grids]
+    base = {
+        **spec_data["config"],
+        **_config_fields(
+            dataset=dataset,
+            n_samples=n_samples,
+            dim=dim,
+            hard_frac=hard_frac,
+            image_size=image_size,
+            model=model,
+            hidden=hidden,
+            optimizer=optimizer,
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+        ),
+    }
+    try:
+        configs = expand(Config(**base), grids, range(seeds or spec_data["seeds"]))
+    except (TypeError, ValueError) as exc:
+        raise FlxError(f"{spec or 'sweep'}: {exc}") from None
+    store = Store(out or spec_data.get("out") or default_out())
+    done = store.done()
+    pending = [c for c in configs if c.key() not in done]
+    console = _console()
+    if dry_run:
+        _print_plan(console, configs, done)
+        console.print(
+            f"{len(configs)} runs planned, {len(configs) - len(pending)} already in {store.path}, "
+            f"{len(pending)} to run"
+        )
+        return
+    _check_data(pending, data_dir)
+    console.print(
+        f"sweep: {len(configs)} runs, {len(configs) - len(pending)} already done, {len(pending)} to run "
+        f"on {min(workers, max(len(pending), 1))} worker(s) -> {store.path}"
+    )
+    counts = _run_pending(console, store, pending, workers, data_dir)
+    df = store.to_dataframe()
+    keys = {c.key() for c in configs}
+    _print_summary(console, df[df["key"].isin(keys)] if not df.empty else df)
+    if counts.get("interrupted"):
+        console.print(f"interrupted: {counts['stored']} runs stored; run the same command again to resume")
+        raise typer.Exit(130)
+
+
+def _none_or_floats(text: str | None, option: str, low: float, high: float):
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")]
+    nums = ",".join(t for t in items if t.lower() != "none")
+    values = parse_floats(nums, option, low, high) if nums else []
+    return values + [None] * sum(t.lower() == "none" for t in items)
+
+
+def _print_plan(console, configs, done) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    from flx.report import setting_columns
+
+    df = pd.DataFrame([c.to_dict() for c in configs])
+    cols = setting_columns(df) + ["seed"]
+    table = Table(title="planned runs")
+    for col in ["key", *cols, "status"]:
+        table.add_column(col)
+    for c, row in zip(configs, df.to_dict("records"), strict=True):
+        table.add_row(c.key(), *(_cell(row[k]) for k in cols), "done" if c.key() in done else "pending")
+    console.print(table)
+
+
+def _run_pending(console, store, pending, workers, data_dir) -> dict:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from flx.sweep import make_executor
+
+    counts = {"ok": 0, "diverged": 0, "failed": 0, "stored": 0}
+    if not pending:
+        return counts
+    executor = make_executor(min(workers, len(pending)))
+    live = console.is_terminal
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[tally]}"),
+        console=console,
+        disable=not live,
+    )
+    tally = lambda: f"ok {counts['ok']} · diverged {counts['diverged']} · failed {counts['failed']}"  # noqa: E731
+    with progress:
+        task = progress.add_task("training", total=len(pending), tally=tally())
+        try:
+            for i, record in enumerate(executor.map(pending, data_dir), 1):
+                counts["stored"] += store.put(record)
+                counts[record["status"]] += 1
+                progress.update(task, advance=1, tally=tally())
+                if not live:
+                    console.print(f"[{i}/{len(pending)}] {_record_line(record)}", highlight=False)
+        except KeyboardInterrupt:
+            counts["interrupted"] = 1
+            if hasattr(executor, "shutdown"):
+                executor.shutdown()
+    return counts
+
+
+def _print_summary(console, df) -> None:
+    from rich.table import Table
+
+    from flx.report import format_mean_std, setting_columns, summarize
+
+    summary = summarize(df)
+    if summary.empty:
+        console.print("no runs stored yet")
+        return
+    table = Table(title="summary (mean ± sample std over seeds, ok runs)")
+    cols = setting_columns(df)
+    for col in [*cols, "n", "diverged", "failed", "AP", "ROC-AUC", "ECE"]:
+        table.add_column(col, justify="right")
+    for row in summary.to_dict("records"):
+        table.add_row(
+            *(_cell(row[c]) for c in cols),
+            str(row["n"]),
+            str(row["diverged"]),
+            str(row["failed"]),
+            format_mean_std(row["ap_mean"], row["ap_std"]),
+            format_mean_std(row["roc_auc_mean"], row["roc_auc_std"]),
+            format_mean_std(row["ece_mean"], row["ece_std"], 4),
+        )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# flx download
+# ------------------------------------------------------------------------------------------------------------
+@app.command()
+def download(
+    name: str = typer.Argument(..., help="Data set to download: cifar10."),
+    data_dir: str = typer.Option(..., "--data-dir", envvar="FLX_DATA_DIR", help="Where to put it."),
+) -> None:
+    """Download a public data set with torchvision (needs internet). Kaggle's Dogs vs. Cats needs a Kaggle
+    account: download train.zip from https://www.kaggle.com/c/dogs-vs-cats/data and unzip it into DATA_DIR."""
+    from pathlib import Path
+
+    if name != "cifar10":
+        raise FlxError(
+            f"cannot download {name!r}; flx downloads cifar10 (Dogs vs. Cats comes from Kaggle by hand)"
+        )
+    from flx.data import download_cifar10
+
+    try:
+        download_cifar10(Path(data_dir))
+    except OSError as exc:
+        raise FlxError(f"download of cifar10 into {data_dir} failed: {exc}") from None
+    _console().print(f"cifar10 is in {data_dir}; use --dataset cifar_catsdogs --data-dir {data_dir}")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,28 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# A tiny synthetic task: one run takes a fraction of a second.
+TINY = ["--n-samples", "3000", "--ratio", "20", "--dim", "4", "--epochs", "1", "--batch-size", "256"]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """Image caches and the default results store go to temporary folders, never the user's."""
+    monkeypatch.setenv("FLX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("FLX_OUT", raising=False)
+    monkeypatch.delenv("FLX_DATA_DIR", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def flx_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flx", *args]
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,422 @@
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from flx import data as D
+from flx.cli import app
+from flx.store import Store
+from flx.sweep import expand
+from flx.train import Config, run
+
+from .conftest import SHARED_DATA, TINY, flx_cmd, subprocess_env
+
+runner = CliRunner()
+TINY_CONFIG = dict(n_samples=3000, ratio=20, dim=4, epochs=1, batch_size=256)
+
+
+def _sweep(out, *args):
+    return runner.invoke(app, ["sweep", *args, *TINY, "--workers", "1", "--out", str(out)])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# sweep end to end
+# ------------------------------------------------------------------------------------------------------------
+def test_sweep_writes_expected_records_and_resumes(tmp_path):
+    out = tmp_path / "runs"
+    result = _sweep(out, "--loss", "ce,focal", "--gamma", "0,2", "--alpha", "0.25", "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    df = Store(out).to_dataframe()
+    # ce ignores gamma and alpha: 2 seeds; focal: 2 gammas x 2 seeds
+    assert len(df) == 6 and df["key"].is_unique
+    assert sorted(df.groupby("loss").size().items()) == [("ce", 2), ("focal", 4)]
+    assert set(df["status"]) == {"ok"} and df["ap"].between(0, 1).all()
+    assert df.loc[df["loss"] == "ce", "gamma"].isna().all()
+    assert "summary" in result.output
+    again = _sweep(out, "--loss", "ce,focal", "--gamma", "0,2", "--alpha", "0.25", "--seeds", "2")
+    assert again.exit_code == 0 and "0 to run" in again.output
+    assert len(Store(out).to_dataframe()) == 6
+
+
+def test_dry_run_lists_plan_and_runs_nothing(tmp_path):
+    out = tmp_path / "runs"
+    _sweep(out, "--loss", "ce", "--seeds", "1")
+    result = _sweep(out, "--loss", "ce,focal", "--gamma", "1,2", "--seeds", "1", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "3 runs planned, 1 already in" in result.output and "2 to run" in result.output
+    assert len(Store(out).to_dataframe()) == 1
+
+
+def test_sweep_from_spec_with_cli_override(tmp_path):
+    spec = tmp_path / "mini.toml"
+    spec.write_text(
+        'description = "mini"\nseeds = 2\n[config]\nepochs = 5\n'
+        '[[grid]]\nloss = ["balanced_ce"]\nalpha = [0.25, 0.75]\n[[grid]]\nloss = "focal"\ngamma = [1.0]\n'
+    )
+    out = tmp_path / "runs"
+    result = _sweep(out, str(spec))  # TINY's --epochs 1 overrides the spec's 5
+    assert result.exit_code == 0, result.output
+    df = Store(out).to_dataframe()
+    assert len(df) == 6 and set(df["epochs"]) == {1}
+    assert sorted(df.loc[df["loss"] == "balanced_ce", "alpha"].unique()) == [0.25, 0.75]
+
+
+def test_diverging_run_is_recorded_and_sweep_goes_on(tmp_path):
+    out = tmp_path / "runs"
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--loss",
+            "ce",
+            "--seeds",
+            "1",
+            *TINY,
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e5",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+            "--prior",
+            "0.01,none",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    df = Store(out).to_dataframe()
+    assert len(df) == 2 and set(df["status"]) == {"diverged"}
+    assert df["ap"].isna().all()
+    ok = _sweep(out, "--loss", "ce", "--seeds", "1")  # and the store goes on taking runs
+    assert ok.exit_code == 0 and (Store(out).to_dataframe()["status"] == "ok").sum() == 1
+
+
+def test_same_config_twice_gives_identical_metrics():
+    config = Config(loss="focal", gamma=2.0, alpha=0.25, seed=3, **TINY_CONFIG)
+    a, b = run(config), run(config)
+    for metric in ("ap", "roc_auc", "best_f1", "ece", "train_loss"):
+        assert a[metric] == b[metric], metric
+    c = run(Config(loss="focal", gamma=2.0, alpha=0.25, seed=4, **TINY_CONFIG))
+    assert c["train_loss"] != a["train_loss"]  # the seed matters
+
+
+def test_run_command_prints_and_stores(tmp_path):
+    out = tmp_path / "runs"
+    result = runner.invoke(
+        app, ["run", "--loss", "ohem", "--ohem-k", "64", "--ohem-ratio", "3", *TINY, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ohem" in result.output and "status" in result.output
+    (record,) = Store(out).records()
+    assert record["ohem_k"] == 64 and record["ohem_ratio"] == 3.0 and record["status"] == "ok"
+    assert record["torch_version"] == torch.__version__ and record["flx_version"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# crash safety and concurrency (real processes)
+# ------------------------------------------------------------------------------------------------------------
+def _count(db):
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return con.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    out = tmp_path / "runs"
+    args = flx_cmd(
+        "sweep",
+        "--loss",
+        "ce,focal,poly1",
+        "--gamma",
+        "0,1,2",
+        "--seeds",
+        "3",
+        *TINY,
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    )
+    expected = 3 + 9 + 3
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=subprocess_env(),
+        start_new_session=True,
+    )
+    db = out / "runs.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if db.exists() and _count(db)[0] >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, mid-way
+    proc.wait()
+    stored, distinct = _count(db)
+    assert 3 <= stored < expected and stored == distinct
+    finish = subprocess.run(args, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert finish.returncode == 0, finish.stderr
+    assert f"{stored} already done" in finish.stdout
+    assert _count(db) == (expected, expected)
+
+
+@pytest.mark.slow
+def test_two_concurrent_sweeps_into_one_store_lose_nothing(tmp_path):
+    out = tmp_path / "runs"
+    a = flx_cmd(
+        "sweep",
+        "--loss",
+        "focal",
+        "--gamma",
+        "0,1,2",
+        "--seeds",
+        "2",
+        *TINY,
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    )
+    b = flx_cmd(
+        "sweep",
+        "--loss",
+        "focal,ce",
+        "--gamma",
+        "2,5",
+        "--seeds",
+        "2",
+        *TINY,
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    )
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+        for cmd in (a, b)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    df = Store(out).to_dataframe()
+    # focal gamma {0, 1, 2, 5} x 2 seeds + ce x 2 seeds, each exactly once
+    assert len(df) == 10 and df["key"].is_unique
+    assert sorted(df.loc[df["loss"] == "focal", "gamma"].unique()) == [0, 1, 2, 5]
+
+
+def test_store_keeps_final_records_and_retries_failed(tmp_path):
+    store = Store(tmp_path)
+    assert store.put({"key": "k1", "status": "failed", "ap": float("nan")})
+    assert store.done() == set()
+    assert store.put({"key": "k1", "status": "ok", "ap": 0.5})
+    assert not store.put({"key": "k1", "status": "ok", "ap": 0.9})  # final: unchanged
+    (record,) = store.records()
+    assert record["ap"] == 0.5 and store.done() == {"k1"}
+
+
+def test_expand_collapses_inapplicable_parameters():
+    configs = expand(Config(**TINY_CONFIG), [{"loss": ["ce", "focal"], "gamma": [0.0, 1.0, 2.0]}], range(2))
+    assert len(configs) == 2 + 6
+    assert Config(loss="ce", gamma=5.0).key() == Config(loss="ce").key()
+    assert Config(loss="focal", gamma=2).key() == Config(loss="focal").key()  # 2 is the default, int or float
+    assert Config(loss="focal", gamma=1).key() != Config(loss="focal").key()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------------------
+def test_synthetic_default_ratio_and_positives():
+    t0 = time.perf_counter()
+    config = Config().normalized()
+    train, test = D.load_synthetic(**dict(config.data_params()))
+    elapsed = time.perf_counter() - t0
+    for split in (train, test):
+        n_pos = split.n_pos
+        assert n_pos >= 500
+        assert (len(split) - n_pos) / n_pos == pytest.approx(1000, rel=0.01)
+    assert elapsed < 10  # generation is fast (about 0.3 s here); a loose bound for slow CI machines
+    again, _ = D.load_synthetic(**dict(config.data_params()))
+    assert torch.equal(again.x, train.x)
+
+
+def _write_fake_cifar(root, per_class=30):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(n_per_class):
+        labels = np.repeat(np.arange(10), n_per_class)
+        return {"data": rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8), "labels": labels.tolist()}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(per_class), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(per_class), f)
+    return root
+
+
+def test_cifar_cat_dog_filter_and_imbalance(tmp_path):
+    root = _write_fake_cifar(tmp_path)
+    train, test = D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
+    assert test.x.shape == (60, 3, 32, 32) and test.n_pos == 30  # natural balance: 30 cats, 30 dogs
+    n_cats = 5 * 30
+    assert len(train) - train.n_pos == n_cats and train.n_pos == n_cats // 10
+    swapped, _ = D.load_cifar_catsdogs(ratio=10, positive="cat", data_dir=str(root))
+    assert swapped.n_pos == 15 and len(swapped) - swapped.n_pos == 150
+
+
+def test_cifar_missing_or_malformed(tmp_path):
+    with pytest.raises(D.DataError, match=r"CIFAR-10 not found at .*flx download cifar10"):
+        D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(tmp_path))
+    root = _write_fake_cifar(tmp_path / "c")
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage")
+    with pytest.raises(D.DataError, match="test_batch is missing or malformed"):
+        D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
+
+
+def _write_images(folder, n=20, layout="flat", size=24):
+    rng = np.random.default_rng(1)
+    for cls in ("cat", "dog"):
+        for i in range(n):
+            arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            if layout == "flat":
+                path = folder / f"{cls}.{i}.jpg"
+            else:
+                path = folder / f"{cls}s" / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(path)
+
+
+@pytest.mark.parametrize("layout", ["flat", "per_class"])
+def test_folder_loader_layouts_split_and_cache(tmp_path, layout):
+    root = tmp_path / "data"
+    target = root / "dogs-vs-cats" / "train" if layout == "flat" else root
+    _write_images(target, layout=layout)
+    train, test = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
+    assert train.x.shape[1:] == (3, 16, 16) and train.x.dtype == torch.uint8
+    assert test.n_pos == 4 and len(test) == 8  # 20% of each class, balanced
+    assert len(train) - train.n_pos == 16 and train.n_pos == 4  # 16 cats, dogs cut to 16 / 4
+    assert list(Path(os.environ["FLX_CACHE_DIR"]).glob("catsdogs-16-*.pt")), "decoded images are cached"
+    again, _ = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
+    assert torch.equal(again.x, train.x)
+
+
+def test_catsdogs_run_through_cli_on_generated_images(tmp_path):
+    root = tmp_path / "data"
+    _write_images(root / "train")
+    out = tmp_path / "runs"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--dataset",
+            "catsdogs",
+            "--data-dir",
+            str(root),
+            "--image-size",
+            "16",
+            "--ratio",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = Store(out).records()
+    assert record["model"] == "cnn" and record["status"] == "ok" and record["dim"] is None
+
+
+def test_missing_image_folder_message(tmp_path):
+    with pytest.raises(D.DataError, match=r"no cat/dog images found \(looked in .*FLX_DATA_DIR"):
+        D.load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(tmp_path))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "dogs-vs-cats" / "train").is_dir(), reason="../shared/data is absent")
+def test_shared_dogs_vs_cats_integration():
+    train, test = D.load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(SHARED_DATA))
+    assert len(test) == 4000 and test.n_pos == 2000
+    assert len(train) - train.n_pos == 8000 and train.n_pos == 800
+    record = run(
+        Config(dataset="catsdogs", image_size=16, epochs=1, batch_size=256, loss="focal"),
+        data_dir=str(SHARED_DATA),
+    )
+    assert record["status"] == "ok" and record["ap"] > 0.5  # real photos carry signal even after one epoch
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bad input: one line, exit code 2, store untouched
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--loss", "hinge"], "--loss got unknown 'hinge'; choose from ce, balanced_ce"),
+        (["--loss", ""], "--loss got ''"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'; choose one of synthetic, catsdogs"),
+        (["--gamma", "-1"], "--gamma got -1, outside the accepted range [0, 10]"),
+        (["--alpha", "1.5"], "--alpha got 1.5, outside the accepted range [0, 1]"),
+        (["--gamma", ","], "--gamma got ','"),
+        (["--lr", "0"], "lr=0.0 is out of range"),
+        (["--dataset", "catsdogs"], "the catsdogs data set needs image files"),
+        (
+            ["--dataset", "catsdogs", "--data-dir", "/nonexistent/flx"],
+            "data directory /nonexistent/flx does not exist",
+        ),
+        (["experiments/nope.toml"], "spec file experiments/nope.toml does not exist"),
+    ],
+)
+def test_bad_sweep_input(tmp_path, args, needle):
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        flx_cmd("sweep", *args, "--out", str(out)),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=tmp_path,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("seeds = [", "is not valid TOML"),
+        ("colour = 1", "unknown key(s) ['colour']"),
+        ("[[grid]]\nloss = []", "a grid list is empty"),
+        ("[[grid]]\nflavour = [1]", "unknown config field(s) ['flavour']"),
+        ("seeds = 0", "seeds = 0; it must be an integer >= 1"),
+        ("[config]\ngamma = -2\nloss = 'focal'", "gamma=-2.0 is out of range"),
+    ],
+)
+def test_malformed_spec(tmp_path, content, needle):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(content)
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        flx_cmd("sweep", str(spec), "--out", str(out)), capture_output=True, text=True, env=subprocess_env()
+    )
+    assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
