@@ -5,7 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test demo lint bench clean
+ABLATIONS := table1a table1b table1d poly prior catsdogs
+# Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
+export FLX_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: install test demo lint bench clean ablations $(ABLATIONS)
 
 install: $(STAMP)
 
@@ -29,6 +33,15 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/flx bench losses
+
+# Each ablation: train the spec's runs (skipping those already in results/NAME/runs.sqlite), then write
+# results/NAME/{runs.csv,table.md,table.csv,*.png}. On a fresh clone there is no store: everything is retrained.
+$(ABLATIONS): $(STAMP)
+	$(BIN)/flx sweep experiments/$@.toml --out results/$@
+	$(BIN)/flx report results/$@
+
+ablations: $(ABLATIONS)
+	$(BIN)/flx report --no-plots --index results/README.md $(addprefix results/,$(ABLATIONS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -9,6 +9,7 @@ call, so neither implementation inherits the other's allocator state.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -87,7 +88,9 @@ def bench_losses(sizes: list[int], min_run_time: float = 1.0, measure_memory: bo
     """Time both implementations in this process; measure memory in child processes (one per measurement)."""
     import torch
 
-    torch.set_num_threads(torch.get_num_threads())  # the machine's default: the benchmark uses every core
+    torch.set_num_threads(
+        os.cpu_count() or 1
+    )  # every core, whatever OMP_NUM_THREADS says (make sets it to 1)
     memory: dict[tuple[str, int], float] = {}
     if measure_memory:
         ctx = mp.get_context("spawn")

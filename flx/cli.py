@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -212,13 +213,6 @@ def _check_data(configs, data_dir) -> None:
             raise FlxError(str(exc)) from None
 
 
-def _cell(value) -> str:
-    """A table cell: None/NaN (a parameter that does not apply) as an en dash, floats compactly."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _record_line(record: dict) -> str:
     from flx.report import format_mean_std
 
@@ -348,7 +342,7 @@ def sweep(
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
     from flx.losses import LOSSES
     from flx.store import Store, default_out
-    from flx.sweep import SpecError, expand, load_spec
+    from flx.sweep import SpecError, dump_spec, expand, load_spec
     from flx.train import Config
 
     try:
@@ -399,6 +393,10 @@ def sweep(
         )
         return
     _check_data(pending, data_dir)
+    if spec:  # provenance: the grid that really runs (overrides included); flx report reads it back
+        effective = {**spec_data, "config": base, "grid": grids, "seeds": seeds or spec_data["seeds"]}
+        store.out.mkdir(parents=True, exist_ok=True)
+        (store.out / "spec.toml").write_text(dump_spec(effective))
     console.print(
         f"sweep: {len(configs)} runs, {len(configs) - len(pending)} already done, {len(pending)} to run "
         f"on {min(workers, max(len(pending), 1))} worker(s) -> {store.path}"
@@ -425,7 +423,7 @@ def _print_plan(console, configs, done) -> None:
     import pandas as pd
     from rich.table import Table
 
-    from flx.report import setting_columns
+    from flx.report import cell, setting_columns
 
     df = pd.DataFrame([c.to_dict() for c in configs])
     cols = setting_columns(df) + ["seed"]
@@ -433,7 +431,7 @@ def _print_plan(console, configs, done) -> None:
     for col in ["key", *cols, "status"]:
         table.add_column(col)
     for c, row in zip(configs, df.to_dict("records"), strict=True):
-        table.add_row(c.key(), *(_cell(row[k]) for k in cols), "done" if c.key() in done else "pending")
+        table.add_row(c.key(), *(cell(row[k]) for k in cols), "done" if c.key() in done else "pending")
     console.print(table)
 
 
@@ -485,7 +483,7 @@ def _run_pending(console, store, pending, workers, data_dir) -> dict:
 def _print_summary(console, df) -> None:
     from rich.table import Table
 
-    from flx.report import format_mean_std, setting_columns, summarize
+    from flx.report import cell, format_mean_std, setting_columns, summarize
 
     summary = summarize(df)
     if summary.empty:
@@ -497,8 +495,8 @@ def _print_summary(console, df) -> None:
         table.add_column(col, justify="right")
     for row in summary.to_dict("records"):
         table.add_row(
-            *(_cell(row[c]) for c in cols),
-            str(row["n"]),
+            *(cell(row[c]) for c in cols),
+            str(row["ok"]),
             str(row["diverged"]),
             str(row["failed"]),
             format_mean_std(row["ap_mean"], row["ap_std"]),
@@ -506,6 +504,45 @@ def _print_summary(console, df) -> None:
             format_mean_std(row["ece_mean"], row["ece_std"], 4),
         )
     console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# flx report
+# ------------------------------------------------------------------------------------------------------------
+REPORT_FORMATS = ("md", "csv", "tex")
+
+
+@app.command()
+def report(
+    results_dirs: list[str] | None = typer.Argument(
+        None, help="Results directories. (default: --out / ./runs)"
+    ),
+    fmt: str = typer.Option("md,csv", "--format", help="Comma-separated: md, csv, tex."),
+    plots: bool = typer.Option(True, help="Write the figures the spec asks for (some retrain a few models)."),
+    index: str | None = typer.Option(
+        None, help="Also write an index of all the tables here (results/README.md)."
+    ),
+    out: str | None = OutOpt,
+) -> None:
+    """Tables (mean ± std over seeds, best in bold, paper AP beside) and figures from stored runs."""
+    from flx.report import render_index, write_report
+    from flx.store import default_out
+
+    formats = parse_names(fmt, "--format", list(REPORT_FORMATS))
+    dirs = [Path(d) for d in (results_dirs or [out or default_out()])]
+    for d in dirs:
+        if not ((d / "runs.sqlite").exists() or (d / "runs.csv").exists()):
+            raise FlxError(
+                f"no runs in {d} (neither runs.sqlite nor runs.csv); run `flx sweep --out {d}` first"
+            )
+    console = _console()
+    for d in dirs:
+        with console.status(f"report {d}..."):
+            written = write_report(d, formats=formats, plots=plots)
+        console.print(f"{d}: " + ", ".join(str(p.name) for p in written.values()))
+    if index:
+        Path(index).write_text(render_index(dirs))
+        console.print(f"index: {index}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -518,8 +555,6 @@ def download(
 ) -> None:
     """Download a public data set with torchvision (needs internet). Kaggle's Dogs vs. Cats needs a Kaggle
     account: download train.zip from https://www.kaggle.com/c/dogs-vs-cats/data and unzip it into DATA_DIR."""
-    from pathlib import Path
-
     if name != "cifar10":
         raise FlxError(
             f"cannot download {name!r}; flx downloads cifar10 (Dogs vs. Cats comes from Kaggle by hand)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 import signal
 from collections.abc import Iterable, Iterator
@@ -67,7 +68,7 @@ def load_spec(path: str | os.PathLike) -> dict:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"spec file {path} is not valid TOML: {exc}") from None
-    allowed = {"name", "description", "config", "grid", "seeds", "out"}
+    allowed = {"name", "description", "config", "grid", "seeds", "out", "report"}
     unknown = set(spec) - allowed
     if unknown:
         raise SpecError(
@@ -96,6 +97,32 @@ def load_spec(path: str | os.PathLike) -> dict:
     spec["seeds"] = seeds
     spec.setdefault("name", path.stem)
     return spec
+
+
+def _toml_value(value) -> str:
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def dump_spec(spec: dict) -> str:
+    """A spec as TOML (the subset load_spec reads), so a results directory records the grid that really ran,
+    command-line overrides included."""
+    lines = [
+        f"{k} = {_toml_value(spec[k])}" for k in ("name", "description", "seeds") if spec.get(k) is not None
+    ]
+    for table in ("config", "report"):
+        if spec.get(table):
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in spec[table].items()]
+    for grid in spec["grid"]:
+        lines += ["", "[[grid]]"] + [f"{k} = {_toml_value(v)}" for k, v in grid.items()]
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ class Config:
                 else None
             )
         values["model"] = values["model"] or data.model
+        for name in ("prior", "ohem_ratio"):  # spec files write "none" for None (TOML has no null)
+            if isinstance(values[name], str) and values[name].lower() == "none":
+                values[name] = None
         for name, kind in _TYPES.items():
             if values[name] is not None:
                 values[name] = kind(values[name])

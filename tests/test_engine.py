@@ -176,6 +176,45 @@ def test_resume_after_sigkill(tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
+    out = tmp_path / "runs"
+    args = flx_cmd(
+        "sweep",
+        "--loss",
+        "ce,focal",
+        "--gamma",
+        "0,1,2,5",
+        "--seeds",
+        "3",
+        *TINY,
+        "--epochs",
+        "6",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    )
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=subprocess_env(),
+        start_new_session=True,
+    )
+    db = out / "runs.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (db.exists() and _count(db)[0] >= 2):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    stored = _count(db)[0]
+    assert stored < 15 and f"interrupted: {stored} runs stored" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
 def test_two_concurrent_sweeps_into_one_store_lose_nothing(tmp_path):
     out = tmp_path / "runs"
     a = flx_cmd(

@@ -1,0 +1,182 @@
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from flx.cli import app
+from flx.report import build_table, read_spec, render_index, write_report
+from flx.store import Store
+from flx.sweep import expand, load_spec
+from flx.train import Config
+
+from .test_engine import TINY, _write_images
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+SPECS = sorted((ROOT / "experiments").glob("*.toml"))
+
+FIXTURE_SPEC = """description = "fixture"
+seeds = 2
+[config]
+dataset = "synthetic"
+n_samples = 3000
+[[grid]]
+loss = ["focal"]
+gamma = [0.0, 2.0]
+alpha = [0.25, 0.75]
+[report]
+paper = "table1b"
+best_over = "alpha"
+"""
+
+
+def _fixture_store(tmp_path):
+    """A store with hand-chosen metrics: one setting fully diverged, one run missing."""
+    tmp_path.mkdir(parents=True)
+    (tmp_path / "spec.toml").write_text(FIXTURE_SPEC)
+    spec = load_spec(tmp_path / "spec.toml")
+    configs = {
+        (c.gamma, c.alpha, c.seed): c for c in expand(Config(**spec["config"]), spec["grid"], range(2))
+    }
+    ap = {
+        (0.0, 0.25, 0): 0.5,
+        (0.0, 0.25, 1): 0.7,
+        (0.0, 0.75, 0): 0.8,
+        (0.0, 0.75, 1): 0.8,
+        (2.0, 0.25, 0): 0.9,
+    }
+    store = Store(tmp_path)
+    for (gamma, alpha, seed), c in configs.items():
+        if (gamma, alpha, seed) == (2.0, 0.25, 1):
+            continue  # missing
+        value = ap.get((gamma, alpha, seed))
+        status = "ok" if value is not None else "diverged"
+        nan = float("nan")
+        store.put(
+            {
+                "key": c.key(),
+                **c.to_dict(),
+                "status": status,
+                "ap": value if value else nan,
+                "roc_auc": 0.9 if value else nan,
+                "best_f1": value / 2 if value else nan,
+                "ece": 0.01 if value else nan,
+                "train_loss": 0.1,
+                "wall_time_s": 1.0,
+            }
+        )
+    return tmp_path
+
+
+EXPECTED = """## {name}
+
+fixture.
+
+| gamma   | alpha   | n             | diverged   | AP            | ROC-AUC           | best F1       | ECE                 | paper AP   |
+|---------|---------|---------------|------------|---------------|-------------------|---------------|---------------------|------------|
+| 0       | 0.75    | 2             | 0          | 0.800 ± 0.000 | **0.900 ± 0.000** | 0.400 ± 0.000 | **0.0100 ± 0.0000** | 31.1       |
+| 2       | 0.25    | 1 (1 missing) | 0          | **0.900**     | **0.900**         | **0.450**     | **0.0100**          | 34         |
+
+n = ok runs (seeds) per setting; mean ± sample std (ddof = 1) over them; best value of each column in bold. \
+Each row shows the alpha with the highest mean AP for that setting, as the paper does. \
+paper AP: Lin et al., Focal Loss for Dense Object Detection, ICCV 2017, Table 1 (COCO detection AP); \
+compare the shape, not the values.
+"""
+
+
+def test_report_on_fixture_store_gives_exact_table(tmp_path):
+    out = _fixture_store(tmp_path / "fx")
+    result = runner.invoke(app, ["report", str(out), "--format", "md,csv,tex"])
+    assert result.exit_code == 0, result.output
+    assert (out / "table.md").read_text() == EXPECTED.format(name="fx")
+    assert (out / "table.tex").read_text().startswith("\\begin{tabular}")
+    table = build_table(Store(out).to_dataframe(), read_spec(out))
+    full = build_table(
+        Store(out).to_dataframe(), read_spec(out).__class__(name="fx", planned=read_spec(out).planned)
+    )
+    # without best_over every setting shows, the diverged and the missing ones included
+    row = full[(full["gamma"] == 2.0) & (full["alpha"] == 0.75)].iloc[0]
+    assert row["diverged"] == 2 and row["ok"] == 0
+    assert full[(full["gamma"] == 0.0) & (full["alpha"] == 0.25)]["ap_std"].iloc[0] == pytest.approx(
+        0.141421356
+    )
+    assert list(table["paper_ap"]) == [31.1, 34.0]
+    # the CSV export holds every stored run, and a report from it alone is the same
+    shutil.copy(out / "runs.csv", tmp_path / "runs.csv")
+    (tmp_path / "csv_only").mkdir()
+    for name in ("runs.csv", "spec.toml"):
+        shutil.copy(out / name, tmp_path / "csv_only" / name)
+    write_report(tmp_path / "csv_only", formats=("md",), plots=False)
+    assert (tmp_path / "csv_only" / "table.md").read_text() == EXPECTED.format(name="csv_only")
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "no runs in" in result.output
+
+
+@pytest.mark.parametrize(
+    "results_dir", sorted(p.parent for p in RESULTS.glob("*/runs.csv")), ids=lambda p: p.name
+)
+def test_committed_tables_are_rendered_from_committed_records(tmp_path, results_dir):
+    for name in ("runs.csv", "spec.toml"):
+        shutil.copy(results_dir / name, tmp_path / name)
+    write_report(tmp_path, formats=("md", "csv"), plots=False)
+    expected = (results_dir / "table.md").read_text()
+    assert (tmp_path / "table.md").read_text() == expected.replace(
+        f"## {results_dir.name}\n", f"## {tmp_path.name}\n"
+    )
+    assert (tmp_path / "table.csv").read_text() == (results_dir / "table.csv").read_text()
+
+
+def test_committed_results_readme_is_generated():
+    dirs = sorted(p.parent for p in RESULTS.glob("*/runs.csv"))
+    if not dirs:
+        pytest.skip("no committed results yet")
+    order = ["table1a", "table1b", "table1d", "poly", "prior", "catsdogs"]
+    dirs.sort(key=lambda d: order.index(d.name) if d.name in order else len(order))
+    assert (RESULTS / "README.md").read_text() == render_index(dirs)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_each_spec_smoke_with_tiny_budget(tmp_path, spec):
+    """Every ablation spec through the real CLI (tiny data, one epoch, one seed), then its report and figures."""
+    images = tmp_path / "images"
+    _write_images(images / "train", n=12)
+    out = tmp_path / spec.stem
+    args = [
+        "sweep",
+        str(spec),
+        *TINY,
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--image-size",
+        "16",
+        "--data-dir",
+        str(images),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    effective = load_spec(out / "spec.toml")  # the spec with the command line's overrides
+    assert effective["seeds"] == 1 and effective["config"]["epochs"] == 1
+    assert (effective.get("report") or {}) == (load_spec(spec).get("report") or {})
+    planned = int(re.search(r"sweep: (\d+) runs", result.output).group(1))
+    assert planned >= 2 and len(Store(out).records()) == planned
+    result = runner.invoke(app, ["report", str(out)], env={"FLX_DATA_DIR": str(images)})
+    assert result.exit_code == 0, result.output
+    assert (out / "table.md").exists() and (out / "table.csv").exists() and (out / "runs.csv").exists()
+    for figure in load_spec(spec).get("report", {}).get("figures", []):
+        pngs = list(out.glob("*.png"))
+        assert pngs, figure
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as im:
+            im.verify()
