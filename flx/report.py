@@ -86,6 +86,20 @@ def cell(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+NONE_MEANS_OFF = ("prior", "ohem_ratio")  # None for these is a setting ("none"), not "does not apply"
+
+
+def setting_cell(row: dict, col: str) -> str:
+    """A setting's cell: 'none' where a parameter applies but is off (prior, OHEM ratio), '–' where it does not."""
+    from flx.losses import LOSSES
+
+    value = row.get(col)
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    loss = LOSSES.get(row.get("loss"))
+    applies = col == "prior" or (loss is not None and col in loss.params)
+    return "none" if missing and col in NONE_MEANS_OFF and applies else cell(value)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Loading a results directory
 # ------------------------------------------------------------------------------------------------------------
@@ -97,6 +111,7 @@ class ReportSpec:
     paper: str | None = None
     figures: list[str] = field(default_factory=list)
     planned: list | None = None  # normalized Configs of the grid, when a spec is known
+    context: dict = field(default_factory=dict)  # config fields shared by every run (e.g. loss in table1a)
 
 
 def read_spec(results_dir: Path) -> ReportSpec:
@@ -169,9 +184,12 @@ def build_table(df, spec: ReportSpec):
         best = [g["ap_mean"].fillna(-math.inf).idxmax() for _, g in grouped]
         table = table.loc[best].reset_index(drop=True)
         table = table[[*rest, spec.best_over, *[c for c in table if c not in keys]]]
-    if spec.paper:  # the lookup sees the constant fields (loss, ...) as well as the row's settings
-        context = {k: runs.iloc[0][k] for k in CONFIG_FIELDS if k in runs and k not in keys}
-        table["paper_ap"] = [paper_ap(spec.paper, {**context, **row}) for row in table.to_dict("records")]
+    # the constant fields (loss, ...) complete each row for the paper lookup and the cells
+    spec.context = {k: runs.iloc[0][k] for k in CONFIG_FIELDS if k in runs and k not in keys}
+    if spec.paper:
+        table["paper_ap"] = [
+            paper_ap(spec.paper, {**spec.context, **row}) for row in table.to_dict("records")
+        ]
     return table
 
 
@@ -198,7 +216,7 @@ def render_markdown(table, spec: ReportSpec) -> str:
         header.append("paper NMS thr")
     rows = []
     for row in table.to_dict("records"):
-        cells = [cell(row[c]) for c in settings]
+        cells = [setting_cell({**spec.context, **row}, c) for c in settings]
         n = f"{row['ok']}"
         if row["missing"]:
             n += f" ({row['missing']} missing)"
@@ -284,7 +302,7 @@ def _best(table, mask=None):
     return None if t.empty else t.loc[t["ap_mean"].idxmax()]
 
 
-def _findings_table1a(table) -> list[str]:
+def _findings_table1a(table, runs) -> list[str]:
     best = _best(table)
     if best is None:
         return []
@@ -298,7 +316,7 @@ def _findings_table1a(table) -> list[str]:
     ]
 
 
-def _findings_table1b(table) -> list[str]:
+def _findings_table1b(table, runs) -> list[str]:
     best = _best(table)
     ce = table[table["gamma"] == 0]
     if best is None or ce.empty:
@@ -317,7 +335,7 @@ def _findings_table1b(table) -> list[str]:
     ]
 
 
-def _findings_table1d(table) -> list[str]:
+def _findings_table1d(table, runs) -> list[str]:
     fl = _best(table, table["loss"] == "focal")
     ohem = _best(table, table["loss"] == "ohem")
     if fl is None or ohem is None:
@@ -331,29 +349,31 @@ def _findings_table1d(table) -> list[str]:
     ]
 
 
-def _findings_generic(table) -> list[str]:
+def _findings_generic(table, runs) -> list[str]:
     best = _best(table)
     if best is None:
         return []
     keys = [c for c in setting_columns(table) if c in table]
-    setting = ", ".join(f"{k} = {cell(best[k])}" for k in keys)
+    setting = ", ".join(f"{k} = {setting_cell(best.to_dict(), k)}" for k in keys)
     out = [f"Best setting: {setting} (AP {_ap(best)})."]
-    if "diverged" in table and table["diverged"].sum():
-        div = table[table["diverged"] > 0]
+    per_setting = summarize(runs)  # every setting, also those a best_over table leaves out
+    div = per_setting[per_setting["diverged"] > 0]
+    if len(div):
+        names = [c for c in setting_columns(runs) if c in div]
         out.append(
             "Diverged runs: "
             + "; ".join(
-                ", ".join(f"{k} = {cell(r[k])}" for k in keys) + f": {r['diverged']} of {r['runs']}"
+                ", ".join(f"{k} = {setting_cell(r, k)}" for k in names) + f": {r['diverged']} of {r['runs']}"
                 for r in div.to_dict("records")
             )
             + "."
         )
-    elif "diverged" in table:
-        out.append(f"No run diverged (of {int(table['runs'].sum())}).")
+    else:
+        out.append(f"No run diverged (of {len(runs)}).")
     return out
 
 
-def _findings_catsdogs(table) -> list[str]:
+def _findings_catsdogs(table, runs) -> list[str]:
     out = []
     for ratio in sorted(table["ratio"].dropna().unique()):
         at = table["ratio"] == ratio
@@ -368,7 +388,43 @@ def _findings_catsdogs(table) -> list[str]:
             f"1:{ratio:g}: best FL (γ = {fl['gamma']:g}) AP {_ap(fl)} against CE {_ap(ce)}: {gain:+.3f} "
             f"(combined std {spread:.3f}) → {verdict}."
         )
-    return out + _findings_generic(table)
+    return out + _findings_generic(table, runs)
+
+
+def _findings_prior(table, runs) -> list[str]:
+    out = []
+    ce_off = runs[(runs["loss"] == "ce") & runs["prior"].isna() & (runs["status"] != "missing")]
+    diverged = int((ce_off["status"] == "diverged").sum())
+    out.append(
+        f"CE without the prior initialisation: {diverged} of {len(ce_off)} runs diverged (the paper: CE "
+        f"without it diverges). {'Replicated' if diverged else 'Not replicated'} (criterion: any such run "
+        "diverges)."
+    )
+    for (loss, optimizer), g in table.groupby(["loss", "optimizer"], sort=True):
+        on, off = g[g["prior"].notna()], g[g["prior"].isna()]
+        if len(on) and len(off):
+            out.append(
+                f"{loss} with {optimizer}: AP {_ap(on.iloc[0])} with π = 0.01 against {_ap(off.iloc[0])} "
+                "without."
+            )
+    return out
+
+
+def _findings_poly(table, runs) -> list[str]:
+    out = []
+    for base, poly in (("ce", "poly1"), ("focal", "poly1_focal")):
+        ref = _best(table, table["loss"] == base)
+        best = _best(table, table["loss"] == poly)
+        if ref is None or best is None:
+            continue
+        gain = best["ap_mean"] - ref["ap_mean"]
+        spread = math.sqrt(np.nan_to_num(best["ap_std"]) ** 2 + np.nan_to_num(ref["ap_std"]) ** 2)
+        verdict = "better" if gain > spread else "worse" if -gain > spread else "no clear difference"
+        out.append(
+            f"{poly}: best ε = {best['epsilon']:g} (AP {_ap(best)}) against {base} {_ap(ref)}: {gain:+.3f} "
+            f"(combined std {spread:.3f}) → {verdict}."
+        )
+    return out + ["The PolyLoss paper tunes ε per task (positive ε helped classification with CE)."]
 
 
 FINDINGS = {
@@ -376,6 +432,8 @@ FINDINGS = {
     "table1b": _findings_table1b,
     "table1d": _findings_table1d,
     "catsdogs": _findings_catsdogs,
+    "prior": _findings_prior,
+    "poly": _findings_poly,
 }
 
 
@@ -397,7 +455,7 @@ def render_index(results_dirs: list[Path]) -> str:
         lines += [f"## [{spec.name}]({d.name}/table.md)", ""]
         if spec.description:
             lines += [spec.description + ".", ""]
-        findings = FINDINGS.get(spec.name, _findings_generic)(table)
+        findings = FINDINGS.get(spec.name, _findings_generic)(table, with_missing(df, spec.planned))
         lines += [f"- {f}" for f in findings]
         lines += [f"- {len(df)} runs, {hours * 60:.1f} CPU-minutes of training (sum of run wall times).", ""]
         table_md = (d / "table.md").read_text() if (d / "table.md").exists() else render_markdown(table, spec)
