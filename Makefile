@@ -44,7 +44,7 @@ $(ABLATIONS): $(STAMP)
 	$(BIN)/flx report results/$@
 
 ablations: $(ABLATIONS)
-	$(BIN)/flx report --no-plots --index results/README.md $(addprefix results/,$(ABLATIONS))
+	$(BIN)/flx report --no-plots --index results/README.md --readme README.md $(addprefix results/,$(ABLATIONS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -522,10 +522,11 @@ def report(
     index: str | None = typer.Option(
         None, help="Also write an index of all the tables here (results/README.md)."
     ),
+    readme: str | None = typer.Option(None, help="Also splice the tables into this README's results block."),
     out: str | None = OutOpt,
 ) -> None:
     """Tables (mean ± std over seeds, best in bold, paper AP beside) and figures from stored runs."""
-    from flx.report import render_index, write_report
+    from flx.report import render_index, splice_readme, write_report
     from flx.store import default_out
 
     formats = parse_names(fmt, "--format", list(REPORT_FORMATS))
@@ -543,6 +544,12 @@ def report(
     if index:
         Path(index).write_text(render_index(dirs))
         console.print(f"index: {index}")
+    if readme:
+        try:
+            Path(readme).write_text(splice_readme(Path(readme).read_text(), dirs))
+        except (OSError, ValueError) as exc:
+            raise FlxError(f"--readme {readme}: {exc}") from None
+        console.print(f"readme: {readme}")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -27,9 +27,10 @@ def ap_vs_param(runs, out: Path, spec) -> Path | None:
     from flx.report import cell, setting_columns, summarize
 
     keys = setting_columns(runs)
-    x = next((p for p in PARAMS if p in keys), None)
-    if x is None:
+    swept = [p for p in PARAMS if p in keys]
+    if not swept:
         return None
+    x = max(swept, key=lambda p: runs[p].dropna().nunique())  # the most-swept parameter (first if tied)
     table = summarize(runs, keys=keys)
     table = table[table[x].notna()]
     others = [k for k in keys if k != x]

@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flx.cli import app
-from flx.report import build_table, read_spec, render_index, write_report
+from flx.report import build_table, read_spec, render_index, splice_readme, write_report
 from flx.store import Store
 from flx.sweep import expand, load_spec
 from flx.train import Config
@@ -140,6 +140,8 @@ def test_committed_results_readme_is_generated():
     order = ["table1a", "table1b", "table1d", "poly", "prior", "catsdogs"]
     dirs.sort(key=lambda d: order.index(d.name) if d.name in order else len(order))
     assert (RESULTS / "README.md").read_text() == render_index(dirs)
+    readme = (ROOT / "README.md").read_text()
+    assert readme == splice_readme(readme, dirs)  # the README's tables are the generated ones
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
