@@ -73,7 +73,9 @@ def time_impl(impl: str, n: int, min_run_time: float = 1.0) -> tuple[float, floa
     """(first-call seconds, median seconds) of forward + backward at n logits, in this process."""
     import logging
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime": irrelevant here
+    logging.getLogger("torch.utils.cpp_extension").setLevel(
+        logging.ERROR
+    )  # "no CUDA runtime": irrelevant here
     from torch.utils import benchmark
 
     fn = _loss_fn(impl)

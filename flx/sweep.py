@@ -17,7 +17,6 @@ import os
 import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -28,18 +27,6 @@ from flx.train import CONFIG_FIELDS, Config
 
 class SpecError(ValueError):
     """A malformed or missing spec file."""
-
-
-@dataclass
-class Plan:
-    """What a sweep will run: every distinct normalized config, and which of them the store already has."""
-
-    configs: list[Config]
-    done: set[str] = field(default_factory=set)
-
-    @property
-    def pending(self) -> list[Config]:
-        return [c for c in self.configs if c.key() not in self.done]
 
 
 def expand(base: Config, grids: list[dict[str, list]], seeds: Iterable[int]) -> list[Config]:
