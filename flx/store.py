@@ -73,29 +73,31 @@ class Store:
         finally:
             con.close()
 
-    def statuses(self) -> dict[str, str]:
-        """key -> status of every stored run (empty if there is no store yet)."""
+    def _read(self, sql: str) -> list[tuple]:
+        """Rows of a read query; none while the store does not exist yet or another process is still creating it
+        (the file appears before its table does)."""
         if not self.exists():
-            return {}
+            return []
         con = self._connect()
         try:
-            return dict(con.execute("SELECT key, status FROM runs").fetchall())
+            return con.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
         finally:
             con.close()
+
+    def statuses(self) -> dict[str, str]:
+        """key -> status of every stored run (empty if there is no store yet)."""
+        return dict(self._read("SELECT key, status FROM runs"))
 
     def done(self) -> set[str]:
         """Keys whose runs are final (ok or diverged): a sweep skips these."""
         return {k for k, s in self.statuses().items() if s in FINAL}
 
     def records(self) -> list[dict]:
-        if not self.exists():
-            return []
-        con = self._connect()
-        try:
-            rows = con.execute("SELECT record FROM runs ORDER BY created_at, key").fetchall()
-        finally:
-            con.close()
-        return [json.loads(r) for (r,) in rows]
+        return [json.loads(r) for (r,) in self._read("SELECT record FROM runs ORDER BY created_at, key")]
 
     def to_dataframe(self):
         """All runs as a pandas DataFrame, one row per run (config columns, status, metrics, provenance)."""

@@ -126,9 +126,12 @@ def test_run_command_prints_and_stores(tmp_path):
 # crash safety and concurrency (real processes)
 # ------------------------------------------------------------------------------------------------------------
 def _count(db):
+    """(rows, distinct keys) of a store that exists, after an integrity check; (0, 0) before its table does."""
     con = sqlite3.connect(db)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+            return (0, 0)
         return con.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone()
     finally:
         con.close()
@@ -256,6 +259,12 @@ def test_two_concurrent_sweeps_into_one_store_lose_nothing(tmp_path):
     # focal gamma {0, 1, 2, 5} x 2 seeds + ce x 2 seeds, each exactly once
     assert len(df) == 10 and df["key"].is_unique
     assert sorted(df.loc[df["loss"] == "focal", "gamma"].unique()) == [0, 1, 2, 5]
+
+
+def test_store_reads_a_store_whose_table_is_not_created_yet(tmp_path):
+    sqlite3.connect(tmp_path / "runs.sqlite").close()  # the file exists, its table does not (yet)
+    store = Store(tmp_path)
+    assert store.statuses() == {} and store.records() == [] and store.done() == set()
 
 
 def test_store_keeps_final_records_and_retries_failed(tmp_path):
