@@ -406,7 +406,10 @@ def sweep(
     keys = {c.key() for c in configs}
     _print_summary(console, df[df["key"].isin(keys)] if not df.empty else df)
     if counts.get("interrupted"):
-        console.print(f"interrupted: {counts['stored']} runs stored; run the same command again to resume")
+        finished = len(store.done() & keys)  # read back from the store: exact whenever the signal arrived
+        console.print(
+            f"interrupted: {finished} of {len(configs)} runs are in the store; run the same command again to resume"
+        )
         raise typer.Exit(130)
 
 
@@ -447,7 +450,7 @@ def _run_pending(console, store, pending, workers, data_dir) -> dict:
 
     from flx.sweep import make_executor
 
-    counts = {"ok": 0, "diverged": 0, "failed": 0, "stored": 0}
+    counts = {"ok": 0, "diverged": 0, "failed": 0}
     if not pending:
         return counts
     executor = make_executor(min(workers, len(pending)))
@@ -468,7 +471,7 @@ def _run_pending(console, store, pending, workers, data_dir) -> dict:
         task = progress.add_task("training", total=len(pending), tally=tally())
         try:
             for i, record in enumerate(executor.map(pending, data_dir), 1):
-                counts["stored"] += store.put(record)
+                store.put(record)
                 counts[record["status"]] += 1
                 progress.update(task, advance=1, tally=tally())
                 if not live:

@@ -213,7 +213,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
     stored = _count(db)[0]
-    assert stored < 15 and f"interrupted: {stored} runs stored" in output
+    assert stored < 15 and f"interrupted: {stored} of 15 runs are in the store" in output
     assert "Traceback" not in output
 
 
