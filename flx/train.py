@@ -8,6 +8,7 @@ model have the same :meth:`Config.key` and a sweep never runs them twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -24,8 +25,9 @@ from flx.data import DATASETS, get_dataset, load
 from flx.losses import LOSSES, get_loss
 from flx.models import build_model
 
-STATUSES = ("ok", "diverged", "failed")
 OPTIMIZERS = ("adam", "sgd")
+DATA_PARAMS = ("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive")  # set per data set
+LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio")  # set per loss
 
 
 @dataclass(frozen=True)
@@ -63,18 +65,10 @@ class Config:
         data = get_dataset(self.dataset)
         loss = get_loss(self.loss)
         values = dataclasses.asdict(self)
-        for name in ("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive"):
-            values[name] = (
-                (values[name] if values[name] is not None else data.params[name])
-                if name in data.params
-                else None
-            )
-        for name in ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio"):
-            values[name] = (
-                (values[name] if values[name] is not None else loss.params[name])
-                if name in loss.params
-                else None
-            )
+        for names, defaults in ((DATA_PARAMS, data.params), (LOSS_PARAMS, loss.params)):
+            for name in names:  # the default where the parameter applies, None where it does not
+                given = values[name] if values[name] is not None else defaults.get(name)
+                values[name] = given if name in defaults else None
         values["model"] = values["model"] or data.model
         for name in ("prior", "ohem_ratio"):  # spec files write "none" for None (TOML has no null)
             if isinstance(values[name], str) and values[name].lower() == "none":
@@ -158,9 +152,8 @@ _TYPES = {
     "data_seed": int,
 }
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
-LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio")
 assert set(LOSS_PARAMS) >= {p for spec in LOSSES.values() for p in spec.params}
-assert all(set(spec.params) <= set(CONFIG_FIELDS) for spec in DATASETS.values())
+assert set(DATA_PARAMS) >= {p for spec in DATASETS.values() for p in spec.params}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -207,7 +200,9 @@ METRICS = ("ap", "roc_auc", "best_f1", "precision", "recall", "ece", "train_loss
 # ------------------------------------------------------------------------------------------------------------
 # Provenance
 # ------------------------------------------------------------------------------------------------------------
+@functools.cache
 def _git_commit() -> str | None:
+    """The checkout's commit, looked up once per process (not once per run)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -245,7 +240,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 8192) -> 
     return torch.cat([model(_prepare(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
-def train_model(config: Config, data_dir: str | None = None, progress=None):
+def train_model(config: Config, data_dir: str | None = None):
     """Train per ``config``; returns (model, test split, mean loss of the last epoch, epochs run, diverged)."""
     torch.manual_seed(config.seed)
     train, test = load(config.dataset, config.data_params(), config.data_seed, data_dir)
@@ -280,8 +275,6 @@ def train_model(config: Config, data_dir: str | None = None, progress=None):
             batches += 1
         epochs_run += 1
         epoch_loss = total / max(batches, 1)
-        if progress is not None:
-            progress(epochs_run, epoch_loss)
         if diverged:
             break
     if not diverged and not all(torch.isfinite(p).all() for p in model.parameters()):
