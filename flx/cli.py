@@ -214,17 +214,10 @@ def _check_data(configs, data_dir) -> None:
 
 
 def _record_line(record: dict) -> str:
-    from flx.report import format_mean_std
+    from flx.report import format_mean_std, run_label
 
-    hp = " ".join(
-        f"{k}={record[k]:g}"
-        for k in ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio")
-        if record.get(k) is not None
-    )
     metric = format_mean_std(record["ap"], float("nan")) if record["status"] == "ok" else record["status"]
-    return f"{record['loss']} {hp} seed={record['seed']}: AP {metric} ({record['wall_time_s']:.1f}s)".replace(
-        "  ", " "
-    )
+    return f"{run_label(record)} seed={record['seed']}: AP {metric} ({record['wall_time_s']:.1f}s)"
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -93,17 +93,10 @@ def _best_configs(runs, n: int):
 
 
 def _label(config) -> str:
-    from flx.report import cell
+    from flx.report import cell, run_label
 
-    parts = [config.loss] + [
-        f"{k}={cell(getattr(config, k))}"
-        for k in ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ratio")
-        if getattr(config, k) is not None
-        and k in config.hparams()
-        or k == "ratio"
-        and config.dataset != "synthetic"
-    ]
-    return " ".join(parts)
+    ratio = f" ratio={cell(config.ratio)}" if config.dataset != "synthetic" else ""
+    return run_label(config.to_dict()) + ratio
 
 
 def _scores(config, data_dir=None):

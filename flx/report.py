@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flx.train import CONFIG_FIELDS, METRICS
+from flx.train import CONFIG_FIELDS, LOSS_PARAMS, METRICS
 
 SETTING_EXCLUDE = ("seed",)
 TABLE_METRICS = ("ap", "roc_auc", "best_f1", "ece")
@@ -84,6 +84,13 @@ def cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_label(fields: dict) -> str:
+    """'focal alpha=0.25 gamma=2': a run's loss and the hyperparameters it uses (the others are None)."""
+    return " ".join(
+        [fields["loss"], *(f"{k}={cell(fields[k])}" for k in LOSS_PARAMS if fields.get(k) is not None)]
+    )
 
 
 NONE_MEANS_OFF = ("prior", "ohem_ratio")  # None for these is a setting ("none"), not "does not apply"
