@@ -137,6 +137,18 @@ def _count(db):
         con.close()
 
 
+def _start_sweep_and_wait(args, db, at_least: int, stdout):
+    """Start a sweep in a session of its own (so a signal reaches it and its workers) and return once the
+    store holds ``at_least`` runs (or after two minutes)."""
+    proc = subprocess.Popen(
+        args, stdout=stdout, stderr=subprocess.STDOUT, text=True, env=subprocess_env(), start_new_session=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (db.exists() and _count(db)[0] >= at_least):
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     out = tmp_path / "runs"
@@ -155,19 +167,8 @@ def test_resume_after_sigkill(tmp_path):
         str(out),
     )
     expected = 3 + 9 + 3
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=subprocess_env(),
-        start_new_session=True,
-    )
     db = out / "runs.sqlite"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if db.exists() and _count(db)[0] >= 3:
-            break
-        time.sleep(0.05)
+    proc = _start_sweep_and_wait(args, db, at_least=3, stdout=subprocess.DEVNULL)
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, mid-way
     proc.wait()
     stored, distinct = _count(db)
@@ -197,18 +198,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
         "--out",
         str(out),
     )
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=subprocess_env(),
-        start_new_session=True,
-    )
     db = out / "runs.sqlite"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (db.exists() and _count(db)[0] >= 2):
-        time.sleep(0.05)
+    proc = _start_sweep_and_wait(args, db, at_least=2, stdout=subprocess.PIPE)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
