@@ -155,7 +155,7 @@ def load_runs(results_dir: Path):
         df.sort_values("key").to_csv(csv, index=False)
     if not csv.exists():
         raise FileNotFoundError(f"no runs in {results_dir} (neither runs.sqlite nor runs.csv)")
-    return load_runs_readonly(results_dir)
+    return read_runs_csv(results_dir)
 
 
 def with_missing(df, planned):
@@ -476,7 +476,7 @@ def render_index(results_dirs: list[Path], prefix: str = "", header: bool = True
     lines = list(INDEX_HEADER) if header else []
     for d in results_dirs:
         spec = read_spec(d)
-        df = load_runs_readonly(d)
+        df = read_runs_csv(d)
         table = build_table(df, spec)
         hours = df["wall_time_s"].sum() / 3600 if "wall_time_s" in df else math.nan
         lines += [f"## [{spec.name}]({prefix}{d.name}/table.md)", ""]
@@ -495,7 +495,8 @@ def render_index(results_dirs: list[Path], prefix: str = "", header: bool = True
     return "\n".join(lines).rstrip() + "\n"
 
 
-def load_runs_readonly(results_dir: Path):
+def read_runs_csv(results_dir: Path):
+    """The committed per-run records of a results directory (what every table is rendered from)."""
     import pandas as pd
 
     return pd.read_csv(results_dir / "runs.csv")
