@@ -118,7 +118,6 @@ class ReportSpec:
     paper: str | None = None
     figures: list[str] = field(default_factory=list)
     planned: list | None = None  # normalized Configs of the grid, when a spec is known
-    context: dict = field(default_factory=dict)  # config fields shared by every run (e.g. loss in table1a)
 
 
 def read_spec(results_dir: Path) -> ReportSpec:
@@ -191,12 +190,11 @@ def build_table(df, spec: ReportSpec):
         best = [g["ap_mean"].fillna(-math.inf).idxmax() for _, g in grouped]
         table = table.loc[best].reset_index(drop=True)
         table = table[[*rest, spec.best_over, *[c for c in table if c not in keys]]]
-    # the constant fields (loss, ...) complete each row for the paper lookup and the cells
-    spec.context = {k: runs.iloc[0][k] for k in CONFIG_FIELDS if k in runs and k not in keys}
+    # the constant fields (loss, ...) complete each row for the paper lookup and the rendered cells
+    context = {k: runs.iloc[0][k] for k in CONFIG_FIELDS if k in runs and k not in keys}
     if spec.paper:
-        table["paper_ap"] = [
-            paper_ap(spec.paper, {**spec.context, **row}) for row in table.to_dict("records")
-        ]
+        table["paper_ap"] = [paper_ap(spec.paper, {**context, **row}) for row in table.to_dict("records")]
+    table.attrs["context"] = context  # travels with the table to render_markdown
     return table
 
 
@@ -223,7 +221,7 @@ def render_markdown(table, spec: ReportSpec) -> str:
         header.append("paper NMS thr")
     rows = []
     for row in table.to_dict("records"):
-        cells = [setting_cell({**spec.context, **row}, c) for c in settings]
+        cells = [setting_cell({**table.attrs["context"], **row}, c) for c in settings]
         n = f"{row['ok']}"
         if row["missing"]:
             n += f" ({row['missing']} missing)"
