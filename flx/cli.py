@@ -1,17 +1,19 @@
-"""The ``flx`` command line. One command = one typed function; torch is imported inside commands only,
-so ``flx --help`` answers at once. Bad input raises :class:`flx.errors.FlxError`: one line, exit code 2."""
+"""The ``flx`` command line. One command = one typed function that parses, calls one library function and
+renders. Values are checked against :data:`flx.config.PARAMS` before torch is imported, so a typo is refused
+at once. Every :class:`flx.errors.UserError` becomes one line on stderr with exit code 2."""
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import sys
 from pathlib import Path
 
 import typer
 
 from flx import __version__
-from flx.errors import FlxError
+from flx.config import PARAMS, check, parse_list
+from flx.errors import FlxError, UserError
 
 app = typer.Typer(
     name="flx",
@@ -26,35 +28,35 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Parsing comma-separated lists (Typer list options with custom parsers misbehave: parse strings ourselves).
-# ------------------------------------------------------------------------------------------------------------
+def user_errors(command):
+    """Run a command so that the library's UserErrors (bad value, data, store, report) exit 2 in one line."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            raise FlxError(str(exc)) from None
+
+    return wrapper
+
+
 def parse_floats(text: str, option: str, low: float = -math.inf, high: float = math.inf) -> list[float]:
-    """'0,0.5,2' -> [0.0, 0.5, 2.0]; every value must be a finite number in [low, high]."""
+    """'0,0.5,2' -> [0.0, 0.5, 2.0] for options outside the config table (anatomy, bench)."""
+    accepted = f"a number in [{low:g}, {high:g}]"
     items = [t.strip() for t in text.split(",")]
     if not text.strip() or any(not t for t in items):
-        raise FlxError(f"{option} got {text!r}: give a comma-separated list of numbers, e.g. 0,1,2")
+        raise FlxError(f"{option} got {text!r}; accepted: a comma-separated list of {accepted}")
     values = []
     for item in items:
         try:
             value = float(item)
         except ValueError:
-            raise FlxError(f"{option} got {item!r}, which is not a number") from None
+            raise FlxError(f"{option} got {item!r}; accepted: {accepted}") from None
         if not (math.isfinite(value) and low <= value <= high):
-            raise FlxError(f"{option} got {item}, outside the accepted range [{low:g}, {high:g}]")
+            raise FlxError(f"{option} got {item}; accepted: {accepted}")
         values.append(value)
     return values
-
-
-def parse_names(text: str, option: str, known: list[str]) -> list[str]:
-    """'ce,focal' -> ['ce', 'focal']; every name must be one of ``known``."""
-    items = [t.strip() for t in text.split(",")]
-    if not text.strip() or any(not t for t in items):
-        raise FlxError(f"{option} got {text!r}: give a comma-separated list, e.g. {','.join(known[:2])}")
-    for item in items:
-        if item not in known:
-            raise FlxError(f"{option} got unknown {item!r}; choose from {', '.join(known)}")
-    return list(dict.fromkeys(items))
 
 
 def _console():
@@ -98,7 +100,7 @@ def anatomy(
     gammas = parse_floats(gamma, "--gamma", 0, math.inf)
     for name, value in (("--easy-pt", easy_pt), ("--hard-pt", hard_pt)):
         if not 0 < value < 1:
-            raise FlxError(f"{name} got {value}, outside the accepted range (0, 1)")
+            raise FlxError(f"{name} got {value:g}; accepted: a number in (0, 1)")
     table = Table(title=f"{easy_count:,} easy (p_t = {easy_pt:g}) vs {hard_count:,} hard (p_t = {hard_pt:g})")
     for col in ("loss", "easy total", "hard total", "easy / hard", "easy share"):
         table.add_column(col, justify="right")
@@ -156,136 +158,86 @@ def bench_losses(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Shared options of run and sweep (None = the config's default for that data set / loss)
+# Options of run and sweep: help and checks from the constraint table (flx.config.PARAMS)
 # ------------------------------------------------------------------------------------------------------------
-DatasetOpt = typer.Option(
-    None, "--dataset", help="synthetic, catsdogs or cifar_catsdogs. (default: synthetic)"
+def _opt(name: str, many: bool = False, default_note: str = ""):
+    p = PARAMS[name]
+    what = f"Comma-separated: {p.accepted()}." if many else f"{p.accepted()[0].upper()}{p.accepted()[1:]}."
+    return typer.Option(None, p.option, help=f"{p.help} {what}{default_note}", show_default=False)
+
+
+DataDirOpt = typer.Option(
+    None, "--data-dir", envvar="FLX_DATA_DIR", help="Folder with real data (catsdogs, cifar_catsdogs)."
 )
-NSamplesOpt = typer.Option(None, "--n-samples", help="synthetic: examples per split. (default: 520000)")
-DimOpt = typer.Option(None, "--dim", help="synthetic: feature dimension. (default: 16)")
-HardFracOpt = typer.Option(None, "--hard-frac", help="synthetic: fraction of hard negatives. (default: 0.02)")
-ImageSizeOpt = typer.Option(None, "--image-size", help="catsdogs: image side in pixels. (default: 64)")
-ModelOpt = typer.Option(None, "--model", help="mlp or cnn. (default: mlp for synthetic, cnn for images)")
-HiddenOpt = typer.Option(None, "--hidden", help="MLP width (CNN width = hidden/4). (default: 64)")
-OptimizerOpt = typer.Option(None, "--optimizer", help="adam or sgd. (default: adam)")
-LrOpt = typer.Option(None, "--lr", help="Learning rate. (default: 0.001)")
-EpochsOpt = typer.Option(None, "--epochs", help="Training epochs. (default: 3)")
-BatchSizeOpt = typer.Option(None, "--batch-size", help="Minibatch size. (default: 1024)")
-DataDirOpt = typer.Option(None, "--data-dir", envvar="FLX_DATA_DIR", help="Folder with real data (catsdogs).")
-OutOpt = typer.Option(None, "--out", envvar="FLX_OUT", help="Results directory. (default: ./runs)")
+OutOpt = typer.Option(None, "--out", envvar="FLX_OUT", help="Results folder. (default: ./runs)")
 
 
-def _prior(text: str | None):
-    if text is None:
-        return None
-    if text.strip().lower() == "none":
-        return "none"
-    return parse_floats(text, "--prior", 0, 1)[0]
-
-
-def _config_fields(**options) -> dict:
-    """Config fields from CLI options that were given (None = not given); 'none' means the value None."""
-    return {k: (None if v == "none" else v) for k, v in options.items() if v is not None}
-
-
-def _to_config(fields: dict):
-    from flx.train import Config
-
-    try:
-        return Config(**fields).normalized()
-    except ValueError as exc:
-        raise FlxError(str(exc)) from None
-
-
-def _check_data(configs, data_dir) -> None:
-    """Load each real data set once here, so a missing folder fails before anything runs or is written."""
-    from flx.data import DataError, get_dataset, load
-
-    seen = set()
-    for c in configs:
-        ident = (c.dataset, c.data_params(), c.data_seed)
-        if ident in seen or not get_dataset(c.dataset).needs_data_dir:
-            continue
-        seen.add(ident)
-        try:
-            load(c.dataset, c.data_params(), c.data_seed, data_dir)
-        except DataError as exc:
-            raise FlxError(str(exc)) from None
-
-
-def _record_line(record: dict) -> str:
-    from flx.report import format_mean_std, run_label
-
-    metric = format_mean_std(record["ap"], float("nan")) if record["status"] == "ok" else record["status"]
-    return f"{run_label(record)} seed={record['seed']}: AP {metric} ({record['wall_time_s']:.1f}s)"
+def _fields(lists: dict, scalars: dict) -> dict:
+    """Config overrides from the options given (None = not given): lists parsed item by item, scalars checked,
+    each against the constraint table, so a bad value is refused here, before torch is imported."""
+    out = {name: parse_list(name, text) for name, text in lists.items() if text is not None}
+    out |= {
+        name: check(name, text, PARAMS[name].option) for name, text in scalars.items() if text is not None
+    }
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
 # flx run
 # ------------------------------------------------------------------------------------------------------------
 @app.command()
+@user_errors
 def run(
-    loss: str = typer.Option("focal", help="Loss: ce, balanced_ce, focal, poly1, poly1_focal, ohem."),
-    gamma: float | None = typer.Option(None, help="Focusing parameter in [0, 10] (focal losses)."),
-    alpha: float | None = typer.Option(None, help="Positive-class weight in [0, 1] (balanced_ce, focal)."),
-    epsilon: float | None = typer.Option(None, help="Poly-1 epsilon (poly1, poly1_focal)."),
-    ohem_k: int | None = typer.Option(None, "--ohem-k", help="OHEM: examples kept per batch. (default: 256)"),
-    ohem_ratio: float | None = typer.Option(None, "--ohem-ratio", help="OHEM: max negatives per positive."),
-    dataset: str | None = DatasetOpt,
-    ratio: float | None = typer.Option(
-        None, help="Negatives per positive. (default: 1000 synthetic, 10 images)"
-    ),
-    n_samples: int | None = NSamplesOpt,
-    dim: int | None = DimOpt,
-    hard_frac: float | None = HardFracOpt,
-    image_size: int | None = ImageSizeOpt,
-    model: str | None = ModelOpt,
-    hidden: int | None = HiddenOpt,
-    prior: str | None = typer.Option(None, help="Bias-init prior pi in (0, 1), or none. (default: 0.01)"),
-    optimizer: str | None = OptimizerOpt,
-    lr: float | None = LrOpt,
-    epochs: int | None = EpochsOpt,
-    batch_size: int | None = BatchSizeOpt,
-    seed: int = typer.Option(0, help="Seed of initialisation and batch order."),
+    loss: str = typer.Option("focal", help=f"{PARAMS['loss'].help} {PARAMS['loss'].accepted()}."),
+    gamma: str | None = _opt("gamma"),
+    alpha: str | None = _opt("alpha"),
+    epsilon: str | None = _opt("epsilon"),
+    ohem_k: str | None = _opt("ohem_k", default_note=" (default: 256)"),
+    ohem_ratio: str | None = _opt("ohem_ratio"),
+    dataset: str | None = _opt("dataset", default_note=" (default: synthetic)"),
+    ratio: str | None = _opt("ratio", default_note=" (default: 1000 synthetic, 10 images)"),
+    n_samples: str | None = _opt("n_samples", default_note=" (default: 520000)"),
+    dim: str | None = _opt("dim", default_note=" (default: 16)"),
+    hard_frac: str | None = _opt("hard_frac", default_note=" (default: 0.02)"),
+    image_size: str | None = _opt("image_size", default_note=" (default: 64)"),
+    model: str | None = _opt("model", default_note=" (default: mlp for vectors, cnn for images)"),
+    hidden: str | None = _opt("hidden", default_note=" (default: 64)"),
+    prior: str | None = _opt("prior", default_note=" (default: 0.01)"),
+    optimizer: str | None = _opt("optimizer", default_note=" (default: adam)"),
+    lr: str | None = _opt("lr", default_note=" (default: 0.001)"),
+    epochs: str | None = _opt("epochs", default_note=" (default: 3)"),
+    batch_size: str | None = _opt("batch_size", default_note=" (default: 1024)"),
+    seed: str | None = _opt("seed", default_note=" (default: 0)"),
     data_dir: str | None = DataDirOpt,
     out: str | None = OutOpt,
     store: bool = typer.Option(True, help="Also save the record to the results store (--out)."),
 ) -> None:
     """Train one model and print its record (and store it, unless --no-store)."""
-    from rich.table import Table
-
+    from flx.config import Config
     from flx.store import Store, default_out
+
+    fields = _fields(
+        {},
+        dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
+             dataset=dataset, ratio=ratio, n_samples=n_samples, dim=dim, hard_frac=hard_frac, image_size=image_size,
+             model=model, hidden=hidden, prior=prior, optimizer=optimizer, lr=lr, epochs=epochs,
+             batch_size=batch_size, seed=seed),
+    )  # fmt: skip
+    config = Config(**fields).normalized()
+    results = Store(out or default_out())
+    if store:
+        results.check_writable()  # before training: a run is never trained only to be lost
+    from flx.data import data_info
     from flx.train import run as run_one
 
-    fields = _config_fields(
-        loss=loss,
-        gamma=gamma,
-        alpha=alpha,
-        epsilon=epsilon,
-        ohem_k=ohem_k,
-        ohem_ratio=ohem_ratio,
-        dataset=dataset,
-        ratio=ratio,
-        n_samples=n_samples,
-        dim=dim,
-        hard_frac=hard_frac,
-        image_size=image_size,
-        model=model,
-        hidden=hidden,
-        prior=_prior(prior),
-        optimizer=optimizer,
-        lr=lr,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    config = _to_config(fields)
-    _check_data([config], data_dir)
     console = _console()
+    info = data_info(config, data_dir)
     with console.status(f"training {config.loss} on {config.dataset}..."):
-        record = run_one(config, data_dir)
+        record = run_one(config, data_dir, data=info)
     if store:
-        Store(out or default_out()).put(record)
+        results.put(record)
+    from rich.table import Table
+
     table = Table(title=f"run {record['key']}", show_header=False)
     for k, v in record.items():
         if v is not None:
@@ -299,33 +251,30 @@ def run(
 # flx sweep
 # ------------------------------------------------------------------------------------------------------------
 @app.command()
+@user_errors
 def sweep(
     spec: str | None = typer.Argument(None, help="TOML spec (experiments/NAME.toml); options override it."),
-    loss: str | None = typer.Option(None, help="Comma-separated losses. (default: focal)"),
-    gamma: str | None = typer.Option(None, help="Comma-separated gammas in [0, 10]."),
-    alpha: str | None = typer.Option(None, help="Comma-separated alphas in [0, 1]."),
-    epsilon: str | None = typer.Option(None, help="Comma-separated Poly-1 epsilons."),
-    ohem_k: str | None = typer.Option(None, "--ohem-k", help="Comma-separated OHEM batch sizes."),
-    ohem_ratio: str | None = typer.Option(
-        None, "--ohem-ratio", help="Comma-separated OHEM neg:pos caps, or none."
-    ),
-    ratio: str | None = typer.Option(None, help="Comma-separated negatives-per-positive ratios."),
-    prior: str | None = typer.Option(None, help="Comma-separated bias-init priors, or none."),
-    seeds: int | None = typer.Option(
-        None, min=1, help="Seeds 0..N-1 per setting. (default: 1, or the spec's)"
-    ),
-    dataset: str | None = DatasetOpt,
-    n_samples: int | None = NSamplesOpt,
-    dim: int | None = DimOpt,
-    hard_frac: float | None = HardFracOpt,
-    image_size: int | None = ImageSizeOpt,
-    model: str | None = ModelOpt,
-    hidden: int | None = HiddenOpt,
-    optimizer: str | None = OptimizerOpt,
-    lr: float | None = LrOpt,
-    epochs: int | None = EpochsOpt,
-    batch_size: int | None = BatchSizeOpt,
-    workers: int = typer.Option(os.cpu_count() or 1, min=1, help="Parallel worker processes."),
+    loss: str | None = _opt("loss", many=True, default_note=" (default: focal)"),
+    gamma: str | None = _opt("gamma", many=True),
+    alpha: str | None = _opt("alpha", many=True),
+    epsilon: str | None = _opt("epsilon", many=True),
+    ohem_k: str | None = _opt("ohem_k", many=True),
+    ohem_ratio: str | None = _opt("ohem_ratio", many=True),
+    ratio: str | None = _opt("ratio", many=True),
+    prior: str | None = _opt("prior", many=True),
+    seeds: str | None = _opt("seeds", default_note=" (default: 1, or the spec's)"),
+    dataset: str | None = _opt("dataset"),
+    n_samples: str | None = _opt("n_samples"),
+    dim: str | None = _opt("dim"),
+    hard_frac: str | None = _opt("hard_frac"),
+    image_size: str | None = _opt("image_size"),
+    model: str | None = _opt("model"),
+    hidden: str | None = _opt("hidden"),
+    optimizer: str | None = _opt("optimizer"),
+    lr: str | None = _opt("lr"),
+    epochs: str | None = _opt("epochs"),
+    batch_size: str | None = _opt("batch_size"),
+    workers: str | None = _opt("workers", default_note=" (default: the available cores)"),
     data_dir: str | None = DataDirOpt,
     out: str | None = OutOpt,
     dry_run: bool = typer.Option(
@@ -333,171 +282,171 @@ def sweep(
     ),
 ) -> None:
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
-    from flx.losses import LOSSES
+    from flx.config import empty_spec, load_spec
     from flx.store import Store, default_out
-    from flx.sweep import SpecError, dump_spec, expand, load_spec
-    from flx.train import Config
+    from flx.sweep import available_cores, merge, plan, run_sweep
 
-    try:
-        spec_data = load_spec(spec) if spec else {"config": {}, "grid": [{}], "seeds": 1}
-    except SpecError as exc:
-        raise FlxError(str(exc)) from None
-    lists = {
-        "loss": parse_names(loss, "--loss", list(LOSSES)) if loss is not None else None,
-        "gamma": parse_floats(gamma, "--gamma", 0, 10) if gamma is not None else None,
-        "alpha": parse_floats(alpha, "--alpha", 0, 1) if alpha is not None else None,
-        "epsilon": parse_floats(epsilon, "--epsilon", -100, 100) if epsilon is not None else None,
-        "ohem_k": [int(v) for v in parse_floats(ohem_k, "--ohem-k", 1, 1e9)] if ohem_k is not None else None,
-        "ohem_ratio": _none_or_floats(ohem_ratio, "--ohem-ratio", 1e-9, 1e9),
-        "ratio": parse_floats(ratio, "--ratio", 1, 1e9) if ratio is not None else None,
-        "prior": _none_or_floats(prior, "--prior", 1e-9, 1 - 1e-9),
-    }
-    grids = [{**g, **{k: v for k, v in lists.items() if v is not None}} for g in spec_data["grid"]]
-    grids = [g if "loss" in g or "loss" in spec_data["config"] else {**g, "loss": ["focal"]} for g in grids]
-    base = {
-        **spec_data["config"],
-        **_config_fields(
-            dataset=dataset,
-            n_samples=n_samples,
-            dim=dim,
-            hard_frac=hard_frac,
-            image_size=image_size,
-            model=model,
-            hidden=hidden,
-            optimizer=optimizer,
-            lr=lr,
-            epochs=epochs,
-            batch_size=batch_size,
-        ),
-    }
-    try:
-        configs = expand(Config(**base), grids, range(seeds or spec_data["seeds"]))
-    except (TypeError, ValueError) as exc:
-        raise FlxError(f"{spec or 'sweep'}: {exc}") from None
-    store = Store(out or spec_data.get("out") or default_out())
-    done = store.done()
-    pending = [c for c in configs if c.key() not in done]
+    overrides = _fields(
+        dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
+             ratio=ratio, prior=prior),
+        dict(dataset=dataset, n_samples=n_samples, dim=dim, hard_frac=hard_frac, image_size=image_size, model=model,
+             hidden=hidden, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seeds=seeds),
+    )  # fmt: skip
+    n_workers = check("workers", workers, "--workers") if workers is not None else available_cores()
+    loaded = load_spec(spec) if spec else empty_spec()
+    effective = merge(loaded, overrides)
+    configs = plan(effective)  # checked and sized before torch is imported
+    store = Store(out or loaded.get("out") or default_out())
     console = _console()
+    view = SweepView(console, len(configs))
+    with view:
+        result = run_sweep(
+            configs,
+            store,
+            workers=n_workers,
+            data_dir=data_dir,
+            spec=effective if spec else None,
+            dry_run=dry_run,
+            on_event=view.event,
+        )
     if dry_run:
-        _print_plan(console, configs, done)
-        console.print(
-            f"{len(configs)} runs planned, {len(configs) - len(pending)} already in {store.path}, "
-            f"{len(pending)} to run"
-        )
+        _print_plan(console, result, store)
         return
-    _check_data(pending, data_dir)
-    if spec:  # provenance: the grid that really runs (overrides included); flx report reads it back
-        effective = {**spec_data, "config": base, "grid": grids, "seeds": seeds or spec_data["seeds"]}
-        store.out.mkdir(parents=True, exist_ok=True)
-        (store.out / "spec.toml").write_text(dump_spec(effective))
-    console.print(
-        f"sweep: {len(configs)} runs, {len(configs) - len(pending)} already done, {len(pending)} to run "
-        f"on {min(workers, max(len(pending), 1))} worker(s) -> {store.path}"
-    )
-    counts = _run_pending(console, store, pending, workers, data_dir)
     df = store.to_dataframe()
-    keys = {c.key() for c in configs}
-    _print_summary(console, df[df["key"].isin(keys)] if not df.empty else df)
-    if counts.get("interrupted"):
-        finished = len(store.done() & keys)  # read back from the store: exact whenever the signal arrived
+    _print_summary(console, df[df["key"].isin(result.keys)] if not df.empty else df)
+    if result.interrupted:
+        finished = len(store.done() & result.keys)  # read back from the store: exact whenever the signal came
         console.print(
-            f"interrupted: {finished} of {len(configs)} runs are in the store; run the same command again to resume"
+            f"interrupted ({result.interrupted}): {finished} of {len(configs)} runs are in the store; "
+            "run the same command again to resume"
         )
-        raise typer.Exit(130)
+        raise typer.Exit(result.exit_code)
 
 
-def _none_or_floats(text: str | None, option: str, low: float, high: float):
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",")]
-    nums = ",".join(t for t in items if t.lower() != "none")
-    values = parse_floats(nums, option, low, high) if nums else []
-    return values + [None] * sum(t.lower() == "none" for t in items)
+class SweepView:
+    """Renders a sweep's events: the data it uses, image decoding, a progress bar with ETA and tallies on a
+    terminal, and one line per finished run (above the bar on a terminal, alone in a log)."""
+
+    def __init__(self, console, planned: int):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.planned = planned
+        self.live = console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[tally]}"),
+            console=console, disable=not self.live,
+        )  # fmt: skip
+        self.counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0}
+        self.task = self.decode = None
+        self.finished = self.pending = 0
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def _tally(self) -> str:
+        return " · ".join(f"{k} {v}" for k, v in self.counts.items())
+
+    def _print(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False)
+
+    def event(self, kind: str, **f) -> None:
+        from flx.data import info_line
+
+        if kind == "note":
+            self._print(f"note: {f['text']}")
+        elif kind == "decode":
+            if self.decode is None:
+                self.decode = self.progress.add_task("decoding images", total=f["total"], tally="")
+                if not self.live:
+                    self._print(f"decoding {f['total']:,} images (cached for later runs)...")
+            self.progress.update(self.decode, completed=f["done"])
+        elif kind == "data":
+            self._print(info_line(f["config"], f["info"]))
+        elif kind == "start":
+            self.pending = f["pending"]
+            done = self.planned - f["pending"]
+            self._print(
+                f"sweep: {self.planned} runs, {done} already done, {f['pending']} to run on {f['workers']} worker(s)"
+            )
+            if f["pending"]:
+                self.task = self.progress.add_task("training", total=f["pending"], tally=self._tally())
+        elif kind in ("record", "elsewhere"):
+            self.finished += 1
+            if kind == "record":
+                r = f["record"]
+                self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
+                self._print(f"[{self.finished}/{self.pending}] {_record_line(r)}")
+            else:
+                self._print(f"[{self.finished}/{self.pending}] {f['key']}: stored meanwhile by another sweep")
+            self.progress.update(self.task, advance=1, tally=self._tally())
+        elif kind == "waiting":
+            pass  # another sweep on this store trains these runs; the bar waits for them
 
 
-def _print_plan(console, configs, done) -> None:
+def _record_line(record: dict) -> str:
+    from flx.summary import format_mean_std, run_label
+
+    metric = f"AP {format_mean_std(record['ap'], math.nan)}" if record["status"] == "ok" else record["status"]
+    if record["status"] == "failed" and record.get("error"):
+        metric += f" ({record['error'][:120]})"
+    return f"{run_label(record)} seed={record['seed']}: {metric} ({record.get('wall_time_s', math.nan):.1f}s)"
+
+
+def _print_plan(console, result, store) -> None:
     import pandas as pd
     from rich.table import Table
 
-    from flx.report import cell, setting_columns
+    from flx.summary import cell, setting_columns
 
-    df = pd.DataFrame([c.to_dict() for c in configs])
+    done = store.done()
+    df = pd.DataFrame([t.config.to_dict() for t in result.tasks])
     cols = setting_columns(df) + ["seed"]
     table = Table(title="planned runs")
     for col in ["key", *cols, "status"]:
         table.add_column(col)
-    for c, row in zip(configs, df.to_dict("records"), strict=True):
-        table.add_row(c.key(), *(cell(row[k]) for k in cols), "done" if c.key() in done else "pending")
+    for t, row in zip(result.tasks, df.to_dict("records"), strict=True):
+        table.add_row(t.key, *(cell(row[k]) for k in cols), "done" if t.key in done else "pending")
     console.print(table)
-
-
-def _run_pending(console, store, pending, workers, data_dir) -> dict:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
+    console.print(
+        f"{len(result.tasks)} runs planned, {result.done_before} already in {store.path}, "
+        f"{len(result.tasks) - result.done_before} to run"
     )
-
-    from flx.sweep import make_executor
-
-    counts = {"ok": 0, "diverged": 0, "failed": 0}
-    if not pending:
-        return counts
-    executor = make_executor(min(workers, len(pending)))
-    live = console.is_terminal
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[tally]}"),
-        console=console,
-        disable=not live,
-    )
-    tally = lambda: f"ok {counts['ok']} · diverged {counts['diverged']} · failed {counts['failed']}"  # noqa: E731
-    with progress:
-        task = progress.add_task("training", total=len(pending), tally=tally())
-        try:
-            for i, record in enumerate(executor.map(pending, data_dir), 1):
-                store.put(record)
-                counts[record["status"]] += 1
-                progress.update(task, advance=1, tally=tally())
-                if not live:
-                    console.print(f"[{i}/{len(pending)}] {_record_line(record)}", highlight=False)
-        except KeyboardInterrupt:
-            counts["interrupted"] = 1
-            if hasattr(executor, "shutdown"):
-                executor.shutdown()
-    return counts
 
 
 def _print_summary(console, df) -> None:
     from rich.table import Table
 
-    from flx.report import cell, format_mean_std, setting_columns, summarize
+    from flx.metrics import METRICS, SUMMARY_METRICS
+    from flx.summary import cell, format_mean_std, setting_columns, summarize
 
     summary = summarize(df)
     if summary.empty:
         console.print("no runs stored yet")
         return
-    table = Table(title="summary (mean ± sample std over seeds, ok runs)")
+    table = Table(title="summary (mean ± sample std over seeds, ok runs only)")
     cols = setting_columns(df)
-    for col in [*cols, "n", "diverged", "failed", "AP", "ROC-AUC", "ECE"]:
+    for col in [*cols, "n ok", "not ok", *(METRICS[m].label for m in SUMMARY_METRICS)]:
         table.add_column(col, justify="right")
     for row in summary.to_dict("records"):
+        other = ", ".join(f"{row[s]} {s}" for s in ("diverged", "collapsed", "failed") if row[s]) or "–"
         table.add_row(
             *(cell(row[c]) for c in cols),
             str(row["ok"]),
-            str(row["diverged"]),
-            str(row["failed"]),
-            format_mean_std(row["ap_mean"], row["ap_std"]),
-            format_mean_std(row["roc_auc_mean"], row["roc_auc_std"]),
-            format_mean_std(row["ece_mean"], row["ece_std"], 4),
+            other,
+            *(format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], METRICS[m].digits) for m in SUMMARY_METRICS),
         )
     console.print(table)
 
@@ -509,43 +458,72 @@ REPORT_FORMATS = ("md", "csv", "tex")
 
 
 @app.command()
+@user_errors
 def report(
-    results_dirs: list[str] | None = typer.Argument(
-        None, help="Results directories. (default: --out / ./runs)"
-    ),
+    results_dirs: list[str] | None = typer.Argument(None, help="Results folders. (default: --out / ./runs)"),
     fmt: str = typer.Option("md,csv", "--format", help="Comma-separated: md, csv, tex."),
     plots: bool = typer.Option(True, help="Write the figures the spec asks for (some retrain a few models)."),
+    to: str | None = typer.Option(
+        None, "--to", help="Write the report here instead of into each results folder (one folder only)."
+    ),
     index: str | None = typer.Option(
         None, help="Also write an index of all the tables here (results/README.md)."
     ),
     readme: str | None = typer.Option(None, help="Also splice the tables into this README's results block."),
     out: str | None = OutOpt,
 ) -> None:
-    """Tables (mean ± std over seeds, best in bold, paper AP beside) and figures from stored runs."""
+    """Tables (mean ± std over seeds, best in bold, paper AP beside) and figures from stored runs. Only reads
+    the results folders (a read-only store is fine); writes runs.csv, table.* and figures (there, or --to)."""
     from flx.report import render_index, splice_readme, write_report
     from flx.store import default_out
 
-    formats = parse_names(fmt, "--format", list(REPORT_FORMATS))
+    formats = [f.strip() for f in fmt.split(",")]
+    bad = [f for f in formats if f not in REPORT_FORMATS]
+    if bad or not formats:
+        raise FlxError(
+            f"--format got {fmt!r}; accepted: a comma-separated list of {', '.join(REPORT_FORMATS)}"
+        )
     dirs = [Path(d) for d in (results_dirs or [out or default_out()])]
-    for d in dirs:
-        if not ((d / "runs.sqlite").exists() or (d / "runs.csv").exists()):
-            raise FlxError(
-                f"no runs in {d} (neither runs.sqlite nor runs.csv); run `flx sweep --out {d}` first"
-            )
+    if to and len(dirs) > 1:
+        raise FlxError(f"--to takes the report of one results folder; {len(dirs)} were given")
     console = _console()
     for d in dirs:
         with console.status(f"report {d}..."):
-            written = write_report(d, formats=formats, plots=plots)
-        console.print(f"{d}: " + ", ".join(str(p.name) for p in written.values()))
-    if index:
-        Path(index).write_text(render_index(dirs))
-        console.print(f"index: {index}")
-    if readme:
-        try:
+            written = write_report(d, formats=formats, plots=plots, to=Path(to) if to else None)
+        console.print(f"{d}: " + ", ".join(str(p) for p in written.values()))
+    try:
+        if index:
+            Path(index).write_text(render_index(dirs))
+            console.print(f"index: {index}")
+        if readme:
             Path(readme).write_text(splice_readme(Path(readme).read_text(), dirs))
-        except (OSError, ValueError) as exc:
-            raise FlxError(f"--readme {readme}: {exc}") from None
-        console.print(f"readme: {readme}")
+            console.print(f"readme: {readme}")
+    except (OSError, ValueError) as exc:
+        raise FlxError(f"{readme or index}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# flx migrate
+# ------------------------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def migrate(
+    results_dirs: list[str] = typer.Argument(
+        ..., help="Results folders whose runs.sqlite / runs.csv to migrate."
+    ),
+    data_dir: str | None = DataDirOpt,
+) -> None:
+    """Re-key runs stored by flx < 0.2 by config and data fingerprint, once (records of image data get the
+    fingerprint of the files in --data-dir: the old records did not say which files they used)."""
+    from flx.sweep import migrate as migrate_dir
+
+    console = _console()
+    for d in results_dirs:
+        if not (Path(d) / "runs.sqlite").exists() and not (Path(d) / "runs.csv").exists():
+            raise FlxError(f"no runs in {d} (neither runs.sqlite nor runs.csv)")
+    for d in results_dirs:
+        for path, n in migrate_dir(Path(d), data_dir).items():
+            console.print(f"{path}: {n} records")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -580,6 +558,9 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("flx: interrupted", file=sys.stderr)
         sys.exit(130)
+    except UserError as exc:  # raised outside a command (e.g. by an option callback)
+        print(f"flx: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # Typer's usage errors and FlxError: anything that knows how to show itself
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise

@@ -1,13 +1,19 @@
-"""Data sets: a registry of name -> loader and its parameters (with defaults).
+"""Data sets: loaders named by the registry in :mod:`flx.config` (``DATASETS``), and what a run records about
+its data: where it came from, a fingerprint of its content, and how many examples of each class it used.
 
-Each loader returns a :class:`Split` pair (train, test) of float/uint8 feature tensors and 0/1 labels, where 1
-is the rare (positive) class. Loaders are deterministic: the same parameters give the same tensors.
+Each loader returns ``(train, test, meta)``: two :class:`Split` s of float/uint8 feature tensors with 0/1
+labels (1 is the rare, positive class) and a dict with ``location``, ``split`` (how the test split was made),
+``classes`` (negative, positive) and ``fingerprint``. Loaders are deterministic: the same parameters and files
+give the same tensors.
 
 - ``synthetic``: 1:``ratio`` positives:negatives; negatives are mostly easy (far from the positives) with a
-  fraction ``hard_frac`` of hard ones on a wider shell around the positives (so the boundary is non-linear and
-  the easy/hard imbalance focal loss targets is really there). Both splits have the same ratio.
-- ``catsdogs``: Kaggle "Dogs vs. Cats" photos from a folder (``cat.N.jpg``/``dog.N.jpg`` or one subfolder per
-  class); decoded once and cached as a uint8 tensor.
+  fraction ``hard_frac`` of hard ones on a wider shell around the positives. Both splits have the same ratio.
+  Its fingerprint is a digest of the generated tensors.
+- ``catsdogs``: photos from a folder. An existing split is used as given (``train/`` with ``test/``, ``val/`` or
+  ``validation/``); a folder without one is split 80/20 (stratified) by flx. Inside each, Kaggle's flat
+  ``cat.N.jpg``/``dog.N.jpg`` names or one folder per class (cat/cats/dog/dogs, any case). Decoded once (all
+  undecodable files reported together) and cached by the files' fingerprint: relative names, sizes and content,
+  so the same files moved elsewhere keep it.
 - ``cifar_catsdogs``: CIFAR-10's cats and dogs (torchvision's download, or its python pickles on disk).
 
 For both image sets the positive (minority) class, dogs by default, is subsampled to 1:``ratio`` in the train
@@ -20,22 +26,20 @@ import hashlib
 import os
 import pickle
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from flx.config import get_dataset
+from flx.errors import DataError
+
 CLASSES = ("cat", "dog")
 DATA_HELP = (
-    "give --data-dir or set FLX_DATA_DIR to a folder holding Kaggle's Dogs vs. Cats train/ images "
-    "(https://www.kaggle.com/c/dogs-vs-cats/data), e.g. ../shared/data"
+    "give --data-dir or set FLX_DATA_DIR to a folder holding Dogs vs. Cats images (Kaggle's train/ folder, "
+    "https://www.kaggle.com/c/dogs-vs-cats/data, or train/ and test/ with a folder per class), e.g. ../shared/data"
 )
-
-
-class DataError(ValueError):
-    """Missing or malformed data: says where flx looked and how to get the data."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,12 @@ class Split:
         return len(self.y)
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    load: Callable[..., tuple[Split, Split]]
-    params: dict = field(default_factory=dict)
-    model: str = "mlp"
-    needs_data_dir: bool = False
-    description: str = ""
+def _digest_tensors(*tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return "sha256:" + h.hexdigest()[:32]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -85,18 +87,24 @@ def _synthetic_split(n: int, dim: int, ratio: float, hard_frac: float, g: torch.
 
 def load_synthetic(n_samples: int, dim: int, ratio: float, hard_frac: float, data_seed: int = 0, **_):
     g = torch.Generator().manual_seed(data_seed)
-    return (
-        _synthetic_split(n_samples, dim, ratio, hard_frac, g),
-        _synthetic_split(n_samples, dim, ratio, hard_frac, g),
-    )
+    train = _synthetic_split(n_samples, dim, ratio, hard_frac, g)
+    test = _synthetic_split(n_samples, dim, ratio, hard_frac, g)
+    meta = {
+        "location": "generated",
+        "split": "generated",
+        "classes": ("negative", "positive"),
+        "fingerprint": _digest_tensors(train.x, train.y, test.x, test.y),
+    }
+    return train, test, meta
 
 
 # ------------------------------------------------------------------------------------------------------------
-# cats vs dogs from a folder (Kaggle layout or one folder per class)
+# Image folders: cats vs dogs
 # ------------------------------------------------------------------------------------------------------------
 _FLAT = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png)$", re.IGNORECASE)
-_CLASS_DIRS = {"cat": ("cat", "cats", "Cat", "Cats"), "dog": ("dog", "dogs", "Dog", "Dogs")}
+_CLASS_DIRS = {"cat": ("cat", "cats"), "dog": ("dog", "dogs")}
 _IMAGE = re.compile(r"\.(jpe?g|png)$", re.IGNORECASE)
+_TEST_DIRS = ("test", "val", "validation")  # in this order of preference
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -104,59 +112,166 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def find_catsdogs_images(data_dir: Path) -> list[tuple[Path, int]]:
-    """(path, label) pairs, label 1 = dog, sorted; looks in DIR, DIR/dogs-vs-cats/train, DIR/dogs-vs-cats, DIR/train."""
-    candidates = [
-        data_dir,
-        data_dir / "dogs-vs-cats" / "train",
-        data_dir / "dogs-vs-cats",
-        data_dir / "train",
-    ]
-    for folder in candidates:
-        if not folder.is_dir():
+def _subdirs(folder: Path) -> dict[str, Path]:
+    """Lower-cased name -> path of each subfolder (the first, by name, where names differ only in case)."""
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            out.setdefault(p.name.lower(), p)
+    return out
+
+
+def class_images(folder: Path) -> list[tuple[Path, int]]:
+    """(path, label) pairs in ``folder``, label 1 = dog: Kaggle's flat ``cat.N.jpg`` names, or one subfolder per
+    class (cat/cats/dog/dogs, any case). Sorted: by class, then by number (flat) or name."""
+    flat = []
+    for entry in os.scandir(folder):
+        m = _FLAT.match(entry.name)
+        if m and entry.is_file():
+            flat.append((m.group(1).lower(), int(m.group(2)), Path(entry.path)))
+    if flat:
+        flat.sort()
+        return [(p, CLASSES.index(c)) for c, _, p in flat]
+    subdirs = _subdirs(folder)
+    out = []
+    for label, cls in enumerate(CLASSES):
+        for name in _CLASS_DIRS[cls]:
+            if name in subdirs:
+                files = sorted(p for p in subdirs[name].iterdir() if _IMAGE.search(p.name) and p.is_file())
+                out += [(p, label) for p in files]
+                break
+    return out
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """The files of an image data set: where they are, the train files, and the test files when the folder
+    gives its own split (None: flx splits the train files)."""
+
+    root: Path  # file names in the fingerprint are relative to this
+    train_dir: Path
+    train: list
+    test_dir: Path | None = None
+    test: list | None = None
+
+    @property
+    def location(self) -> str:
+        if self.test_dir is None:
+            return str(self.train_dir.resolve())
+        return f"{self.train_dir.resolve()} + {self.test_dir.resolve()}"
+
+    @property
+    def split(self) -> str:
+        return f"given ({self.train_dir.name}/ + {self.test_dir.name}/)" if self.test_dir else "80/20 by flx"
+
+
+def find_images(data_dir: Path) -> ImageFiles:
+    """The cat/dog images under ``data_dir`` (or its dogs-vs-cats/ folder): train/ with test/ (or val/,
+    validation/) as given, else train/, else the folder itself, split by flx."""
+    looked = []
+    for root in (data_dir, data_dir / "dogs-vs-cats"):
+        if not root.is_dir():
             continue
-        flat = []
-        for entry in os.scandir(folder):
-            m = _FLAT.match(entry.name)
-            if m:
-                flat.append((m.group(1).lower(), int(m.group(2)), Path(entry.path)))
-        if flat:
-            flat.sort()
-            return [(p, CLASSES.index(c)) for c, _, p in flat]
-        per_class = []
-        for label, cls in enumerate(CLASSES):
-            for sub in _CLASS_DIRS[cls]:
-                if (folder / sub).is_dir():
-                    files = sorted(p for p in (folder / sub).iterdir() if _IMAGE.search(p.name))
-                    per_class += [(p, label) for p in files]
-                    break
-        if per_class and len({label for _, label in per_class}) == 2:
-            return per_class
-    looked = ", ".join(str(c) for c in candidates)
-    raise DataError(f"no cat/dog images found (looked in {looked}); {DATA_HELP}")
+        subdirs = _subdirs(root)
+        train_dir = subdirs.get("train")
+        test_dir = next((subdirs[n] for n in _TEST_DIRS if n in subdirs), None)
+        if train_dir is not None and test_dir is not None:
+            train, test = class_images(train_dir), class_images(test_dir)
+            for folder, files in ((train_dir, train), (test_dir, test)):
+                _check_classes(folder, files)
+            return ImageFiles(root, train_dir, train, test_dir, test)
+        for folder in ([train_dir] if train_dir is not None else []) + [root]:
+            looked.append(str(folder))
+            files = class_images(folder)
+            if files:
+                _check_classes(folder, files)
+                return ImageFiles(root, folder, files)
+    looked = looked or [str(data_dir)]
+    raise DataError(f"no cat/dog images found (looked in {', '.join(looked)}); {DATA_HELP}")
+
+
+def _check_classes(folder: Path, files: list) -> None:
+    counts = [sum(1 for _, label in files if label == i) for i in range(len(CLASSES))]
+    if min(counts) == 0:
+        found = " and ".join(f"{n} {c}" for c, n in zip(CLASSES, counts, strict=True))
+        raise DataError(
+            f"{folder} holds {found} images; both classes are needed (a cat and a dog folder, or cat.N/dog.N files)"
+        )
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("FLX_CACHE_DIR", Path.home() / ".cache" / "flx")).expanduser()
 
 
-def decode_images(files: list[tuple[Path, int]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images as one (N, 3, S, S) uint8 tensor plus labels, cached on disk by file list and size."""
+def files_fingerprint(root: Path, files: list[Path]) -> str:
+    """Digest of the files' names relative to ``root``, sizes and content (cached by their stat signature, so
+    the content is read once per machine while the files are unchanged)."""
+    stats = [(p, p.stat()) for p in files]
+    signature = hashlib.sha256()
+    for p, st in stats:
+        signature.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    memo = _cache_dir() / "fingerprints" / signature.hexdigest()[:32]
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    for p, st in stats:
+        h.update(f"{p.relative_to(root).as_posix()}|{st.st_size}|".encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    digest = "sha256:" + h.hexdigest()[:32]
+    _write_atomic(memo, digest.encode())
+    return digest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # concurrent writers never leave half a file
+    except OSError:
+        pass  # a cache that cannot be written is only slower
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), or a large number where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def check_memory(n_images: int, image_size: int, copies: int = 1) -> None:
+    """DataError when ``copies`` decoded copies of the images (parent and workers each hold one) would not fit."""
+    need = n_images * 3 * image_size * image_size * max(copies, 1)
+    free = available_memory()
+    if need > 0.8 * free:
+        raise DataError(
+            f"image_size {image_size}: {n_images:,} decoded images x {copies} process(es) need {need / 2**30:.1f} GiB, "
+            f"but {free / 2**30:.1f} GiB is available; lower --image-size (or --workers)"
+        )
+
+
+def decode_images(files, image_size: int, fingerprint: str, progress=None) -> torch.Tensor:
+    """All images as one (N, 3, S, S) uint8 tensor, cached on disk by the files' fingerprint and the size.
+    Every undecodable file is reported in one DataError; ``progress(done, total)`` is called while decoding."""
     import numpy as np
     from PIL import Image
 
-    h = hashlib.sha256(f"{image_size}".encode())
-    for p, label in files:
-        st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{label}\n".encode())
-    cache = _cache_dir() / f"catsdogs-{image_size}-{h.hexdigest()[:16]}.pt"
+    cache = _cache_dir() / f"images-{image_size}-{fingerprint.split(':')[-1][:24]}.pt"
     if cache.exists():
         try:
-            blob = torch.load(cache, weights_only=True)
-            return blob["x"], blob["y"]
+            x = torch.load(cache, weights_only=True)
+            if isinstance(x, torch.Tensor) and len(x) == len(files):
+                return x
         except Exception:  # a corrupt cache is rebuilt
             pass
     x = torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8)
+    bad = []
     for i, (p, _) in enumerate(files):
         try:
             with Image.open(p) as im:
@@ -164,19 +279,28 @@ def decode_images(files: list[tuple[Path, int]], image_size: int) -> tuple[torch
                 if im.size != (image_size, image_size):
                     im = im.resize((image_size, image_size), Image.BILINEAR)
                 x[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-        except OSError as exc:
-            raise DataError(f"cannot decode image {p}: {exc}; remove or replace the file") from None
-    y = torch.tensor([label for _, label in files], dtype=torch.float32)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"x": x, "y": y}, tmp)
-    os.replace(tmp, cache)  # atomic: concurrent workers never read half a file
-    return x, y
+        except (OSError, ValueError, SyntaxError) as exc:
+            bad.append((p, exc))
+        if progress is not None and ((i + 1) % 256 == 0 or i + 1 == len(files)):
+            progress(i + 1, len(files))
+    if bad:
+        first = "; ".join(f"{p} ({type(e).__name__})" for p, e in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DataError(
+            f"{len(bad)} of {len(files)} images cannot be decoded: {first}{more}; remove or replace them"
+        )
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
+        torch.save(x, tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return x
 
 
-def _imbalance(x, y, ratio: float, positive: str, g: torch.Generator) -> Split:
-    """Relabel so that ``positive`` is 1 and keep 1 positive per ``ratio`` negatives (at least one)."""
-    y = y if positive == "dog" else 1 - y
+def _imbalance(x, y, ratio: float, g: torch.Generator) -> Split:
+    """Keep every negative and 1 positive per ``ratio`` negatives (at least one)."""
     pos = torch.nonzero(y == 1).squeeze(1)
     neg = torch.nonzero(y == 0).squeeze(1)
     n_keep = max(1, min(len(pos), round(len(neg) / ratio)))
@@ -197,24 +321,44 @@ def _stratified_split(
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-def load_catsdogs(ratio: float, image_size: int, positive: str, data_seed: int = 0, data_dir=None, **_):
+def _relabel(y: torch.Tensor, positive: str) -> torch.Tensor:
+    return y if positive == "dog" else 1 - y
+
+
+def load_catsdogs(ratio, image_size, positive, data_seed=0, data_dir=None, copies=1, progress=None, **_):
     root = resolve_data_dir(data_dir)
     if root is None:
         raise DataError(f"the catsdogs data set needs image files: {DATA_HELP}")
-    if not root.exists():
-        raise DataError(f"data directory {root} does not exist; {DATA_HELP}")
-    x, y = decode_images(find_catsdogs_images(root), image_size)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist or is not a folder; {DATA_HELP}")
+    found = find_images(root)
+    files = found.train + (found.test or [])
+    check_memory(len(files), image_size, copies)
+    fingerprint = files_fingerprint(found.root, [p for p, _ in files])
+    x = decode_images(files, image_size, fingerprint, progress)
+    y = _relabel(torch.tensor([label for _, label in files], dtype=torch.float32), positive)
     g = torch.Generator().manual_seed(data_seed)
-    train_idx, test_idx = _stratified_split(y, 0.2, g)
-    train = _imbalance(x[train_idx], y[train_idx], ratio, positive, g)
-    test_y = y[test_idx] if positive == "dog" else 1 - y[test_idx]
-    return train, Split(x[test_idx], test_y)
+    n_train = len(found.train)
+    if found.test is None:
+        train_idx, test_idx = _stratified_split(y, 0.2, g)
+    else:
+        train_idx, test_idx = torch.arange(n_train), torch.arange(n_train, len(files))
+    train = _imbalance(x[train_idx], y[train_idx], ratio, g)
+    negative = CLASSES[1] if positive == "cat" else CLASSES[0]
+    meta = {
+        "location": found.location,
+        "split": found.split,
+        "classes": (negative, positive),
+        "fingerprint": fingerprint,
+    }
+    return train, Split(x[test_idx], y[test_idx]), meta
 
 
 # ------------------------------------------------------------------------------------------------------------
 # CIFAR-10 cats and dogs
 # ------------------------------------------------------------------------------------------------------------
 CIFAR_CAT, CIFAR_DOG = 3, 5
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
 def download_cifar10(root: Path) -> None:
@@ -235,7 +379,7 @@ def _read_cifar_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, t
                 batch = pickle.load(f, encoding="latin1")
             data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch["labels"])
-        except (OSError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, pickle.UnpicklingError, EOFError) as exc:
             raise DataError(
                 f"CIFAR-10 file {path} is missing or malformed ({exc}); {_cifar_help(folder.parent)}"
             ) from None
@@ -249,57 +393,75 @@ def _cifar_help(root: Path) -> str:
     return f"download it with `flx download cifar10 --data-dir {root}` on a machine with internet"
 
 
-def load_cifar_catsdogs(ratio: float, positive: str, data_seed: int = 0, data_dir=None, **_):
+def load_cifar_catsdogs(ratio, positive, data_seed=0, data_dir=None, **_):
     root = resolve_data_dir(data_dir)
     folder = root / "cifar-10-batches-py" if root is not None else None
     if folder is None or not folder.is_dir():
         where = folder if folder is not None else "<no --data-dir / FLX_DATA_DIR given>"
         raise DataError(f"CIFAR-10 not found at {where}; {_cifar_help(root or Path('DIR'))}")
-    x, y = _read_cifar_batches(folder, [f"data_batch_{i}" for i in range(1, 6)])
-    tx, ty = _read_cifar_batches(folder, ["test_batch"])
+    x, y = _read_cifar_batches(folder, CIFAR_FILES[:5])
+    tx, ty = _read_cifar_batches(folder, CIFAR_FILES[5:])
+    fingerprint = files_fingerprint(folder, [folder / n for n in CIFAR_FILES])
     g = torch.Generator().manual_seed(data_seed)
-    return _imbalance(x, y, ratio, positive, g), Split(tx, ty if positive == "dog" else 1 - ty)
+    negative = CLASSES[1] if positive == "cat" else CLASSES[0]
+    meta = {
+        "location": str(folder.resolve()),
+        "split": "given (data_batch_1-5 + test_batch)",
+        "classes": (negative, positive),
+        "fingerprint": fingerprint,
+    }
+    return _imbalance(x, _relabel(y, positive), ratio, g), Split(tx, _relabel(ty, positive)), meta
 
 
 # ------------------------------------------------------------------------------------------------------------
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in [
-        DatasetSpec(
-            "synthetic",
-            load_synthetic,
-            {"ratio": 1000.0, "n_samples": 520_000, "dim": 16, "hard_frac": 0.02},
-            model="mlp",
-            description="1:ratio Gaussian task with easy and hard negatives (>= 500 test positives by default)",
-        ),
-        DatasetSpec(
-            "catsdogs",
-            load_catsdogs,
-            {"ratio": 10.0, "image_size": 64, "positive": "dog"},
-            model="cnn",
-            needs_data_dir=True,
-            description="Kaggle Dogs vs. Cats photos; train split subsampled to 1:ratio",
-        ),
-        DatasetSpec(
-            "cifar_catsdogs",
-            load_cifar_catsdogs,
-            {"ratio": 10.0, "positive": "dog"},
-            model="cnn",
-            needs_data_dir=True,
-            description="CIFAR-10 cats and dogs; train split subsampled to 1:ratio",
-        ),
-    ]
-}
-
-
-def get_dataset(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
-
-
+# Loading and describing
+# ------------------------------------------------------------------------------------------------------------
 @lru_cache(maxsize=4)
-def load(name: str, params: tuple, data_seed: int, data_dir: str | None) -> tuple[Split, Split]:
-    """Load (train, test) once per process for the given parameters (``params`` as sorted (key, value) pairs)."""
-    return get_dataset(name).load(**dict(params), data_seed=data_seed, data_dir=data_dir)
+def load(name: str, params: tuple, data_seed: int, data_dir: str | None, copies: int = 1, progress=None):
+    """(train, test, meta) once per process for the given parameters (``params`` as sorted (key, value) pairs)."""
+    return get_dataset(name).load(
+        **dict(params), data_seed=data_seed, data_dir=data_dir, copies=copies, progress=progress
+    )
+
+
+def describe(train: Split, test: Split, meta: dict) -> dict:
+    """What a record says about its data: location, how it was split, fingerprint, examples per class."""
+    negative, positive = meta["classes"]
+    return {
+        "data_location": meta["location"],
+        "data_split": meta["split"],
+        "data_fingerprint": meta["fingerprint"],
+        "data_classes": f"{negative}/{positive}",
+        "n_train_neg": len(train) - train.n_pos,
+        "n_train_pos": train.n_pos,
+        "n_test_neg": len(test) - test.n_pos,
+        "n_test_pos": test.n_pos,
+    }
+
+
+def data_info(config, data_dir=None, copies: int = 1, progress=None) -> dict:
+    """:func:`describe` of a config's data, loaded (and for images decoded and cached) once here; DataError
+    when the data is missing, holds one class, cannot be decoded or would not fit in memory."""
+    train, test, meta = load(
+        config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress
+    )
+    for name, split in (("train", train), ("test", test)):
+        if split.n_pos == 0 or split.n_pos == len(split):
+            raise DataError(
+                f"the {name} split of {config.dataset} ({meta['location']}) holds only one class; both are needed"
+            )
+    info = describe(train, test, meta)
+    load.cache_clear()  # the parent keeps no decoded images; workers load the cache
+    return info
+
+
+def info_line(config, info: dict) -> str:
+    """'catsdogs from /d/train + /d/test (given (train/ + test/)): train 8,000 cat + 800 dog; test ...'."""
+    neg, pos = info["data_classes"].split("/")
+    counts = (
+        f"train {info['n_train_neg']:,} {neg} + {info['n_train_pos']:,} {pos}; "
+        f"test {info['n_test_neg']:,} {neg} + {info['n_test_pos']:,} {pos}"
+    )
+    where = "" if info["data_location"] == "generated" else f" from {info['data_location']}"
+    params = ", ".join(f"{k}={v}" for k, v in config.data_params())
+    return f"data: {config.dataset} ({params}){where}, split {info['data_split']}: {counts}"

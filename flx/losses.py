@@ -4,8 +4,9 @@
 - :func:`softmax_focal_loss`: the C-class focal loss, also with an analytic backward.
 - :func:`poly1_cross_entropy`, :func:`poly1_focal_loss`: PolyLoss (Leng et al., ICLR 2022).
 - :func:`ohem_select`: online hard example mining (Shrivastava et al., CVPR 2016).
-- :data:`LOSSES`: the registry (name -> training loss and its hyperparameters) that ``flx run``,
-  ``flx sweep`` and ``flx report`` read. A new loss is added there and nowhere else.
+- :data:`LOSSES` (defined in :mod:`flx.config`, torch-free): the registry (name -> training objective and its
+  hyperparameters) that ``flx run``, ``flx sweep`` and ``flx report`` read. A new loss is one entry there,
+  naming its objective function.
 
 Conventions: ``alpha`` weights the positive class (``alpha_t = alpha`` for y = 1, ``1 - alpha`` for y = 0) and a
 negative ``alpha`` turns the weighting off, as in torchvision. Every computation is done in float32 (or float64
@@ -17,11 +18,11 @@ the paper normalises by the number of positives instead: use ``reduction="sum"``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from flx.config import LOSSES, LossSpec, get_loss
 
 __all__ = [
     "sigmoid_focal_loss",
@@ -44,14 +45,12 @@ _CHUNK = 1 << 16
 # --------------------------------------------------------------------------------------------------------------
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction={reduction!r} is not supported; use one of {', '.join(REDUCTIONS)}")
+        raise ValueError(f"reduction got {reduction!r}; accepted: one of {', '.join(REDUCTIONS)}")
 
 
 def _check_gamma(gamma: float) -> None:
     if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(
-            f"gamma={gamma!r} is out of range; gamma must be a finite number >= 0 (e.g. 0, 0.5, 2)"
-        )
+        raise ValueError(f"gamma got {gamma!r}; accepted: a number >= 0 (e.g. 0, 0.5, 2)")
 
 
 def _check_alpha(alpha: float, *, allow_off: bool = True) -> None:
@@ -61,8 +60,8 @@ def _check_alpha(alpha: float, *, allow_off: bool = True) -> None:
         and (0 <= alpha <= 1 or (allow_off and alpha < 0))
     )
     if not ok:
-        off = "; a negative value turns alpha-weighting off" if allow_off else ""
-        raise ValueError(f"alpha={alpha!r} is out of range; alpha must lie in [0, 1]{off}")
+        off = ", or a negative number to turn alpha-weighting off" if allow_off else ""
+        raise ValueError(f"alpha got {alpha!r}; accepted: a number in [0, 1]{off}")
 
 
 def _check_binary(logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -397,9 +396,7 @@ def poly1_focal_loss(
 
 def _check_epsilon(epsilon: float) -> None:
     if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon)):
-        raise ValueError(
-            f"epsilon={epsilon!r} is out of range; epsilon must be a finite number (e.g. -1, 0, 1, 2)"
-        )
+        raise ValueError(f"epsilon got {epsilon!r}; accepted: a finite number (e.g. -1, 0, 1, 2)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -427,14 +424,14 @@ def ohem_select(
     if losses.dim() != 1:
         raise ValueError(f"losses must be 1-D (one per example), got shape {tuple(losses.shape)}")
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r} is out of range; k must be an integer >= 1")
+        raise ValueError(f"k got {k!r}; accepted: an integer >= 1")
     losses = losses.detach()
     if neg_pos_ratio is None:
         return torch.topk(losses, min(k, losses.numel())).indices
     if targets is None or targets.shape != losses.shape:
         raise ValueError("ohem_select with neg_pos_ratio needs targets of the same shape as losses")
     if not (math.isfinite(neg_pos_ratio) and neg_pos_ratio > 0):
-        raise ValueError(f"neg_pos_ratio={neg_pos_ratio!r} is out of range; it must be a number > 0 (e.g. 3)")
+        raise ValueError(f"neg_pos_ratio got {neg_pos_ratio!r}; accepted: a number > 0 (e.g. 3), or None")
     pos_idx = torch.nonzero(targets.detach() > 0.5).squeeze(1)
     neg_idx = torch.nonzero(targets.detach() <= 0.5).squeeze(1)
     n_pos = min(pos_idx.numel(), k)
@@ -446,27 +443,8 @@ def ohem_select(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Registry: what flx can train with. Each entry maps (logits, targets, **hyperparameters) -> a scalar loss.
+# Training objectives: what the registry (flx.config.LOSSES) names, (logits, targets, **hyperparameters) -> scalar
 # --------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LossSpec:
-    """A training loss and the hyperparameters it takes (name -> default); others do not apply to it."""
-
-    name: str
-    fn: Callable[..., torch.Tensor]
-    params: dict[str, float | int | None] = field(default_factory=dict)
-    description: str = ""
-
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, **hparams) -> torch.Tensor:
-        unknown = set(hparams) - set(self.params)
-        if unknown:
-            raise ValueError(
-                f"loss {self.name!r} takes {sorted(self.params) or 'no hyperparameters'}, "
-                f"not {sorted(unknown)}"
-            )
-        return self.fn(logits, targets, **{**self.params, **hparams})
-
-
 def _ce(logits, targets):
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
 
@@ -491,30 +469,3 @@ def _ohem(logits, targets, ohem_k, ohem_ratio):
     per_example = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
     keep = ohem_select(per_example, int(ohem_k), targets, neg_pos_ratio=ohem_ratio)
     return per_example[keep].mean()
-
-
-LOSSES: dict[str, LossSpec] = {
-    spec.name: spec
-    for spec in [
-        LossSpec("ce", _ce, {}, "binary cross-entropy"),
-        LossSpec(
-            "balanced_ce", _balanced_ce, {"alpha": 0.75}, "alpha-balanced cross-entropy (FL with gamma 0)"
-        ),
-        LossSpec("focal", _focal, {"alpha": 0.25, "gamma": 2.0}, "sigmoid focal loss (Lin et al. 2017)"),
-        LossSpec("poly1", _poly1, {"epsilon": 1.0}, "Poly-1 cross-entropy (Leng et al. 2022)"),
-        LossSpec(
-            "poly1_focal", _poly1_focal, {"alpha": 0.25, "gamma": 2.0, "epsilon": 1.0}, "Poly-1 focal loss"
-        ),
-        LossSpec(
-            "ohem", _ohem, {"ohem_k": 256, "ohem_ratio": None}, "CE on the k hardest examples of a batch"
-        ),
-    ]
-}
-
-
-def get_loss(name: str) -> LossSpec:
-    """The registered loss called ``name``; a ValueError lists the known ones otherwise."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None

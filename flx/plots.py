@@ -3,13 +3,15 @@ deterministic, so this gives the stored run's model back without storing every e
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from flx.config import FIGURES as FIGURE_NAMES  # noqa: E402
+from flx.summary import cell, run_label, setting_columns, summarize  # noqa: E402
 
 PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio")
 PNG_META = {"Software": None}  # no version strings: the same data gives the same file
@@ -24,7 +26,6 @@ def _save(fig, path: Path) -> Path:
 
 def ap_vs_param(runs, out: Path, spec) -> Path | None:
     """Mean AP ± std against the first swept hyperparameter, one line per value of the other settings."""
-    from flx.report import cell, setting_columns, summarize
 
     keys = setting_columns(runs)
     swept = [p for p in PARAMS if p in keys]
@@ -69,8 +70,7 @@ def loss_vs_pt(runs, out: Path, spec) -> Path:
 
 def _best_configs(runs, n: int):
     """Configs (seed 0) of the n settings with the highest mean AP."""
-    from flx.report import cell, setting_columns, summarize
-    from flx.train import CONFIG_FIELDS, Config
+    from flx.config import config_from_record
 
     ok = runs[runs["status"] == "ok"]
     if ok.empty:
@@ -83,17 +83,11 @@ def _best_configs(runs, n: int):
         for k in keys:
             match = match[match[k].map(cell) == cell(row[k])]
         first = match.sort_values("seed").iloc[0].to_dict()
-        fields = {
-            k: (None if isinstance(first[k], float) and math.isnan(first[k]) else first[k])
-            for k in CONFIG_FIELDS
-            if k in first
-        }
-        configs.append(Config(**fields).normalized())
+        configs.append(config_from_record(first).normalized())
     return configs
 
 
 def _label(config) -> str:
-    from flx.report import cell, run_label
 
     ratio = f" ratio={cell(config.ratio)}" if config.dataset != "synthetic" else ""
     return run_label(config.to_dict()) + ratio
@@ -166,3 +160,4 @@ def loss_cdf(runs, out: Path, spec, data_dir=None) -> Path | None:
 
 
 FIGURES = {"ap_vs_param": ap_vs_param, "loss_vs_pt": loss_vs_pt, "pr_curves": pr_curves, "loss_cdf": loss_cdf}
+assert set(FIGURES) == set(FIGURE_NAMES), "flx.config.FIGURES names the figures a spec may ask for"

@@ -12,17 +12,17 @@ Means are over the ok runs of a setting; std is the sample standard deviation (d
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from flx.train import CONFIG_FIELDS, LOSS_PARAMS, METRICS
+from flx.config import CONFIG_FIELDS, DATA_COLUMNS, config_from_record
+from flx.errors import ConfigError, ReportError
+from flx.metrics import METRICS, PRIMARY, TABLE_METRICS
+from flx.summary import STATUSES, cell, format_mean_std, setting_cell, setting_columns, summarize
 
-SETTING_EXCLUDE = ("seed",)
-TABLE_METRICS = ("ap", "roc_auc", "best_f1", "ece")
-METRIC_NAMES = {"ap": "AP", "roc_auc": "ROC-AUC", "best_f1": "best F1", "ece": "ECE"}
-LOWER_IS_BETTER = {"ece"}
 RUN_COLUMNS = (
     "key",
     "status",
@@ -35,76 +35,10 @@ RUN_COLUMNS = (
     "torch_version",
     "git_commit",
     "host",
+    *DATA_COLUMNS,
+    "data_time_s",
+    "startup_s",
 )
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Summaries (also used by flx sweep's closing table)
-# ------------------------------------------------------------------------------------------------------------
-def setting_columns(df) -> list[str]:
-    """Config columns that vary across the runs (the seed aside): what tells one setting from another."""
-    cols = [c for c in CONFIG_FIELDS if c in df and c not in SETTING_EXCLUDE]
-    return [c for c in cols if df[c].map(cell).nunique(dropna=False) > 1] or ["loss"]
-
-
-def summarize(df, metrics=TABLE_METRICS, keys: list[str] | None = None):
-    """One row per setting: runs, missing/diverged/failed counts, and mean/std of each metric over ok runs."""
-    import pandas as pd
-
-    if df.empty:
-        return pd.DataFrame()
-    keys = keys or setting_columns(df)
-    rows = []
-    for _, group in df.groupby([df[k].map(cell) for k in keys], sort=False, dropna=False):
-        first = group.iloc[0]
-        ok = group[group["status"] == "ok"]
-        row = {k: first[k] for k in keys}
-        row.update(
-            runs=len(group),
-            ok=len(ok),
-            missing=int((group["status"] == "missing").sum()),
-            diverged=int((group["status"] == "diverged").sum()),
-            failed=int((group["status"] == "failed").sum()),
-        )
-        for m in metrics:
-            row[f"{m}_mean"] = ok[m].mean() if len(ok) else math.nan
-            row[f"{m}_std"] = ok[m].std(ddof=1) if len(ok) > 1 else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values(keys, na_position="first", kind="stable").reset_index(drop=True)
-
-
-def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
-    if mean != mean:  # NaN
-        return "–"
-    return f"{mean:.{digits}f}" if std != std else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def cell(value) -> str:
-    """A table cell: None/NaN (a parameter that does not apply) as an en dash, numbers compactly."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def run_label(fields: dict) -> str:
-    """'focal alpha=0.25 gamma=2': a run's loss and the hyperparameters it uses (the others are None)."""
-    return " ".join(
-        [fields["loss"], *(f"{k}={cell(fields[k])}" for k in LOSS_PARAMS if fields.get(k) is not None)]
-    )
-
-
-NONE_MEANS_OFF = ("prior", "ohem_ratio")  # None for these is a setting ("none"), not "does not apply"
-
-
-def setting_cell(row: dict, col: str) -> str:
-    """A setting's cell: 'none' where a parameter applies but is off (prior, OHEM ratio), '–' where it does not."""
-    from flx.losses import LOSSES
-
-    value = row.get(col)
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
-    loss = LOSSES.get(row.get("loss"))
-    applies = col == "prior" or (loss is not None and col in loss.params)
-    return "none" if missing and col in NONE_MEANS_OFF and applies else cell(value)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -121,56 +55,79 @@ class ReportSpec:
 
 
 def read_spec(results_dir: Path) -> ReportSpec:
-    from flx.sweep import expand, load_spec
-    from flx.train import Config
+    """The layout and the planned runs of a results directory, from its spec.toml (written by flx sweep)."""
+    from flx.config import load_spec
+    from flx.sweep import plan
 
-    path = results_dir / "spec.toml"
+    path = Path(results_dir) / "spec.toml"
     if not path.exists():
-        return ReportSpec(name=results_dir.name)
+        return ReportSpec(name=Path(results_dir).name)
     spec = load_spec(path)
-    report = spec.get("report", {})
-    planned = expand(Config(**spec["config"]), spec["grid"], range(spec["seeds"]))
+    report = spec["report"]
     return ReportSpec(
-        name=results_dir.name,
-        description=spec.get("description", ""),
+        name=Path(results_dir).name,
+        description=spec["description"],
         best_over=report.get("best_over"),
         paper=report.get("paper"),
         figures=list(report.get("figures", [])),
-        planned=planned,
+        planned=plan(spec),
     )
 
 
-def load_runs(results_dir: Path):
-    """The runs of a results directory; exports the store (if any) to runs.csv first, then reads the CSV, so a
-    report from the store and one from the committed CSV are the same."""
-
+def load_runs(results_dir: Path, to: Path | None = None):
+    """The runs of a results directory. Its store (if any, opened read-only) is exported to ``to/runs.csv``
+    (default: the results directory) and the CSV is read back, so a report from the store and one from the
+    committed CSV are the same."""
     from flx.store import Store
 
-    csv = results_dir / "runs.csv"
+    results_dir = Path(results_dir)
+    to = Path(to or results_dir)
     store = Store(results_dir)
     if store.exists():
         df = store.to_dataframe()
         df = df.reindex(columns=[c for c in RUN_COLUMNS if c in df] + [c for c in df if c not in RUN_COLUMNS])
-        df.sort_values("key").to_csv(csv, index=False)
-    if not csv.exists():
-        raise FileNotFoundError(f"no runs in {results_dir} (neither runs.sqlite nor runs.csv)")
-    return read_runs_csv(results_dir)
+        _write(to / "runs.csv", lambda path: df.sort_values("key").to_csv(path, index=False))
+    elif not (results_dir / "runs.csv").exists():
+        raise ReportError(
+            f"no runs in {results_dir} (neither runs.sqlite nor runs.csv); run `flx sweep --out {results_dir}` first"
+        )
+    return read_runs_csv(to if store.exists() else results_dir)
+
+
+def _write(path: Path, write) -> Path:
+    """Write a report file atomically (``write(tmp_path)``); a one-line ReportError if the folder is read-only."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True) if tmp.parent.exists() and os.access(tmp.parent, os.W_OK) else None
+        raise ReportError(
+            f"cannot write {path}: {exc.strerror or exc}; write the report elsewhere with --to DIR"
+        ) from None
+    return path
 
 
 def with_missing(df, planned):
-    """Planned runs joined with the stored ones; planned runs not stored get status 'missing'."""
+    """Planned runs joined with the stored ones (matched by config, so runs on other data files show as their own
+    rows); planned runs not stored get status 'missing'; stored runs not planned are left out."""
     import pandas as pd
 
     if planned is None:
         return df
-    plan = pd.DataFrame([{**c.to_dict(), "key": c.key()} for c in planned])
-    stored = df.set_index("key")
+    try:
+        stored_keys = [config_from_record(r).config_key() for r in df.to_dict("records")]
+    except (ConfigError, TypeError) as exc:
+        raise ReportError(f"a stored run has a config flx cannot read ({exc})") from None
+    by_config: dict[str, list[dict]] = {}
+    for key, row in zip(stored_keys, df.to_dict("records"), strict=True):
+        by_config.setdefault(key, []).append(row)
     rows = []
-    for rec in plan.to_dict("records"):
-        if rec["key"] in stored.index:
-            rows.append(stored.loc[rec["key"]].to_dict() | {"key": rec["key"]})
-        else:
-            rows.append(rec | {"status": "missing", **{m: math.nan for m in METRICS}})
+    for c in planned:
+        rows += by_config.get(c.config_key()) or [
+            {**c.to_dict(), "key": None, "status": "missing", **{m: math.nan for m in METRICS}}
+        ]
     return pd.DataFrame(rows)
 
 
@@ -187,7 +144,7 @@ def build_table(df, spec: ReportSpec):
     if spec.best_over and spec.best_over in keys:
         rest = [k for k in keys if k != spec.best_over]
         grouped = table.groupby([table[k].map(cell) for k in rest], sort=False, dropna=False)
-        best = [g["ap_mean"].fillna(-math.inf).idxmax() for _, g in grouped]
+        best = [g[f"{PRIMARY}_mean"].fillna(-math.inf).idxmax() for _, g in grouped]
         table = table.loc[best].reset_index(drop=True)
         table = table[[*rest, spec.best_over, *[c for c in table if c not in keys]]]
     # the constant fields (loss, ...) complete each row for the paper lookup and the rendered cells
@@ -203,18 +160,15 @@ def render_markdown(table, spec: ReportSpec) -> str:
     from flx.paper import CITATION
 
     settings = [
-        c
-        for c in table
-        if c not in {"runs", "ok", "missing", "diverged", "failed", "paper_ap"}
-        and not c.endswith(("_mean", "_std"))
+        c for c in table if c not in {"runs", *STATUSES, "paper_ap"} and not c.endswith(("_mean", "_std"))
     ]
     best = {}
     for m in TABLE_METRICS:
         values = table[f"{m}_mean"].dropna()
         if len(values):
-            best[m] = values.min() if m in LOWER_IS_BETTER else values.max()
+            best[m] = values.max() if METRICS[m].higher_is_better else values.min()
     lines = []
-    header = [*settings, "n", "diverged", *(METRIC_NAMES[m] for m in TABLE_METRICS)]
+    header = [*settings, "n", "diverged", *(METRICS[m].label for m in TABLE_METRICS)]
     if "paper_ap" in table:
         header.append("paper AP")
     if spec.paper == "table1d":
@@ -225,11 +179,12 @@ def render_markdown(table, spec: ReportSpec) -> str:
         n = f"{row['ok']}"
         if row["missing"]:
             n += f" ({row['missing']} missing)"
-        if row["failed"]:
-            n += f" ({row['failed']} failed)"
+        for status in ("failed", "collapsed"):
+            if row.get(status):
+                n += f" ({row[status]} {status})"
         cells += [n, str(row["diverged"])]
         for m in TABLE_METRICS:
-            text = format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], 4 if m == "ece" else 3)
+            text = format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], METRICS[m].digits)
             if row["ok"] == 0:
                 text = "missing" if row["missing"] else "–"
             elif m in best and row[f"{m}_mean"] == best[m]:
@@ -267,28 +222,29 @@ def render_latex(table) -> str:
     return table.style.format(precision=4, na_rep="–").hide(axis="index").to_latex(hrules=True)
 
 
-def write_report(results_dir: Path, formats=("md", "csv"), plots: bool = True, console=None) -> dict:
-    """Write table.csv / table.md (/ table.tex) and the spec's figures into ``results_dir``."""
+def write_report(
+    results_dir: Path, formats=("md", "csv"), plots: bool = True, to: Path | None = None
+) -> dict:
+    """Write runs.csv, table.csv / table.md (/ table.tex) and the spec's figures into ``to`` (default: the
+    results directory). Reads only from ``results_dir``, so it works on a read-only store."""
     results_dir = Path(results_dir)
+    to = Path(to or results_dir)
     spec = read_spec(results_dir)
-    df = load_runs(results_dir)
+    df = load_runs(results_dir, to)
     table = build_table(df, spec)
     written = {}
     if "csv" in formats:
-        table.to_csv(results_dir / "table.csv", index=False)
-        written["csv"] = results_dir / "table.csv"
+        written["csv"] = _write(to / "table.csv", lambda p: table.to_csv(p, index=False))
     if "md" in formats:
-        (results_dir / "table.md").write_text(render_markdown(table, spec))
-        written["md"] = results_dir / "table.md"
+        written["md"] = _write(to / "table.md", lambda p: p.write_text(render_markdown(table, spec)))
     if "tex" in formats:
-        (results_dir / "table.tex").write_text(render_latex(table))
-        written["tex"] = results_dir / "table.tex"
+        written["tex"] = _write(to / "table.tex", lambda p: p.write_text(render_latex(table)))
     if plots and spec.figures:
         from flx import plots as P
 
         runs = with_missing(df, spec.planned)
         for name in spec.figures:
-            path = P.FIGURES[name](runs, results_dir, spec)
+            path = P.FIGURES[name](runs, to, spec)
             if path is not None:
                 written[name] = path
     return written
@@ -494,7 +450,17 @@ def render_index(results_dirs: list[Path], prefix: str = "", header: bool = True
 
 
 def read_runs_csv(results_dir: Path):
-    """The committed per-run records of a results directory (what every table is rendered from)."""
+    """The per-run records of a results directory's runs.csv (what every table is rendered from)."""
     import pandas as pd
 
-    return pd.read_csv(results_dir / "runs.csv")
+    path = Path(results_dir) / "runs.csv"
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(
+            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    missing = {"key", "status", "loss", "seed"} - set(df.columns)
+    if missing:
+        raise ReportError(f"{path} is not an flx runs file: it lacks the column(s) {sorted(missing)}")
+    return df

@@ -1,191 +1,459 @@
-"""Sweeps: a grid of configs, run in parallel, stored as they finish, resumable.
+"""Sweeps as a library: config -> plan -> run -> store.
 
-A grid is a dict of Config field -> list of values (``loss``, ``gamma``, ``alpha`` ... any field), expanded as a
-product and then normalized, so parameters that do not apply to a loss (gamma for ``ce``) collapse instead of
-multiplying runs. A TOML spec holds fixed fields in ``[config]``, one or more ``[[grid]]`` tables and ``seeds``.
+- :func:`plan` turns a spec (``flx.config.load_spec``) and overrides into the list of distinct normalized
+  :class:`~flx.config.Config` s (a grid is a product of lists; parameters that do not apply to a loss collapse
+  instead of multiplying runs), refusing grids above :data:`flx.config.MAX_RUNS`.
+- :func:`prepare` checks each data set once in this process (files, both classes, decoding, memory) and gives
+  every config its run key (config + data fingerprint) as a :class:`Task`.
+- :func:`run_sweep` trains the tasks not yet in the store on an executor, stores each record as it finishes,
+  claims runs so that overlapping sweeps never train one twice, and stops cleanly on Ctrl-C or SIGTERM
+  (finished runs kept, workers ended). Progress goes to an ``on_event(kind, **fields)`` callback.
 
-The executor is a seam: anything with ``map(configs, data_dir)`` yielding records as runs finish. flx has a
-serial one (in-process) and a local process pool; a cluster engine (Ray) would be a third.
+The executor is a seam: anything with ``map(tasks, data_dir)`` yielding records as runs finish, pulling tasks
+lazily. flx has a serial one (in-process) and a local pool of spawned workers; a cluster engine would be a third.
+Workers end with their parent however it ends: they ignore SIGINT/SIGTERM (the parent ends them) and a watchdog
+thread exits each one within a second of its parent's death, SIGKILL included.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
+import math
 import os
 import signal
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from pathlib import Path
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from typing import Protocol
 
-import tomllib
+from flx.config import CONFIG_FIELDS, MAX_RUNS, Config, ConfigError, dump_spec, empty_spec
+from flx.store import Store, new_owner
 
-from flx.train import CONFIG_FIELDS, Config
+Event = Callable[..., None]
 
 
-class SpecError(ValueError):
-    """A malformed or missing spec file."""
+def _quiet(kind: str, **fields) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Plan
+# ------------------------------------------------------------------------------------------------------------
+def merge(spec: dict | None, overrides: dict | None = None) -> dict:
+    """The spec that really runs: ``overrides`` maps a config field to a list (it replaces that field in every
+    grid) or to one value (fixed in [config] and dropped from the grids); "seeds" to the number of seeds."""
+    spec = dict(spec or empty_spec())
+    overrides = dict(overrides or {})
+    seeds = overrides.pop("seeds", None)
+    unknown = set(overrides) - set(CONFIG_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {sorted(unknown)}; known: {', '.join(CONFIG_FIELDS)}")
+    lists = {k: list(v) for k, v in overrides.items() if isinstance(v, (list, tuple))}
+    fixed = {k: v for k, v in overrides.items() if k not in lists}
+    grids = [{k: v for k, v in g.items() if k not in fixed} | lists for g in spec["grid"]]
+    config = {k: v for k, v in spec["config"].items() if k not in lists} | fixed
+    if not any("loss" in g for g in grids) and "loss" not in config:
+        grids = [{**g, "loss": ["focal"]} for g in grids]
+    return {**spec, "config": config, "grid": grids, "seeds": seeds or spec["seeds"]}
+
+
+def plan_size(spec: dict) -> int:
+    """Grid points times seeds before inapplicable parameters collapse (an upper bound on the runs)."""
+    return sum(math.prod(len(v) for v in g.values()) for g in spec["grid"]) * spec["seeds"]
 
 
 def expand(base: Config, grids: list[dict[str, list]], seeds: Iterable[int]) -> list[Config]:
     """Every distinct normalized config of the grids (each a product of its lists) times the seeds, in order."""
     out: dict[str, Config] = {}
     for grid in grids:
-        unknown = set(grid) - set(CONFIG_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}; known: {', '.join(CONFIG_FIELDS)}")
         names = list(grid)
         for values in itertools.product(*(grid[n] for n in names)):
             for seed in seeds:
                 config = dataclasses.replace(
                     base, **dict(zip(names, values, strict=True)), seed=seed
                 ).normalized()
-                out.setdefault(config.key(), config)
+                out.setdefault(config.config_key(), config)
     return list(out.values())
 
 
-def load_spec(path: str | os.PathLike) -> dict:
-    """A TOML spec: {"name", "description", "config": {...}, "grid": [{field: [values]}], "seeds": int}."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"spec file {path} does not exist; give a TOML file such as experiments/table1a.toml")
-    try:
-        spec = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"spec file {path} is not valid TOML: {exc}") from None
-    allowed = {"name", "description", "config", "grid", "seeds", "out", "report"}
-    unknown = set(spec) - allowed
-    if unknown:
-        raise SpecError(
-            f"spec file {path}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
+def plan(spec: dict | None = None, overrides: dict | None = None) -> list[Config]:
+    """The distinct runs of a spec with its overrides, checked; ConfigError above MAX_RUNS grid points."""
+    spec = merge(spec, overrides)
+    size = plan_size(spec)
+    if size > MAX_RUNS:
+        raise ConfigError(
+            f"the sweep has {size:,} grid points x seeds; at most {MAX_RUNS:,} are accepted: give fewer values or seeds"
         )
-    grids = spec.get("grid", [{}])
-    if isinstance(grids, dict):
-        grids = [grids]
-    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
-        raise SpecError(f"spec file {path}: [[grid]] must be tables of field = [values]")
-    spec["grid"] = [{k: v if isinstance(v, list) else [v] for k, v in g.items()} for g in grids]
-    if any(len(v) == 0 for g in spec["grid"] for v in g.values()):
-        raise SpecError(f"spec file {path}: a grid list is empty")
-    if not isinstance(spec.setdefault("config", {}), dict):
-        raise SpecError(f"spec file {path}: [config] must be a table of field = value")
-    for table in [spec["config"], *spec["grid"]]:
-        unknown = set(table) - set(CONFIG_FIELDS)
-        if unknown:
-            raise SpecError(
-                f"spec file {path}: unknown config field(s) {sorted(unknown)}; "
-                f"known: {', '.join(CONFIG_FIELDS)}"
-            )
-    seeds = spec.get("seeds", 1)
-    if not isinstance(seeds, int) or seeds < 1:
-        raise SpecError(f"spec file {path}: seeds = {seeds!r}; it must be an integer >= 1")
-    spec["seeds"] = seeds
-    spec.setdefault("name", path.stem)
-    return spec
+    return expand(Config(**spec["config"]), spec["grid"], range(spec["seeds"]))
 
 
-def _toml_value(value) -> str:
-    if value is None:
-        return '"none"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
+# ------------------------------------------------------------------------------------------------------------
+# Prepare: data checked once, run keys
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    """One run to train: its config, its key and what the parent found about its data."""
+
+    config: Config
+    key: str
+    data: dict
 
 
-def dump_spec(spec: dict) -> str:
-    """A spec as TOML (the subset load_spec reads), so a results directory records the grid that really ran,
-    command-line overrides included."""
-    lines = [
-        f"{k} = {_toml_value(spec[k])}" for k in ("name", "description", "seeds") if spec.get(k) is not None
-    ]
-    for table in ("config", "report"):
-        if spec.get(table):
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in spec[table].items()]
-    for grid in spec["grid"]:
-        lines += ["", "[[grid]]"] + [f"{k} = {_toml_value(v)}" for k, v in grid.items()]
-    return "\n".join(lines) + "\n"
+def prepare(
+    configs: list[Config], data_dir: str | None = None, copies: int = 1, on_event: Event = _quiet
+) -> list[Task]:
+    """Load (and for images decode and cache) each distinct data set once, here, and key every config by its
+    data's fingerprint. Raises flx.data.DataError for missing, one-class, undecodable or oversized data."""
+    from flx.data import data_info
+
+    infos: dict[tuple, dict] = {}
+    tasks = []
+    for c in configs:
+        ident = (c.dataset, c.data_params(), c.data_seed)
+        if ident not in infos:
+            progress = lambda done, total, c=c: on_event("decode", config=c, done=done, total=total)  # noqa: E731
+            infos[ident] = data_info(c, data_dir, copies=copies, progress=progress)
+            on_event("data", config=c, info=infos[ident])
+        tasks.append(Task(c, c.key(infos[ident]["data_fingerprint"]), infos[ident]))
+    return tasks
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Executors
 # ------------------------------------------------------------------------------------------------------------
 class Executor(Protocol):
-    def map(self, configs: list[Config], data_dir: str | None) -> Iterator[dict]:
-        """Yield one record per config, in completion order."""
+    def map(self, tasks: Iterable[Task], data_dir: str | None) -> Iterator[dict]:
+        """Yield one record per task, in completion order, taking tasks from the iterable only as it has room."""
         ...
 
+    def shutdown(self) -> None: ...
 
-def _init_worker() -> None:
-    """One torch thread per worker (no oversubscription); Ctrl-C is the parent's to handle."""
+
+_WORKER_STARTED: float | None = None
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)  # the sweep is gone (SIGKILL, OOM killer): do not outlive it
+
+
+def _init_worker(parent: int) -> None:
+    """One torch thread per worker (no oversubscription); signals are the parent's to handle; exit with it."""
+    global _WORKER_STARTED
+    _WORKER_STARTED = time.perf_counter()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
+    from flx.train import warm_up
+
     torch.set_num_threads(1)
+    warm_up()  # counted in the first run's startup_s, not in its wall_time_s
 
 
-def _run_one(config: Config, data_dir: str | None) -> dict:
+def _run_task(task: Task, data_dir: str | None) -> dict:
+    """Train one task; the first run of a worker also records the worker's start-up time (torch import)."""
+    global _WORKER_STARTED
     from flx.train import run
 
-    return run(config, data_dir)
+    startup = time.perf_counter() - _WORKER_STARTED if _WORKER_STARTED is not None else 0.0
+    _WORKER_STARTED = None
+    record = run(task.config, data_dir, data=task.data)
+    record["startup_s"] = startup
+    return record
 
 
 class SerialExecutor:
-    """Runs configs one after another in this process (workers = 1; also what tests use)."""
+    """Runs tasks one after another in this process (workers = 1; also what tests use)."""
 
-    def map(self, configs, data_dir):
+    def map(self, tasks, data_dir):
         import torch
 
+        from flx.train import warm_up
+
+        global _WORKER_STARTED
+        _WORKER_STARTED = time.perf_counter()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        warm_up()
         try:
-            for config in configs:
-                yield _run_one(config, data_dir)
+            for task in tasks:
+                yield _run_task(task, data_dir)
         finally:
             torch.set_num_threads(threads)
 
+    def shutdown(self) -> None:
+        pass
+
 
 class LocalPoolExecutor:
-    """A persistent pool of spawned worker processes, each importing torch once and running many configs."""
+    """A persistent pool of spawned worker processes, each importing torch once and running many tasks."""
 
     def __init__(self, workers: int):
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def map(self, configs, data_dir):
+    def _start(self) -> ProcessPoolExecutor:
         import multiprocessing as mp
 
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+            self.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
         )
+        return self._pool
+
+    def map(self, tasks, data_dir):
+        pool = self._start()
+        source = iter(tasks)
+        in_flight: dict = {}
         try:
-            pending = {self._pool.submit(_run_one, c, data_dir) for c in configs}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            while True:
+                while len(in_flight) < self.workers:
+                    task = next(source, None)
+                    if task is None:
+                        break
+                    in_flight[pool.submit(_run_task, task, data_dir)] = task
+                if not in_flight:
+                    return
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    yield future.result()
+                    task = in_flight.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:  # a worker was killed (e.g. out of memory): record, go on
+                        self.shutdown()
+                        pool = self._start()
+                        yield _failed(task, "a worker process died while training this run (out of memory?)")
         finally:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Stop at once: cancel queued runs and end the workers (finished runs are already stored)."""
+        """Stop at once: cancel queued runs and kill the workers (finished runs are already stored)."""
         if self._pool is None:
             return
         processes = list((self._pool._processes or {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
         for p in processes:
             if p.is_alive():
-                p.terminate()
+                p.kill()  # workers ignore SIGTERM
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for p in processes:
             p.join(timeout=5)
         self._pool = None
 
 
+def _failed(task: Task, error: str) -> dict:
+    from flx.metrics import METRICS
+
+    return {
+        "key": task.key,
+        **task.config.to_dict(),
+        **{m: math.nan for m in METRICS},
+        **task.data,
+        "status": "failed",
+        "error": error,
+        "epochs_run": 0,
+    }
+
+
 def make_executor(workers: int) -> Executor:
     return SerialExecutor() if workers <= 1 else LocalPoolExecutor(workers)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Run a sweep
+# ------------------------------------------------------------------------------------------------------------
+class Interrupted(Exception):
+    """SIGTERM, raised in the main thread so a sweep stops the way Ctrl-C stops it."""
+
+
+@dataclass
+class SweepResult:
+    tasks: list[Task]
+    done_before: int = 0  # runs already final in the store when the sweep started
+    workers: int = 1
+    counts: dict = field(default_factory=lambda: {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0})
+    elsewhere: int = 0  # runs finished meanwhile by another sweep on the same store
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM"
+
+    @property
+    def keys(self) -> set[str]:
+        return {t.key for t in self.tasks}
+
+    @property
+    def exit_code(self) -> int:
+        return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted, 0)
+
+
+def run_sweep(
+    configs: list[Config],
+    store: Store,
+    *,
+    workers: int = 1,
+    data_dir: str | None = None,
+    executor: Executor | None = None,
+    spec: dict | None = None,
+    dry_run: bool = False,
+    on_event: Event = _quiet,
+) -> SweepResult:
+    """Train every config not yet final in ``store``; returns counts and whether it was interrupted.
+
+    Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
+    is checked and described once. ``spec`` (the effective spec) is then saved as ``store.out/spec.toml``.
+    ``dry_run`` stops after the checks (reading only). Events: "note" (text), "data" (config, info), "decode"
+    (done, total), "start" (pending, workers), "record" (record), "elsewhere" (key), "waiting" (n).
+    """
+    if dry_run:
+        store.done()  # a corrupt store is reported, a read-only one is fine
+    else:
+        store.check_writable()
+    cores = available_cores()
+    if workers > cores:
+        on_event("note", text=f"--workers {workers} is more than the {cores} available cores; using {cores}")
+        workers = cores
+    tasks = prepare(configs, data_dir, copies=min(workers, len(configs)) + 1, on_event=on_event)
+    done = store.done()
+    result = SweepResult(tasks, done_before=sum(t.key in done for t in tasks))
+    pending = [t for t in tasks if t.key not in done]
+    result.workers = max(1, min(workers, len(pending)))
+    if dry_run:
+        return result
+    store.create()
+    if (
+        spec is not None
+    ):  # provenance: the grid that really runs (overrides included); flx report reads it back
+        _write_text(store.out / "spec.toml", dump_spec(spec))
+    on_event("start", pending=len(pending), workers=result.workers)
+    if not pending:
+        return result
+    executor = executor or make_executor(result.workers)
+    owner = new_owner()
+    stop_heartbeat = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(store, owner, stop_heartbeat), daemon=True)
+    beat.start()
+    previous = _on_sigterm()
+    try:
+        for record in executor.map(_claimed(pending, store, owner, result, on_event), data_dir):
+            store.put(record)
+            result.counts[record["status"]] = result.counts.get(record["status"], 0) + 1
+            on_event("record", record=record)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        result.interrupted = "SIGTERM" if isinstance(exc, Interrupted) else "SIGINT"
+        executor.shutdown()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        stop_heartbeat.set()
+        store.release(owner)
+    return result
+
+
+def _claimed(pending: list[Task], store: Store, owner: str, result: SweepResult, on_event: Event):
+    """The pending tasks, each claimed in the store just before it is handed to a worker; runs another live sweep
+    holds are waited for (and taken over if that sweep dies)."""
+    queue = pending
+    while queue:
+        waiting = []
+        for task in queue:
+            state = store.claim(task.key, owner)
+            if state == "claimed":
+                yield task
+            elif state == "done":
+                result.elsewhere += 1
+                on_event("elsewhere", key=task.key)
+            else:
+                waiting.append(task)
+        if waiting:
+            on_event("waiting", n=len(waiting))
+            time.sleep(1.0)
+        queue = waiting
+
+
+def _heartbeat(store: Store, owner: str, stop: threading.Event) -> None:
+    while not stop.wait(30.0):
+        try:
+            store.heartbeat(owner)
+        except Exception:  # a missed heartbeat only lets another host take over sooner
+            pass
+
+
+def _on_sigterm():
+    """SIGTERM raises Interrupted in the main thread (so it ends the sweep as Ctrl-C does); None elsewhere."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _write_text(path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Migration of stores written before run keys included the data (flx < 0.2)
+# ------------------------------------------------------------------------------------------------------------
+def migrate(results_dir, data_dir: str | None = None, on_event: Event = _quiet) -> dict:
+    """Re-key every record of ``results_dir`` (its runs.sqlite and runs.csv) by config and data fingerprint
+    and add the data columns (location, fingerprint, examples per class). Records of file-backed data get the
+    fingerprint of the files under ``data_dir`` (old records did not say which files they used). Each file is
+    rewritten atomically; records already migrated are left as they are. Returns counts per file."""
+    import pandas as pd
+
+    from flx.config import DATA_COLUMNS, config_from_record
+
+    store = Store(results_dir)
+    infos: dict = {}
+
+    def upgrade(record: dict) -> dict:
+        if record.get("data_fingerprint"):
+            return record
+        config = config_from_record(record).normalized()
+        ident = (config.dataset, config.data_params(), config.data_seed)
+        if ident not in infos:
+            infos[ident] = prepare([config], data_dir, on_event=on_event)[0].data
+        return {**record, "key": config.key(infos[ident]["data_fingerprint"]), **infos[ident]}
+
+    counts = {}
+    if store.exists():
+        store.done()  # corrupt -> StoreError before anything changes
+        records = [upgrade(r) for r in store.records(with_time=True)]
+        store.replace_all(records)
+        counts[str(store.path)] = len(records)
+    csv = store.out / "runs.csv"
+    if csv.exists():
+        from flx.report import read_runs_csv
+
+        df = read_runs_csv(store.out)
+        rows = [
+            upgrade({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+            for r in df.to_dict("records")
+        ]
+        new = pd.DataFrame(rows)
+        cols = [c for c in df.columns if c not in DATA_COLUMNS] + [c for c in DATA_COLUMNS if c in new]
+        new = new.reindex(columns=cols + [c for c in new.columns if c not in cols])
+        tmp = csv.with_name(f".{csv.name}.tmp{os.getpid()}")
+        new.sort_values("key").to_csv(tmp, index=False)
+        os.replace(tmp, csv)
+        counts[str(csv)] = len(new)
+    return counts

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from flx import data as D
 from flx.cli import app
+from flx.config import Config
 from flx.store import Store
 from flx.sweep import expand
-from flx.train import Config, run
+from flx.train import run
 
 from .conftest import SHARED_DATA, TINY, flx_cmd, subprocess_env
 
@@ -204,7 +205,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
     stored = _count(db)[0]
-    assert stored < 15 and f"interrupted: {stored} of 15 runs are in the store" in output
+    assert stored < 15 and f"interrupted (SIGINT): {stored} of 15 runs are in the store" in output
     assert "Traceback" not in output
 
 
@@ -271,9 +272,11 @@ def test_store_keeps_final_records_and_retries_failed(tmp_path):
 def test_expand_collapses_inapplicable_parameters():
     configs = expand(Config(**TINY_CONFIG), [{"loss": ["ce", "focal"], "gamma": [0.0, 1.0, 2.0]}], range(2))
     assert len(configs) == 2 + 6
-    assert Config(loss="ce", gamma=5.0).key() == Config(loss="ce").key()
-    assert Config(loss="focal", gamma=2).key() == Config(loss="focal").key()  # 2 is the default, int or float
-    assert Config(loss="focal", gamma=1).key() != Config(loss="focal").key()
+    assert Config(loss="ce", gamma=5.0).config_key() == Config(loss="ce").config_key()
+    assert Config(loss="focal", gamma=2).key("d") == Config(loss="focal").key(
+        "d"
+    )  # 2 is the default, int or float
+    assert Config(loss="focal", gamma=1).key("d") != Config(loss="focal").key("d")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -282,14 +285,14 @@ def test_expand_collapses_inapplicable_parameters():
 def test_synthetic_default_ratio_and_positives():
     t0 = time.perf_counter()
     config = Config().normalized()
-    train, test = D.load_synthetic(**dict(config.data_params()))
+    train, test, _ = D.load_synthetic(**dict(config.data_params()))
     elapsed = time.perf_counter() - t0
     for split in (train, test):
         n_pos = split.n_pos
         assert n_pos >= 500
         assert (len(split) - n_pos) / n_pos == pytest.approx(1000, rel=0.01)
     assert elapsed < 10  # generation is fast (about 0.3 s here); a loose bound for slow CI machines
-    again, _ = D.load_synthetic(**dict(config.data_params()))
+    again, _, _ = D.load_synthetic(**dict(config.data_params()))
     assert torch.equal(again.x, train.x)
 
 
@@ -312,11 +315,11 @@ def _write_fake_cifar(root, per_class=30):
 
 def test_cifar_cat_dog_filter_and_imbalance(tmp_path):
     root = _write_fake_cifar(tmp_path)
-    train, test = D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
+    train, test, _ = D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
     assert test.x.shape == (60, 3, 32, 32) and test.n_pos == 30  # natural balance: 30 cats, 30 dogs
     n_cats = 5 * 30
     assert len(train) - train.n_pos == n_cats and train.n_pos == n_cats // 10
-    swapped, _ = D.load_cifar_catsdogs(ratio=10, positive="cat", data_dir=str(root))
+    swapped, _, _ = D.load_cifar_catsdogs(ratio=10, positive="cat", data_dir=str(root))
     assert swapped.n_pos == 15 and len(swapped) - swapped.n_pos == 150
 
 
@@ -347,12 +350,12 @@ def test_folder_loader_layouts_split_and_cache(tmp_path, layout):
     root = tmp_path / "data"
     target = root / "dogs-vs-cats" / "train" if layout == "flat" else root
     _write_images(target, layout=layout)
-    train, test = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
+    train, test, _ = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
     assert train.x.shape[1:] == (3, 16, 16) and train.x.dtype == torch.uint8
     assert test.n_pos == 4 and len(test) == 8  # 20% of each class, balanced
     assert len(train) - train.n_pos == 16 and train.n_pos == 4  # 16 cats, dogs cut to 16 / 4
-    assert list(Path(os.environ["FLX_CACHE_DIR"]).glob("catsdogs-16-*.pt")), "decoded images are cached"
-    again, _ = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
+    assert list(Path(os.environ["FLX_CACHE_DIR"]).glob("images-16-*.pt")), "decoded images are cached"
+    again, _, _ = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
     assert torch.equal(again.x, train.x)
 
 
@@ -392,7 +395,7 @@ def test_missing_image_folder_message(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_DATA / "dogs-vs-cats" / "train").is_dir(), reason="../shared/data is absent")
 def test_shared_dogs_vs_cats_integration():
-    train, test = D.load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(SHARED_DATA))
+    train, test, _ = D.load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(SHARED_DATA))
     assert len(test) == 4000 and test.n_pos == 2000
     assert len(train) - train.n_pos == 8000 and train.n_pos == 800
     record = run(
@@ -408,13 +411,13 @@ def test_shared_dogs_vs_cats_integration():
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["--loss", "hinge"], "--loss got unknown 'hinge'; choose from ce, balanced_ce"),
+        (["--loss", "hinge"], "--loss got 'hinge'; accepted: one of ce, balanced_ce"),
         (["--loss", ""], "--loss got ''"),
-        (["--dataset", "mnist"], "unknown dataset 'mnist'; choose one of synthetic, catsdogs"),
-        (["--gamma", "-1"], "--gamma got -1, outside the accepted range [0, 10]"),
-        (["--alpha", "1.5"], "--alpha got 1.5, outside the accepted range [0, 1]"),
+        (["--dataset", "mnist"], "--dataset got 'mnist'; accepted: one of synthetic, catsdogs"),
+        (["--gamma", "-1"], "--gamma got -1; accepted: a number in [0, 10]"),
+        (["--alpha", "1.5"], "--alpha got 1.5; accepted: a number in [0, 1]"),
         (["--gamma", ","], "--gamma got ','"),
-        (["--lr", "0"], "lr=0.0 is out of range"),
+        (["--lr", "0"], "--lr got 0; accepted: a number in (0, 1e+06]"),
         (["--dataset", "catsdogs"], "the catsdogs data set needs image files"),
         (
             ["--dataset", "catsdogs", "--data-dir", "/nonexistent/flx"],
@@ -444,10 +447,17 @@ def test_bad_sweep_input(tmp_path, args, needle):
     [
         ("seeds = [", "is not valid TOML"),
         ("colour = 1", "unknown key(s) ['colour']"),
-        ("[[grid]]\nloss = []", "a grid list is empty"),
-        ("[[grid]]\nflavour = [1]", "unknown config field(s) ['flavour']"),
-        ("seeds = 0", "seeds = 0; it must be an integer >= 1"),
-        ("[config]\ngamma = -2\nloss = 'focal'", "gamma=-2.0 is out of range"),
+        ("[[grid]]\nloss = []", "[[grid]] loss is an empty list"),
+        ("[[grid]]\nflavour = [1]", "unknown config field 'flavour'"),
+        ("seeds = 0", "seeds got 0; accepted: an integer in [1, 100000]"),
+        ("[config]\ngamma = -2\nloss = 'focal'", "[config] gamma got -2; accepted: a number in [0, 10]"),
+        ("", "is empty"),
+        (
+            "[report]\nfigures = ['ap_vs_gamma']",
+            "[report] figures got ['ap_vs_gamma']; accepted: a list of figures",
+        ),
+        ("[report]\ncolour = 1", "[report] has unknown key(s) ['colour']"),
+        ("[report]\npaper = 'table9'", "[report] paper got 'table9'"),
     ],
 )
 def test_malformed_spec(tmp_path, content, needle):

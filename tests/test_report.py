@@ -7,10 +7,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flx.cli import app
+from flx.config import Config, load_spec
 from flx.report import build_table, read_spec, render_index, splice_readme, write_report
 from flx.store import Store
-from flx.sweep import expand, load_spec
-from flx.train import Config
+from flx.sweep import expand
 
 from .test_engine import TINY, _write_images
 
@@ -58,7 +58,7 @@ def _fixture_store(tmp_path):
         nan = float("nan")
         store.put(
             {
-                "key": c.key(),
+                "key": c.key("fixture-data"),
                 **c.to_dict(),
                 "status": status,
                 "ap": value if value else nan,

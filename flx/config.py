@@ -1,0 +1,551 @@
+"""What a run is and which values are accepted: the constraint table, the loss and data-set registries, the
+:class:`Config` dataclass with its run key, and spec files. Imports nothing heavy (no torch), so every value a
+user types is checked before torch loads.
+
+- :data:`PARAMS` is the one constraint table (name, type, range, help). The CLI's options, spec files and
+  :meth:`Config.validate` all check values through :func:`check`, so a bad value reads the same everywhere:
+  ``--gamma got -1; accepted: a number in [0, 10]``.
+- :data:`LOSSES` and :data:`DATASETS` are the registries: a new loss or data set is one entry here (its
+  function is named by a ``module:function`` path and imported when a run needs it).
+- A run's identity is :meth:`Config.key`: a hash of the config's fields that differ from :data:`KEY_BASELINE`
+  plus a fingerprint of the data, so adding a field with a default keeps every existing key, and other files
+  never share a key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from flx.errors import ConfigError  # noqa: F401 (part of this module's interface)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Registries: losses and data sets (plain data; functions are imported only when a run needs them)
+# ------------------------------------------------------------------------------------------------------------
+def _resolve(path: str) -> Callable:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A training loss and the hyperparameters it takes (name -> default); others do not apply to it.
+
+    ``objective`` names a function ``(logits, targets, **hyperparameters) -> scalar loss`` as ``module:name``.
+    """
+
+    name: str
+    objective: str
+    params: dict = field(default_factory=dict)
+    description: str = ""
+
+    def __call__(self, logits, targets, **hparams):
+        unknown = set(hparams) - set(self.params)
+        if unknown:
+            raise ValueError(
+                f"loss {self.name!r} takes {sorted(self.params) or 'no hyperparameters'}, not {sorted(unknown)}"
+            )
+        return _resolve(self.objective)(logits, targets, **{**self.params, **hparams})
+
+
+LOSSES: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in [
+        LossSpec("ce", "flx.losses:_ce", {}, "binary cross-entropy"),
+        LossSpec(
+            "balanced_ce",
+            "flx.losses:_balanced_ce",
+            {"alpha": 0.75},
+            "alpha-balanced cross-entropy (FL with gamma 0)",
+        ),
+        LossSpec(
+            "focal",
+            "flx.losses:_focal",
+            {"alpha": 0.25, "gamma": 2.0},
+            "sigmoid focal loss (Lin et al. 2017)",
+        ),
+        LossSpec("poly1", "flx.losses:_poly1", {"epsilon": 1.0}, "Poly-1 cross-entropy (Leng et al. 2022)"),
+        LossSpec(
+            "poly1_focal",
+            "flx.losses:_poly1_focal",
+            {"alpha": 0.25, "gamma": 2.0, "epsilon": 1.0},
+            "Poly-1 focal loss",
+        ),
+        LossSpec(
+            "ohem",
+            "flx.losses:_ohem",
+            {"ohem_k": 256, "ohem_ratio": None},
+            "CE on the k hardest examples of a batch",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A data set: its loader (``module:name``, called with its params, ``data_seed`` and ``data_dir``), its
+    parameters (name -> default), the model that suits it, and whether it reads files from ``--data-dir``."""
+
+    name: str
+    loader: str
+    params: dict = field(default_factory=dict)
+    model: str = "mlp"
+    needs_data_dir: bool = False
+    description: str = ""
+
+    def load(self, **kwargs):
+        return _resolve(self.loader)(**kwargs)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec(
+            "synthetic",
+            "flx.data:load_synthetic",
+            {"ratio": 1000.0, "n_samples": 520_000, "dim": 16, "hard_frac": 0.02},
+            model="mlp",
+            description="1:ratio Gaussian task with easy and hard negatives (>= 500 test positives by default)",
+        ),
+        DatasetSpec(
+            "catsdogs",
+            "flx.data:load_catsdogs",
+            {"ratio": 10.0, "image_size": 64, "positive": "dog"},
+            model="cnn",
+            needs_data_dir=True,
+            description="Dogs vs. Cats photos from a folder; train split subsampled to 1:ratio",
+        ),
+        DatasetSpec(
+            "cifar_catsdogs",
+            "flx.data:load_cifar_catsdogs",
+            {"ratio": 10.0, "positive": "dog"},
+            model="cnn",
+            needs_data_dir=True,
+            description="CIFAR-10 cats and dogs; train split subsampled to 1:ratio",
+        ),
+    ]
+}
+MODELS = ("mlp", "cnn")
+OPTIMIZERS = ("adam", "sgd")
+# Figures a spec's [report] table may ask for (drawn by flx.plots.FIGURES, which must match these names).
+FIGURES = {
+    "ap_vs_param": "mean AP against the most-swept hyperparameter",
+    "loss_vs_pt": "the paper's Figure 1: focal loss against p_t",
+    "pr_curves": "precision-recall curves of the three best settings (retrains them)",
+    "loss_cdf": "the paper's Figure 4: loss CDF of trained models (retrains them)",
+}
+PAPER_TABLES = ("table1a", "table1b", "table1d")
+
+
+def get_loss(name: str) -> LossSpec:
+    """The registered loss called ``name``; a ValueError lists the known ones otherwise."""
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"loss got {name!r}; accepted: one of {', '.join(LOSSES)}") from None
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"dataset got {name!r}; accepted: one of {', '.join(DATASETS)}") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The constraint table
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One accepted value: a number in a range (``open_*`` excludes the bound), an integer, or a choice;
+    ``none`` allows the word none (a setting that is off, e.g. no prior initialisation)."""
+
+    name: str
+    kind: type  # float, int or str
+    help: str
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    choices: Callable[[], tuple] | None = None
+    none: bool = False
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def accepted(self) -> str:
+        if self.kind is str:
+            text = f"one of {', '.join(self.choices())}"
+        else:
+            what = "an integer" if self.kind is int else "a number"
+            lo = "(" if self.open_low else "["
+            hi = ")" if self.open_high else "]"
+            text = f"{what} in {lo}{self.low:g}, {self.high:g}{hi}"
+        return text + (", or none" if self.none else "")
+
+    def check(self, value, label: str | None = None):
+        """The value in its canonical type (None for 'none'), or ConfigError: '{label} got {value}; accepted: ...'."""
+        label = label or self.name
+        bad = ConfigError(f"{label} got {_show(value, self.kind)}; accepted: {self.accepted()}")
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            if self.none:
+                return None
+            raise bad
+        if self.kind is str:
+            if not isinstance(value, str) or value not in self.choices():
+                raise bad
+            return value
+        if isinstance(value, str):  # command-line text
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        if self.kind is int:
+            if value != int(value):
+                raise bad
+            value = int(value)
+        else:
+            value = float(value)
+        below = value <= self.low if self.open_low else value < self.low
+        above = value >= self.high if self.open_high else value > self.high
+        if below or above:
+            raise bad
+        return value
+
+
+def _show(value, kind: type = str) -> str:
+    """A value as the user typed it: numbers bare (also when typed as text), names quoted."""
+    if isinstance(value, str) and kind is not str:
+        try:
+            float(value)
+            return value.strip()
+        except ValueError:
+            pass
+    if isinstance(value, str) or value is None:
+        return repr(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+MAX_RUNS = 100_000  # a sweep larger than this is refused (it would not finish, and planning it takes minutes)
+PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in [
+        # data
+        Param("dataset", str, "Data set.", choices=lambda: tuple(DATASETS)),
+        Param("ratio", float, "Negatives per positive (the train split's, for image sets).", 1, 1e6),
+        Param("n_samples", int, "synthetic: examples per split.", 10, 10_000_000),
+        Param("dim", int, "synthetic: feature dimension.", 1, 4096),
+        Param("hard_frac", float, "synthetic: fraction of negatives that are hard.", 0, 1),
+        Param("image_size", int, "Image sets: images are resized to SIZE x SIZE pixels.", 8, 1024),
+        Param("positive", str, "Image sets: the minority (positive) class.", choices=lambda: ("dog", "cat")),
+        Param("data_seed", int, "Seed of data generation and splitting.", 0, 2**31 - 1),
+        # model
+        Param("model", str, "Model.", choices=lambda: MODELS),
+        Param("hidden", int, "MLP width (CNN width = hidden/4).", 1, 4096),
+        Param("prior", float, "Bias-init prior pi of the classifier.", 0, 1, True, True, none=True),
+        # loss
+        Param("loss", str, "Loss.", choices=lambda: tuple(LOSSES)),
+        Param("alpha", float, "Positive-class weight (balanced_ce, focal losses).", 0, 1),
+        Param("gamma", float, "Focusing parameter (focal losses).", 0, 10),
+        Param("epsilon", float, "Poly-1 epsilon (poly1, poly1_focal).", -100, 100),
+        Param("ohem_k", int, "OHEM: examples kept per batch.", 1, 10_000_000),
+        Param("ohem_ratio", float, "OHEM: most negatives per positive.", 0, 1e9, True, none=True),
+        # optimisation
+        Param("optimizer", str, "Optimiser.", choices=lambda: OPTIMIZERS),
+        Param("lr", float, "Learning rate.", 0, 1e6, True),
+        Param("epochs", int, "Training epochs.", 1, 100_000),
+        Param("batch_size", int, "Minibatch size.", 1, 10_000_000),
+        Param("seed", int, "Seed of initialisation and batch order.", 0, 2**31 - 1),
+        # a sweep
+        Param("seeds", int, "Seeds 0..N-1 per setting.", 1, MAX_RUNS),
+        Param("workers", int, "Parallel worker processes (capped at the available cores).", 1, 4096),
+    ]
+}
+
+
+def check(name: str, value, label: str | None = None):
+    """``value`` checked against the constraint table and returned in its canonical type."""
+    return PARAMS[name].check(value, label)
+
+
+def parse_list(name: str, text: str, label: str | None = None) -> list:
+    """'0,0.5,2' -> [0.0, 0.5, 2.0] for ``name``, each item checked; duplicates dropped, order kept."""
+    label = label or PARAMS[name].option
+    items = [t.strip() for t in str(text).split(",")]
+    if not str(text).strip() or any(not t for t in items):
+        raise ConfigError(
+            f"{label} got {text!r}; accepted: a comma-separated list of {PARAMS[name].accepted()}"
+        )
+    values = [check(name, item, label) for item in items]
+    return list(dict.fromkeys(values))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Config
+# ------------------------------------------------------------------------------------------------------------
+# What a record says about its data (flx.data.describe): where, how split, its fingerprint, examples per class.
+DATA_COLUMNS = (
+    "data_location",
+    "data_split",
+    "data_fingerprint",
+    "data_classes",
+    "n_train_neg",
+    "n_train_pos",
+    "n_test_neg",
+    "n_test_pos",
+)
+DATA_PARAMS = ("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive")  # set per data set
+LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio")  # set per loss
+
+
+@dataclass(frozen=True)
+class Config:
+    # data (None = the data set's default; blanked where it does not apply)
+    dataset: str = "synthetic"
+    ratio: float | None = None  # negatives per positive (train split for the image sets)
+    n_samples: int | None = None  # synthetic: examples per split
+    dim: int | None = None  # synthetic: feature dimension
+    hard_frac: float | None = None  # synthetic: fraction of negatives that are hard
+    image_size: int | None = None  # image sets: images are resized to image_size x image_size
+    positive: str | None = None  # image sets: the minority (positive) class, "dog" or "cat"
+    data_seed: int = 0
+    # model
+    model: str | None = None  # None = the data set's (mlp for vectors, cnn for images)
+    hidden: int = 64
+    prior: float | None = 0.01  # pi of the classifier-bias initialisation; None = bias 0
+    # loss (None = the loss's default; blanked where it does not apply)
+    loss: str = "focal"
+    alpha: float | None = None
+    gamma: float | None = None
+    epsilon: float | None = None
+    ohem_k: int | None = None
+    ohem_ratio: float | None = None
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 3
+    batch_size: int = 1024
+    seed: int = 0
+
+    def normalized(self) -> Config:
+        """Defaults filled in, non-applicable parameters set to None, values checked and in canonical types."""
+        data = get_dataset(self.dataset)
+        loss = get_loss(self.loss)
+        values = dataclasses.asdict(self)
+        for names, defaults in ((DATA_PARAMS, data.params), (LOSS_PARAMS, loss.params)):
+            for name in names:  # the default where the parameter applies, None where it does not
+                given = values[name] if values[name] is not None else defaults.get(name)
+                values[name] = given if name in defaults else None
+        values["model"] = values["model"] or data.model
+        for name, value in values.items():
+            if value is not None or PARAMS[name].none:
+                values[name] = check(name, value)
+        return Config(**values)
+
+    def validate(self) -> None:
+        """ConfigError naming the first bad value and what is accepted (None: a default / not applicable)."""
+        for name, value in dataclasses.asdict(self).items():
+            if value is not None:
+                check(name, value)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The normalized fields that differ from :data:`KEY_BASELINE`: what makes this run this run."""
+        values = self.normalized().to_dict()
+        return {k: v for k, v in sorted(values.items()) if v != KEY_BASELINE[k]}
+
+    def config_key(self) -> str:
+        """Hash of :meth:`identity` alone (data aside): matches planned runs to stored ones in a report."""
+        return _digest(self.identity())
+
+    def key(self, data_fingerprint: str) -> str:
+        """The run's identity in the store: its config (:meth:`identity`) and its data's fingerprint."""
+        return _digest({"config": self.identity(), "data": data_fingerprint})
+
+    def hparams(self) -> dict:
+        """The loss's hyperparameters of this (normalized) config."""
+        return {name: getattr(self, name) for name in get_loss(self.loss).params}
+
+    def data_params(self) -> tuple:
+        return tuple(sorted((n, getattr(self, n)) for n in get_dataset(self.dataset).params))
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+# Values left out of the run key. Frozen: a field added later gets its default here once, and an entry never
+# changes, even when a default does (a run with the old default then keeps its key and a new default gets a
+# new one). Everything not listed is None.
+KEY_BASELINE = {name: None for name in CONFIG_FIELDS} | {
+    "dataset": "synthetic",
+    "data_seed": 0,
+    "hidden": 64,
+    "prior": 0.01,
+    "loss": "focal",
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "epochs": 3,
+    "batch_size": 1024,
+    "seed": 0,
+}
+assert set(PARAMS) >= set(CONFIG_FIELDS)
+assert set(LOSS_PARAMS) >= {p for spec in LOSSES.values() for p in spec.params}
+assert set(DATA_PARAMS) >= {p for spec in DATASETS.values() for p in spec.params}
+
+
+def config_from_record(record: dict) -> Config:
+    """The Config of a stored record (a dict or a CSV row, where NaN stands for None)."""
+    fields = {}
+    for name in CONFIG_FIELDS:
+        value = record.get(name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = None
+        fields[name] = value
+    return Config(**fields)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Spec files: [config] fixed fields, [[grid]] lists, seeds, [report] layout
+# ------------------------------------------------------------------------------------------------------------
+SPEC_KEYS = ("name", "description", "config", "grid", "seeds", "out", "report")
+REPORT_KEYS = {
+    "best_over": "a config field to pick the best value of per row (as Table 1b picks alpha)",
+    "paper": f"the paper's table to cite beside each row: one of {', '.join(PAPER_TABLES)}",
+    "figures": f"a list of figures: {', '.join(FIGURES)}",
+}
+
+
+def empty_spec() -> dict:
+    return {"name": "sweep", "description": "", "config": {}, "grid": [{}], "seeds": 1, "report": {}}
+
+
+def load_spec(path: str | os.PathLike) -> dict:
+    """A TOML spec, every value checked: {"name", "description", "config", "grid": [{field: [values]}],
+    "seeds", "out", "report"}. ConfigError (one line, naming the file) for anything flx would not run."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"spec file {path} does not exist; give a TOML file such as experiments/table1a.toml"
+        )
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"spec file {path} is not valid TOML: {exc}") from None
+    return validate_spec(spec, str(path))
+
+
+def validate_spec(spec: dict, where: str = "spec") -> dict:
+    """A spec dict checked and normalized (grid values as lists, seeds an integer, [report] known keys)."""
+    if not spec:
+        raise ConfigError(f"spec file {where} is empty; give at least a [[grid]] or [config] table")
+    unknown = set(spec) - set(SPEC_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"spec file {where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(SPEC_KEYS)}"
+        )
+    config = spec.get("config", {})
+    if not isinstance(config, dict):
+        raise ConfigError(f"spec file {where}: [config] must be a table of field = value")
+    grids = spec.get("grid", [{}])
+    grids = [grids] if isinstance(grids, dict) else grids
+    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+        raise ConfigError(f"spec file {where}: [[grid]] must be tables of field = [values]")
+    out = {
+        "name": str(spec.get("name") or Path(where).stem),
+        "description": str(spec.get("description", "")),
+        "config": {k: _check_field(k, v, f"spec file {where}: [config] {k}") for k, v in config.items()},
+        "grid": [],
+        "seeds": check("seeds", spec.get("seeds", 1), f"spec file {where}: seeds"),
+        "report": _check_report(spec.get("report", {}), where),
+    }
+    if "out" in spec:
+        out["out"] = str(spec["out"])
+    for grid in grids:
+        checked = {}
+        for k, values in grid.items():
+            values = values if isinstance(values, list) else [values]
+            if not values:
+                raise ConfigError(
+                    f"spec file {where}: [[grid]] {k} is an empty list; give at least one value"
+                )
+            checked[k] = [_check_field(k, v, f"spec file {where}: [[grid]] {k}") for v in values]
+        out["grid"].append(checked)
+    return out
+
+
+def _check_field(name: str, value, label: str):
+    if name not in CONFIG_FIELDS:
+        raise ConfigError(
+            f"{label.rsplit(' ', 1)[0]}: unknown config field {name!r}; known: {', '.join(CONFIG_FIELDS)}"
+        )
+    return check(name, value, label)
+
+
+def _check_report(report, where: str) -> dict:
+    if not isinstance(report, dict):
+        raise ConfigError(f"spec file {where}: [report] must be a table")
+    unknown = set(report) - set(REPORT_KEYS)
+    if unknown:
+        known = "; ".join(f"{k}: {v}" for k, v in REPORT_KEYS.items())
+        raise ConfigError(f"spec file {where}: [report] has unknown key(s) {sorted(unknown)}; known: {known}")
+    best_over = report.get("best_over")
+    if best_over is not None and best_over not in CONFIG_FIELDS:
+        raise ConfigError(
+            f"spec file {where}: [report] best_over got {best_over!r}; accepted: {REPORT_KEYS['best_over']}"
+        )
+    paper = report.get("paper")
+    if paper is not None and paper not in PAPER_TABLES:
+        raise ConfigError(
+            f"spec file {where}: [report] paper got {paper!r}; accepted: {REPORT_KEYS['paper']}"
+        )
+    figures = report.get("figures", [])
+    if not isinstance(figures, list) or any(f not in FIGURES for f in figures):
+        bad = figures if not isinstance(figures, list) else [f for f in figures if f not in FIGURES]
+        raise ConfigError(
+            f"spec file {where}: [report] figures got {bad!r}; accepted: {REPORT_KEYS['figures']}"
+        )
+    return dict(report)
+
+
+def _toml_value(value) -> str:
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def dump_spec(spec: dict) -> str:
+    """A spec as TOML (what load_spec reads), so a results directory records the grid that really ran."""
+    lines = [
+        f"{k} = {_toml_value(spec[k])}"
+        for k in ("name", "description", "seeds")
+        if spec.get(k) not in (None, "")
+    ]
+    for table in ("config", "report"):
+        if spec.get(table):
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in spec[table].items()]
+    for grid in spec["grid"]:
+        lines += ["", "[[grid]]"] + [f"{k} = {_toml_value(v)}" for k, v in grid.items()]
+    return "\n".join(lines) + "\n"
