@@ -360,7 +360,7 @@ class SweepView:
         return " · ".join(f"{k} {v}" for k, v in self.counts.items())
 
     def _print(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False)
+        self.progress.console.print(text, highlight=False, soft_wrap=True)
 
     def event(self, kind: str, **f) -> None:
         from flx.data import info_line

@@ -82,6 +82,8 @@ def load_runs(results_dir: Path, to: Path | None = None):
 
     results_dir = Path(results_dir)
     to = Path(to or results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ReportError(f"results folder {results_dir} is a file; give a folder")
     store = Store(results_dir)
     if store.exists():
         df = store.to_dataframe()

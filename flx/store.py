@@ -19,6 +19,7 @@ import math
 import os
 import socket
 import sqlite3
+import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
@@ -73,6 +74,23 @@ def _owner_alive(host: str, pid: int, heartbeat: float) -> bool:
             return True
         return True
     return time.time() - heartbeat < CLAIM_TTL_S
+
+
+def _can_write_file(path: Path) -> bool:
+    """Really try (permission bits do not stop root; read-only mounts and immutable files do)."""
+    try:
+        with open(path, "r+b"):
+            return True
+    except OSError:
+        return False
+
+
+def _can_write_dir(path: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
 
 
 class Store:
@@ -162,7 +180,7 @@ class Store:
             raise StoreError(f"results folder {self.out} is a file; give a folder (--out or FLX_OUT)")
         if self.exists():
             self._read("SELECT COUNT(*) FROM runs")  # corrupt -> StoreError
-            if not (os.access(self.path, os.W_OK) and os.access(self.out, os.W_OK)):
+            if not (_can_write_file(self.path) and _can_write_dir(self.out)):
                 raise StoreError(
                     f"results store {self.path} is read-only; give another --out to store new runs"
                 )
@@ -175,7 +193,7 @@ class Store:
         parent = self.out
         while not parent.exists():
             parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        if not parent.is_dir() or not _can_write_dir(parent):
             raise StoreError(f"cannot create results folder {self.out}: {parent} is not a writable folder")
 
     def _connect(self) -> sqlite3.Connection:
