@@ -353,7 +353,7 @@ class Config:
         for name, value in values.items():
             if value is not None or PARAMS[name].none:
                 values[name] = check(name, value)
-        return Config(**values)
+        return type(self)(**values)
 
     def validate(self) -> None:
         """ConfigError naming the first bad value and what is accepted (None: a default / not applicable)."""

@@ -209,50 +209,6 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     assert "Traceback" not in output
 
 
-@pytest.mark.slow
-def test_two_concurrent_sweeps_into_one_store_lose_nothing(tmp_path):
-    out = tmp_path / "runs"
-    a = flx_cmd(
-        "sweep",
-        "--loss",
-        "focal",
-        "--gamma",
-        "0,1,2",
-        "--seeds",
-        "2",
-        *TINY,
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-    )
-    b = flx_cmd(
-        "sweep",
-        "--loss",
-        "focal,ce",
-        "--gamma",
-        "2,5",
-        "--seeds",
-        "2",
-        *TINY,
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-    )
-    procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-        for cmd in (a, b)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    df = Store(out).to_dataframe()
-    # focal gamma {0, 1, 2, 5} x 2 seeds + ce x 2 seeds, each exactly once
-    assert len(df) == 10 and df["key"].is_unique
-    assert sorted(df.loc[df["loss"] == "focal", "gamma"].unique()) == [0, 1, 2, 5]
-
-
 def test_store_reads_a_store_whose_table_is_not_created_yet(tmp_path):
     sqlite3.connect(tmp_path / "runs.sqlite").close()  # the file exists, its table does not (yet)
     store = Store(tmp_path)
