@@ -350,8 +350,9 @@ class Config:
                 given = values[name] if values[name] is not None else defaults.get(name)
                 values[name] = given if name in defaults else None
         values["model"] = values["model"] or data.model
-        for name, value in values.items():
-            if value is not None or PARAMS[name].none:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, value in values.items():  # None only where the default is None (or "none" is accepted)
+            if value is not None or PARAMS[name].none or defaults[name] is not None:
                 values[name] = check(name, value)
         return type(self)(**values)
 
@@ -414,7 +415,7 @@ def config_from_record(record: dict) -> Config:
     """The Config of a stored record (a dict or a CSV row, where NaN stands for None)."""
     fields = {}
     for name in CONFIG_FIELDS:
-        value = record.get(name)
+        value = record.get(name, KEY_BASELINE[name])  # a field newer than the record: its baseline value
         if value is None or (isinstance(value, float) and math.isnan(value)):
             value = None
         fields[name] = value

@@ -2,6 +2,7 @@
 
 import dataclasses
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from flx.config import Config, ConfigError, Param, config_from_record
 from flx.store import Store
 from flx.sweep import plan, prepare, run_sweep
 
-from .conftest import TINY
+from .conftest import TINY, flx_cmd, subprocess_env
 from .test_engine import TINY_CONFIG, _write_images
 
 runner = CliRunner()
@@ -115,3 +116,34 @@ def test_start_up_is_recorded_apart_from_the_runs(tmp_path):
     assert (
         first["data_time_s"] > 0 and second["data_time_s"] < first["data_time_s"]
     )  # loaded once per process
+
+
+def test_an_old_store_is_refused_by_sweeps_until_migrated_and_reported_as_it_is(tmp_path):
+    import json
+    import sqlite3
+
+    from flx.train import run
+
+    out = tmp_path / "old"
+    out.mkdir()
+    config = Config(loss="ce", **TINY_CONFIG).normalized()
+    record = run(config)
+    old = {k: v for k, v in record.items() if k not in C.DATA_COLUMNS}
+    old["key"] = "0123456789abcdef"  # flx < 0.2: a hash of the config alone
+    con = sqlite3.connect(out / "runs.sqlite")
+    con.execute("CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT, record TEXT, created_at TEXT)")
+    con.execute("INSERT INTO runs VALUES (?, ?, ?, ?)", (old["key"], "ok", json.dumps(old), "2026-01-01"))
+    con.commit()
+    con.close()
+    args = ["sweep", "--loss", "ce", *TINY, "--workers", "1", "--out", str(out)]
+    refused = subprocess.run(flx_cmd(*args), capture_output=True, text=True, env=subprocess_env())
+    assert refused.returncode == 2 and f"run `flx migrate {out}` once" in refused.stderr
+    reported = runner.invoke(app, ["report", str(out), "--no-plots"])  # readers need no migration
+    assert reported.exit_code == 0 and "| ce " in (out / "table.md").read_text()
+    migrated = runner.invoke(app, ["migrate", str(out)])
+    assert migrated.exit_code == 0, migrated.output
+    (new,) = Store(out).records()
+    assert new["key"] == record["key"] and new["ap"] == record["ap"] and new["n_train_pos"] == 143
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 runs, 1 already done, 0 to run" in again.output
+    assert len(Store(out).records()) == 1
