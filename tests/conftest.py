@@ -22,6 +22,11 @@ def flx_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "flx", *args]
 
 
+def sweep_cmd(out, *args: str, workers: int = 1) -> list[str]:
+    """`flx sweep ARGS` on the tiny task into ``out``."""
+    return flx_cmd("sweep", *args, *TINY, "--workers", str(workers), "--out", str(out))
+
+
 def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"

@@ -18,7 +18,7 @@ from flx import data as D
 from flx.cli import app
 from flx.store import Store
 
-from .conftest import TINY, flx_cmd, subprocess_env
+from .conftest import TINY, flx_cmd, subprocess_env, sweep_cmd
 from .test_engine import _count, _start_sweep_and_wait, _write_images
 
 runner = CliRunner()
@@ -298,10 +298,9 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 def _long_sweep(out):
-    return flx_cmd(
-        "sweep", "--loss", "ce,focal", "--gamma", "0,1,2,5", "--seeds", "3", *TINY, "--epochs", "8",
-        "--workers", "2", "--out", str(out),
-    )  # fmt: skip
+    return sweep_cmd(
+        out, "--loss", "ce,focal", "--gamma", "0,1,2,5", "--seeds", "3", "--epochs", "8", workers=2
+    )
 
 
 @pytest.mark.slow
@@ -334,34 +333,8 @@ def test_parent_alone_signalled_leaves_no_worker_alive(tmp_path, sig):
 @pytest.mark.slow
 def test_overlapping_sweeps_train_each_run_once(tmp_path):
     out = tmp_path / "runs"
-    a = flx_cmd(
-        "sweep",
-        "--loss",
-        "focal",
-        "--gamma",
-        "0,1,2",
-        "--seeds",
-        "3",
-        *TINY,
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-    )
-    b = flx_cmd(
-        "sweep",
-        "--loss",
-        "focal,ce",
-        "--gamma",
-        "1,2,5",
-        "--seeds",
-        "3",
-        *TINY,
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-    )
+    a = sweep_cmd(out, "--loss", "focal", "--gamma", "0,1,2", "--seeds", "3")
+    b = sweep_cmd(out, "--loss", "focal,ce", "--gamma", "1,2,5", "--seeds", "3")
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
         for cmd in (a, b)
