@@ -335,9 +335,8 @@ def run_sweep(
     if dry_run:
         return result
     store.create()
-    if (
-        spec is not None
-    ):  # provenance: the grid that really runs (overrides included); flx report reads it back
+    # provenance: the grid that really runs (overrides included); flx report reads it back
+    if spec is not None:
         _write_text(store.out / "spec.toml", dump_spec(spec))
     on_event("start", pending=len(pending), workers=result.workers)
     if not pending:
@@ -355,8 +354,8 @@ def run_sweep(
             on_event("record", record=record)
     except (KeyboardInterrupt, Interrupted) as exc:
         result.interrupted = "SIGTERM" if isinstance(exc, Interrupted) else "SIGINT"
-        executor.shutdown()
     finally:
+        executor.shutdown()  # also on any other error: no worker outlives the sweep
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         stop_heartbeat.set()
