@@ -15,6 +15,7 @@ user types is checked before torch loads.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -32,6 +33,7 @@ from flx.errors import ConfigError  # noqa: F401 (part of this module's interfac
 # ------------------------------------------------------------------------------------------------------------
 # Registries: losses and data sets (plain data; functions are imported only when a run needs them)
 # ------------------------------------------------------------------------------------------------------------
+@functools.cache
 def _resolve(path: str) -> Callable:
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
