@@ -22,6 +22,7 @@ split only; the test split keeps its natural balance.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -34,6 +35,7 @@ import torch
 
 from flx.config import get_dataset
 from flx.errors import DataError
+from flx.store import write_atomic
 
 CLASSES = ("cat", "dog")
 DATA_HELP = (
@@ -220,18 +222,14 @@ def files_fingerprint(root: Path, files: list[Path]) -> str:
         h.update(f"{p.relative_to(root).as_posix()}|{st.st_size}|".encode())
         h.update(hashlib.sha256(p.read_bytes()).digest())
     digest = "sha256:" + h.hexdigest()[:32]
-    _write_atomic(memo, digest.encode())
+    _write_cache(memo, lambda p: p.write_text(digest))
     return digest
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # concurrent writers never leave half a file
-    except OSError:
-        pass  # a cache that cannot be written is only slower
+def _write_cache(path: Path, write) -> None:
+    """Write a cache file atomically; a cache that cannot be written is only slower."""
+    with contextlib.suppress(OSError):
+        write_atomic(path, write)
 
 
 def available_memory() -> int:
@@ -289,13 +287,7 @@ def decode_images(files, image_size: int, fingerprint: str, progress=None) -> to
         raise DataError(
             f"{len(bad)} of {len(files)} images cannot be decoded: {first}{more}; remove or replace them"
         )
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
-        torch.save(x, tmp)
-        os.replace(tmp, cache)
-    except OSError:
-        pass
+    _write_cache(cache, lambda p: torch.save(x, p))
     return x
 
 

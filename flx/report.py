@@ -12,7 +12,6 @@ Means are over the ok runs of a setting; std is the sample standard deviation (d
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,18 +96,15 @@ def load_runs(results_dir: Path, to: Path | None = None):
 
 
 def _write(path: Path, write) -> Path:
-    """Write a report file atomically (``write(tmp_path)``); a one-line ReportError if the folder is read-only."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write a report file atomically; a one-line ReportError if the folder is read-only."""
+    from flx.store import write_atomic
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        tmp.replace(path)
+        return write_atomic(path, write)
     except OSError as exc:
-        tmp.unlink(missing_ok=True) if tmp.parent.exists() and os.access(tmp.parent, os.W_OK) else None
         raise ReportError(
             f"cannot write {path}: {exc.strerror or exc}; write the report elsewhere with --to DIR"
         ) from None
-    return path
 
 
 def with_missing(df, planned):

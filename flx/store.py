@@ -14,6 +14,7 @@ file is reported (:class:`StoreError`) and never modified. Imports nothing heavy
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -57,6 +58,21 @@ def default_out() -> Path:
 def _encode(record: dict) -> str:
     """JSON with NaN written as null (portable), decoded back to NaN for metric columns by the reader."""
     return json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()})
+
+
+def write_atomic(path: Path, write) -> Path:
+    """Write ``path`` through ``write(tmp_path)`` and swap it in: readers and concurrent writers never see half a
+    file, and a failed write leaves the old file. OSError propagates (callers say what it means for them)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def new_owner() -> str:
@@ -197,15 +213,19 @@ class Store:
             raise StoreError(f"cannot create results folder {self.out}: {parent} is not a writable folder")
 
     def _connect(self) -> sqlite3.Connection:
-        self.check_writable()
+        """A write connection (folder and tables created as needed). Callers that must not lose work call
+        :meth:`check_writable` once first; this runs on every write, so it only connects."""
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             con.execute("PRAGMA busy_timeout = 60000")
             con.execute("PRAGMA journal_mode = WAL")
             con.executescript(_SCHEMA)
-            if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # a new (or empty) store
+            old = con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION
+            if old and not con.execute("SELECT 1 FROM runs LIMIT 1").fetchone():
+                con.execute(
+                    f"PRAGMA user_version = {SCHEMA_VERSION}"
+                )  # a new (or empty) store, never an old one
             return con
         except OSError as exc:
             raise StoreError(f"cannot write results store {self.path}: {exc.strerror or exc}") from None

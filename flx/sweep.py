@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from flx.config import CONFIG_FIELDS, MAX_RUNS, Config, ConfigError, dump_spec, empty_spec
-from flx.store import Store, new_owner
+from flx.store import Store, new_owner, write_atomic
 
 Event = Callable[..., None]
 
@@ -337,7 +337,7 @@ def run_sweep(
     store.create()
     # provenance: the grid that really runs (overrides included); flx report reads it back
     if spec is not None:
-        _write_text(store.out / "spec.toml", dump_spec(spec))
+        write_atomic(store.out / "spec.toml", lambda p: p.write_text(dump_spec(spec)))
     on_event("start", pending=len(pending), workers=result.workers)
     if not pending:
         return result
@@ -403,12 +403,6 @@ def _on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _write_text(path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Migration of stores written before run keys included the data (flx < 0.2)
 # ------------------------------------------------------------------------------------------------------------
@@ -451,8 +445,6 @@ def migrate(results_dir, data_dir: str | None = None, on_event: Event = _quiet) 
         new = pd.DataFrame(rows)
         cols = [c for c in df.columns if c not in DATA_COLUMNS] + [c for c in DATA_COLUMNS if c in new]
         new = new.reindex(columns=cols + [c for c in new.columns if c not in cols])
-        tmp = csv.with_name(f".{csv.name}.tmp{os.getpid()}")
-        new.sort_values("key").to_csv(tmp, index=False)
-        os.replace(tmp, csv)
+        write_atomic(csv, lambda p: new.sort_values("key").to_csv(p, index=False))
         counts[str(csv)] = len(new)
     return counts
