@@ -150,20 +150,29 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)  # the sweep is gone (SIGKILL, OOM killer): do not outlive it
 
 
-def _init_worker(parent: int) -> None:
-    """One torch thread per worker (no oversubscription); signals are the parent's to handle; exit with it."""
+def _begin_worker() -> int:
+    """What every executor does before its first run: one torch thread (no oversubscription) and the one-off
+    import costs paid, timed as the first run's ``startup_s`` (not its ``wall_time_s``). Returns the torch
+    threads that were set before."""
     global _WORKER_STARTED
     _WORKER_STARTED = time.perf_counter()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     from flx.train import warm_up
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    warm_up()  # counted in the first run's startup_s, not in its wall_time_s
+    warm_up()
+    return threads
+
+
+def _init_worker(parent: int) -> None:
+    """A pool worker: signals are the parent's to handle, and it exits with its parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _begin_worker()
 
 
 def _run_task(task: Task, data_dir: str | None) -> dict:
@@ -184,13 +193,7 @@ class SerialExecutor:
     def map(self, tasks, data_dir):
         import torch
 
-        from flx.train import warm_up
-
-        global _WORKER_STARTED
-        _WORKER_STARTED = time.perf_counter()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        warm_up()
+        threads = _begin_worker()
         try:
             for task in tasks:
                 yield _run_task(task, data_dir)
