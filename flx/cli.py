@@ -215,6 +215,7 @@ def run(
     """Train one model and print its record (and store it, unless --no-store)."""
     from flx.config import Config
     from flx.store import Store, default_out
+    from flx.sweep import run_one
 
     fields = _fields(
         {},
@@ -224,18 +225,9 @@ def run(
              batch_size=batch_size, seed=seed),
     )  # fmt: skip
     config = Config(**fields).normalized()
-    results = Store(out or default_out())
-    if store:
-        results.check_writable()  # before training: a run is never trained only to be lost
-    from flx.data import data_info
-    from flx.train import run as run_one
-
     console = _console()
-    info = data_info(config, data_dir)
     with console.status(f"training {config.loss} on {config.dataset}..."):
-        record = run_one(config, data_dir, data=info)
-    if store:
-        results.put(record)
+        record = run_one(config, Store(out or default_out()) if store else None, data_dir)
     from rich.table import Table
 
     table = Table(title=f"run {record['key']}", show_header=False)
@@ -284,7 +276,7 @@ def sweep(
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
     from flx.config import empty_spec, load_spec
     from flx.store import Store, default_out
-    from flx.sweep import available_cores, merge, plan, run_sweep
+    from flx.sweep import merge, plan, run_sweep
 
     overrides = _fields(
         dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
@@ -292,7 +284,7 @@ def sweep(
         dict(dataset=dataset, n_samples=n_samples, dim=dim, hard_frac=hard_frac, image_size=image_size, model=model,
              hidden=hidden, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seeds=seeds),
     )  # fmt: skip
-    n_workers = check("workers", workers, "--workers") if workers is not None else available_cores()
+    n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     loaded = load_spec(spec) if spec else empty_spec()
     effective = merge(loaded, overrides)
     configs = plan(effective)  # checked and sized before torch is imported
@@ -454,9 +446,6 @@ def _print_summary(console, df) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # flx report
 # ------------------------------------------------------------------------------------------------------------
-REPORT_FORMATS = ("md", "csv", "tex")
-
-
 @app.command()
 @user_errors
 def report(
@@ -474,15 +463,10 @@ def report(
 ) -> None:
     """Tables (mean ± std over seeds, best in bold, paper AP beside) and figures from stored runs. Only reads
     the results folders (a read-only store is fine); writes runs.csv, table.* and figures (there, or --to)."""
-    from flx.report import render_index, splice_readme, write_report
+    from flx.report import parse_formats, write_index, write_readme, write_report
     from flx.store import default_out
 
-    formats = [f.strip() for f in fmt.split(",")]
-    bad = [f for f in formats if f not in REPORT_FORMATS]
-    if bad or not formats:
-        raise FlxError(
-            f"--format got {fmt!r}; accepted: a comma-separated list of {', '.join(REPORT_FORMATS)}"
-        )
+    formats = parse_formats(fmt)
     dirs = [Path(d) for d in (results_dirs or [out or default_out()])]
     if to and len(dirs) > 1:
         raise FlxError(f"--to takes the report of one results folder; {len(dirs)} were given")
@@ -491,15 +475,10 @@ def report(
         with console.status(f"report {d}..."):
             written = write_report(d, formats=formats, plots=plots, to=Path(to) if to else None)
         console.print(f"{d}: " + ", ".join(str(p) for p in written.values()))
-    try:
-        if index:
-            Path(index).write_text(render_index(dirs))
-            console.print(f"index: {index}")
-        if readme:
-            Path(readme).write_text(splice_readme(Path(readme).read_text(), dirs))
-            console.print(f"readme: {readme}")
-    except (OSError, ValueError) as exc:
-        raise FlxError(f"{readme or index}: {exc}") from None
+    if index:
+        console.print(f"index: {write_index(Path(index), dirs)}")
+    if readme:
+        console.print(f"readme: {write_readme(Path(readme), dirs)}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -515,15 +494,11 @@ def migrate(
 ) -> None:
     """Re-key runs stored by flx < 0.2 by config and data fingerprint, once (records of image data get the
     fingerprint of the files in --data-dir: the old records did not say which files they used)."""
-    from flx.sweep import migrate as migrate_dir
+    from flx.sweep import migrate as migrate_dirs
 
     console = _console()
-    for d in results_dirs:
-        if not (Path(d) / "runs.sqlite").exists() and not (Path(d) / "runs.csv").exists():
-            raise FlxError(f"no runs in {d} (neither runs.sqlite nor runs.csv)")
-    for d in results_dirs:
-        for path, n in migrate_dir(Path(d), data_dir).items():
-            console.print(f"{path}: {n} records")
+    for path, n in migrate_dirs([Path(d) for d in results_dirs], data_dir).items():
+        console.print(f"{path}: {n} records")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -220,6 +220,32 @@ def render_latex(table) -> str:
     return table.style.format(precision=4, na_rep="–").hide(axis="index").to_latex(hrules=True)
 
 
+FORMATS = ("md", "csv", "tex")
+
+
+def parse_formats(text: str) -> list[str]:
+    """'md,csv' -> ['md', 'csv']; ReportError naming what is accepted otherwise."""
+    formats = [f.strip() for f in text.split(",")]
+    if not text.strip() or any(f not in FORMATS for f in formats):
+        raise ReportError(f"--format got {text!r}; accepted: a comma-separated list of {', '.join(FORMATS)}")
+    return formats
+
+
+def write_index(path: Path, results_dirs: list[Path]) -> Path:
+    """results/README.md: every table with its findings, rendered from the committed records."""
+    return _write(Path(path), lambda p: p.write_text(render_index(results_dirs)))
+
+
+def write_readme(path: Path, results_dirs: list[Path]) -> Path:
+    """Splice the generated tables into the results block of the README at ``path``."""
+    path = Path(path)
+    try:
+        text = splice_readme(path.read_text(), results_dirs)
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"--readme {path}: {exc}") from None
+    return _write(path, lambda p: p.write_text(text))
+
+
 def write_report(
     results_dir: Path, formats=("md", "csv"), plots: bool = True, to: Path | None = None
 ) -> dict:

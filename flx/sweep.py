@@ -28,9 +28,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from flx.config import CONFIG_FIELDS, MAX_RUNS, Config, ConfigError, dump_spec, empty_spec
+from flx.errors import StoreError
 from flx.store import Store, new_owner, write_atomic
 
 Event = Callable[..., None]
@@ -308,14 +310,15 @@ def run_sweep(
     configs: list[Config],
     store: Store,
     *,
-    workers: int = 1,
+    workers: int | None = 1,
     data_dir: str | None = None,
     executor: Executor | None = None,
     spec: dict | None = None,
     dry_run: bool = False,
     on_event: Event = _quiet,
 ) -> SweepResult:
-    """Train every config not yet final in ``store``; returns counts and whether it was interrupted.
+    """Train every config not yet final in ``store`` on ``workers`` processes (None: the available cores);
+    returns counts and whether it was interrupted.
 
     Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
     is checked and described once. ``spec`` (the effective spec) is then saved as ``store.out/spec.toml``.
@@ -327,6 +330,7 @@ def run_sweep(
     else:
         store.check_writable()
     cores = available_cores()
+    workers = cores if workers is None else workers
     if workers > cores:
         on_event("note", text=f"--workers {workers} is more than the {cores} available cores; using {cores}")
         workers = cores
@@ -406,20 +410,43 @@ def _on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
+def run_one(config: Config, store: Store | None = None, data_dir: str | None = None) -> dict:
+    """``flx run``: one config trained in this process; the store (if any) is checked before training, so a
+    result is never trained only to be lost, and the record stored after."""
+    from flx.train import run
+
+    if store is not None:
+        store.check_writable()
+    (task,) = prepare([config], data_dir)
+    record = run(task.config, data_dir, data=task.data)
+    if store is not None:
+        store.put(record)
+    return record
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Migration of stores written before run keys included the data (flx < 0.2)
 # ------------------------------------------------------------------------------------------------------------
-def migrate(results_dir, data_dir: str | None = None, on_event: Event = _quiet) -> dict:
-    """Re-key every record of ``results_dir`` (its runs.sqlite and runs.csv) by config and data fingerprint
+def migrate(results_dirs: list, data_dir: str | None = None, on_event: Event = _quiet) -> dict:
+    """Re-key every record of each results folder (its runs.sqlite and runs.csv) by config and data fingerprint
     and add the data columns (location, fingerprint, examples per class). Records of file-backed data get the
-    fingerprint of the files under ``data_dir`` (old records did not say which files they used). Each file is
-    rewritten atomically; records already migrated are left as they are. Returns counts per file."""
+    fingerprint of the files under ``data_dir`` (old records did not say which files they used). Every folder is
+    checked before any is changed; each file is rewritten atomically; records already migrated are left as they
+    are. Returns the number of records per file."""
+    for d in results_dirs:
+        if not (Store(d).exists() or (Path(d) / "runs.csv").exists()):
+            raise StoreError(f"no runs in {d} (neither runs.sqlite nor runs.csv)")
+    infos: dict = {}
+    counts: dict = {}
+    for d in results_dirs:
+        counts |= _migrate_dir(Store(d), data_dir, infos, on_event)
+    return counts
+
+
+def _migrate_dir(store: Store, data_dir: str | None, infos: dict, on_event: Event) -> dict:
     import pandas as pd
 
     from flx.config import DATA_COLUMNS, config_from_record
-
-    store = Store(results_dir)
-    infos: dict = {}
 
     def upgrade(record: dict) -> dict:
         if record.get("data_fingerprint"):
