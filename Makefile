@@ -5,11 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 
-ABLATIONS := table1a table1b table1d poly prior catsdogs
+# Detection tables (shapes, tiny RetinaNet) after the learning-curve check that sets their length, then the
+# classification proxy. catsdogs (real photos, issue 9) has its own target and stays out of `ablations`.
+ABLATIONS := curves table1a table1b table1c table1d prior poly proxy
 # Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
 export FLX_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test demo lint bench clean ablations $(ABLATIONS)
+.PHONY: install test demo lint bench clean ablations catsdogs $(ABLATIONS)
 
 install: $(STAMP)
 
@@ -39,12 +41,12 @@ bench: $(STAMP)
 
 # Each ablation: train the spec's runs (skipping those already in results/NAME/runs.sqlite), then write
 # results/NAME/{runs.csv,table.md,table.csv,*.png}. On a fresh clone there is no store: everything is retrained.
-$(ABLATIONS): $(STAMP)
+$(ABLATIONS) catsdogs: $(STAMP)
 	$(BIN)/flx sweep experiments/$@.toml --out results/$@
 	$(BIN)/flx report results/$@
 
 ablations: $(ABLATIONS)
-	$(BIN)/flx report --no-plots --index results/README.md --readme README.md $(addprefix results/,$(ABLATIONS))
+	$(BIN)/flx report --no-plots --index results/README.md --readme README.md $(addprefix results/,$(ABLATIONS) catsdogs)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -51,13 +51,19 @@ class LossSpec:
     params: dict = field(default_factory=dict)
     description: str = ""
 
-    def __call__(self, logits, targets, **hparams):
+    def __call__(self, logits, targets, reduction: str = "mean", **hparams):
+        """The loss of ``logits`` against 0/1 ``targets``: "mean" over the elements, or per element ("none")."""
         unknown = set(hparams) - set(self.params)
         if unknown:
             raise ValueError(
                 f"loss {self.name!r} takes {sorted(self.params) or 'no hyperparameters'}, not {sorted(unknown)}"
             )
-        return _resolve(self.objective)(logits, targets, **{**self.params, **hparams})
+        params = {k: v for k, v in {**self.params, **hparams}.items() if k not in self.detection_only}
+        return _resolve(self.objective)(logits, targets, reduction=reduction, **params)
+
+    @property
+    def detection_only(self) -> tuple:
+        return ("ohem_nms",) if self.name == "ohem" else ()
 
 
 LOSSES: dict[str, LossSpec] = {
@@ -86,8 +92,8 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec(
             "ohem",
             "flx.losses:_ohem",
-            {"ohem_k": 256, "ohem_ratio": None},
-            "CE on the k hardest examples of a batch",
+            {"ohem_k": 256, "ohem_ratio": None, "ohem_nms": None},
+            "CE on the k hardest examples (of a batch; of an image's anchors after NMS for detection)",
         ),
     ]
 }
@@ -96,7 +102,9 @@ LOSSES: dict[str, LossSpec] = {
 @dataclass(frozen=True)
 class DatasetSpec:
     """A data set: its loader (``module:name``, called with its params, ``data_seed`` and ``data_dir``), its
-    parameters (name -> default), the model that suits it, and whether it reads files from ``--data-dir``."""
+    parameters (name -> default), the training defaults of its task (:data:`RUN_PARAMS` -> default; a run
+    parameter not listed does not apply to it), the model that suits it, and whether it reads files from
+    ``--data-dir``."""
 
     name: str
     loader: str
@@ -104,10 +112,25 @@ class DatasetSpec:
     model: str = "mlp"
     needs_data_dir: bool = False
     description: str = ""
+    defaults: dict = field(default_factory=lambda: dict(CLASSIFICATION_DEFAULTS))
+    task: str = "classification"
 
     def load(self, **kwargs):
         return _resolve(self.loader)(**kwargs)
 
+
+CLASSIFICATION_DEFAULTS = {"hidden": 64, "optimizer": "adam", "lr": 1e-3, "epochs": 3, "batch_size": 1024}
+# The paper's training (Section 4.1) at flx's scale: SGD, lr 0.01, 8 images per step; 9 anchors per location.
+DETECTION_DEFAULTS = {
+    "hidden": 16,
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "batch_size": 8,
+    "steps": 1500,
+    "anchor_scales": 3,
+    "anchor_ratios": 3,
+    "eval_every": None,
+}
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -135,9 +158,18 @@ DATASETS: dict[str, DatasetSpec] = {
             needs_data_dir=True,
             description="CIFAR-10 cats and dogs; train split subsampled to 1:ratio",
         ),
+        DatasetSpec(
+            "shapes",
+            "flx.shapes:load_shapes",
+            {"n_images": 2048, "image_size": 48},
+            model="retinanet",
+            description="dense detection: rings among look-alike distractors, ~1:1000 anchors (flx.shapes)",
+            defaults=DETECTION_DEFAULTS,
+            task="detection",
+        ),
     ]
 }
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "retinanet")
 OPTIMIZERS = ("adam", "sgd")
 # Figures a spec's [report] table may ask for (drawn by flx.plots.FIGURES, which must match these names).
 FIGURES = {
@@ -145,8 +177,11 @@ FIGURES = {
     "loss_vs_pt": "the paper's Figure 1: focal loss against p_t",
     "pr_curves": "precision-recall curves of the three best settings (retrains them)",
     "loss_cdf": "the paper's Figure 4: loss CDF of trained models (retrains them)",
+    "learning_curves": "validation AP against training steps (runs with eval_every)",
+    "detection_loss_cdf": "the paper's Figure 4 on the detector's anchors (retrains the FL runs, seed 0)",
+    "examples": "test images with ground truth and the detections of CE and FL (retrains them, seed 0)",
 }
-PAPER_TABLES = ("table1a", "table1b", "table1d")
+PAPER_TABLES = ("table1a", "table1b", "table1c", "table1d")
 
 
 def get_loss(name: str) -> LossSpec:
@@ -187,8 +222,8 @@ class Param:
         return "--" + self.name.replace("_", "-")
 
     def accepted(self) -> str:
-        if self.kind is str:
-            text = f"one of {', '.join(self.choices())}"
+        if self.choices is not None:
+            text = f"one of {', '.join(map(str, self.choices()))}"
         else:
             what = "an integer" if self.kind is int else "a number"
             lo = "(" if self.open_low else "["
@@ -223,7 +258,7 @@ class Param:
             value = float(value)
         below = value <= self.low if self.open_low else value < self.low
         above = value >= self.high if self.open_high else value > self.high
-        if below or above:
+        if below or above or (self.choices is not None and value not in self.choices()):
             raise bad
         return value
 
@@ -252,12 +287,20 @@ PARAMS: dict[str, Param] = {
         Param("dim", int, "synthetic: feature dimension.", 1, 4096),
         Param("hard_frac", float, "synthetic: fraction of negatives that are hard.", 0, 1),
         Param("image_size", int, "Image sets: images are resized to SIZE x SIZE pixels.", 8, 1024),
+        Param("n_images", int, "shapes: training images.", 1, 1_000_000),
         Param("positive", str, "Image sets: the minority (positive) class.", choices=lambda: ("dog", "cat")),
         Param("data_seed", int, "Seed of data generation and splitting.", 0, 2**31 - 1),
         # model
         Param("model", str, "Model.", choices=lambda: MODELS),
-        Param("hidden", int, "MLP width (CNN width = hidden/4).", 1, 4096),
+        Param("hidden", int, "Model width: MLP (CNN: hidden/4; RetinaNet: FPN and head channels).", 1, 4096),
         Param("prior", float, "Bias-init prior pi of the classifier.", 0, 1, True, True, none=True),
+        Param("anchor_scales", int, "Detection: anchor scales per location (octaves 2^(i/N)).", 1, 4),
+        Param(
+            "anchor_ratios",
+            int,
+            "Detection: anchor aspect ratios per location (1: {1}; 3: {1/2, 1, 2}).",
+            choices=lambda: (1, 3),
+        ),
         # loss
         Param("loss", str, "Loss.", choices=lambda: tuple(LOSSES)),
         Param("alpha", float, "Positive-class weight (balanced_ce, focal losses).", 0, 1),
@@ -265,10 +308,15 @@ PARAMS: dict[str, Param] = {
         Param("epsilon", float, "Poly-1 epsilon (poly1, poly1_focal).", -100, 100),
         Param("ohem_k", int, "OHEM: examples kept per batch.", 1, 10_000_000),
         Param("ohem_ratio", float, "OHEM: most negatives per positive.", 0, 1e9, True, none=True),
+        Param(
+            "ohem_nms", float, "Detection OHEM: NMS IoU threshold over the anchors.", 0, 1, True, none=True
+        ),
         # optimisation
         Param("optimizer", str, "Optimiser.", choices=lambda: OPTIMIZERS),
         Param("lr", float, "Learning rate.", 0, 1e6, True),
-        Param("epochs", int, "Training epochs.", 1, 100_000),
+        Param("epochs", int, "Training epochs (classification).", 1, 100_000),
+        Param("steps", int, "Training steps (detection).", 1, 10_000_000),
+        Param("eval_every", int, "Detection: record the validation AP every N steps.", 1, 10_000_000),
         Param("batch_size", int, "Minibatch size.", 1, 10_000_000),
         Param("seed", int, "Seed of initialisation and batch order.", 0, 2**31 - 1),
         # a sweep
@@ -309,8 +357,12 @@ DATA_COLUMNS = (
     "n_test_neg",
     "n_test_pos",
 )
-DATA_PARAMS = ("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive")  # set per data set
-LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio")  # set per loss
+DATA_PARAMS = ("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images")  # per data set
+LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms")  # set per loss
+RUN_PARAMS = (
+    *("hidden", "optimizer", "lr", "epochs", "steps", "batch_size"),
+    *("anchor_scales", "anchor_ratios", "eval_every"),
+)  # per task
 
 
 @dataclass(frozen=True)
@@ -326,8 +378,11 @@ class Config:
     data_seed: int = 0
     # model
     model: str | None = None  # None = the data set's (mlp for vectors, cnn for images)
-    hidden: int = 64
+    n_images: int | None = None  # shapes: training images
+    hidden: int | None = None  # MLP width (CNN: hidden/4; RetinaNet: FPN and head width); None = the task's
     prior: float | None = 0.01  # pi of the classifier-bias initialisation; None = bias 0
+    anchor_scales: int | None = None  # detection: scales per anchor location
+    anchor_ratios: int | None = None  # detection: aspect ratios per anchor location
     # loss (None = the loss's default; blanked where it does not apply)
     loss: str = "focal"
     alpha: float | None = None
@@ -335,11 +390,14 @@ class Config:
     epsilon: float | None = None
     ohem_k: int | None = None
     ohem_ratio: float | None = None
-    # optimisation
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    epochs: int = 3
-    batch_size: int = 1024
+    ohem_nms: float | None = None  # detection OHEM: NMS threshold over the anchors (None: no NMS)
+    # optimisation (None = the data set's task default: DatasetSpec.defaults; blanked where it does not apply)
+    optimizer: str | None = None
+    lr: float | None = None
+    epochs: int | None = None  # classification
+    steps: int | None = None  # detection
+    eval_every: int | None = None  # detection: validation AP every N steps (a learning curve)
+    batch_size: int | None = None
     seed: int = 0
 
     def normalized(self) -> Config:
@@ -347,7 +405,11 @@ class Config:
         data = get_dataset(self.dataset)
         loss = get_loss(self.loss)
         values = dataclasses.asdict(self)
-        for names, defaults in ((DATA_PARAMS, data.params), (LOSS_PARAMS, loss.params)):
+        for names, defaults in (
+            (DATA_PARAMS, data.params),
+            (LOSS_PARAMS, loss.params),
+            (RUN_PARAMS, data.defaults),
+        ):
             for name in names:  # the default where the parameter applies, None where it does not
                 given = values[name] if values[name] is not None else defaults.get(name)
                 values[name] = given if name in defaults else None
@@ -356,7 +418,9 @@ class Config:
         for name, value in values.items():  # None only where the default is None (or "none" is accepted)
             if value is not None or PARAMS[name].none or defaults[name] is not None:
                 values[name] = check(name, value)
-        return type(self)(**values)
+        normalized = type(self)(**values)
+        check_epsilon(normalized)
+        return normalized
 
     def validate(self) -> None:
         """ConfigError naming the first bad value and what is accepted (None: a default / not applicable)."""
@@ -388,6 +452,34 @@ class Config:
         return tuple(sorted((n, getattr(self, n)) for n in get_dataset(self.dataset).params))
 
 
+def epsilon_bound(alpha: float | None = None) -> float:
+    """The smallest epsilon for which a Poly-1 loss is a loss (never falls as a prediction gets more wrong).
+
+    Poly-1 CE, -log p_t + eps (1 - p_t): its slope in p_t is -1/p_t - eps, negative for every p_t iff eps >= -1.
+    Poly-1 FL with alpha_t, alpha_t (1 - p_t)^gamma (-log p_t) + eps (1 - p_t)^(gamma + 1): near p_t = 1 it is
+    (alpha_t + eps)(1 - p_t)^(gamma + 1), so eps >= -alpha_t is needed, and it is enough (the loss is then
+    alpha_t (1 - p_t)^gamma (-log p_t - (1 - p_t)) + (alpha_t + eps)(1 - p_t)^(gamma + 1), both terms rising
+    in 1 - p_t). alpha_t is alpha for positives and 1 - alpha for negatives, so eps >= -min(alpha, 1 - alpha);
+    without alpha (None or negative: off), eps >= -1."""
+    if alpha is None or alpha < 0:
+        return -1.0
+    return -min(alpha, 1 - alpha)
+
+
+def check_epsilon(config: Config) -> None:
+    """ConfigError when a Poly-1 config's epsilon is below :func:`epsilon_bound`."""
+    if config.loss not in ("poly1", "poly1_focal") or config.epsilon is None:
+        return
+    alpha = config.alpha if config.loss == "poly1_focal" else None
+    bound = epsilon_bound(alpha)
+    if config.epsilon < bound:
+        where = f"{config.loss} with alpha {alpha:g}" if alpha is not None else config.loss
+        raise ConfigError(
+            f"epsilon got {config.epsilon:g}; accepted: a number >= {bound:g} for {where} (below it the loss "
+            "falls as a prediction gets more wrong: epsilon >= -min(alpha, 1 - alpha), or -1 without alpha)"
+        )
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -409,6 +501,7 @@ KEY_BASELINE = {name: None for name in CONFIG_FIELDS} | {
     "seed": 0,
 }
 assert set(PARAMS) >= set(CONFIG_FIELDS)
+assert set(RUN_PARAMS) >= {p for spec in DATASETS.values() for p in spec.defaults}
 assert set(LOSS_PARAMS) >= {p for spec in LOSSES.values() for p in spec.params}
 assert set(DATA_PARAMS) >= {p for spec in DATASETS.values() for p in spec.params}
 
@@ -432,6 +525,18 @@ REPORT_KEYS = {
     "best_over": "a config field to pick the best value of per row (as Table 1b picks alpha)",
     "paper": f"the paper's table to cite beside each row: one of {', '.join(PAPER_TABLES)}",
     "figures": f"a list of figures: {', '.join(FIGURES)}",
+    "claims": "[[report.claims]] tables, each a claim of the paper declared before the runs (see CLAIM_KEYS)",
+}
+CLAIM_KEYS = {
+    "name": "what the claim says, e.g. 'FL beats the best OHEM'",
+    "a": "the setting the paper says is better: a table of config fields; several matching settings: the one "
+    "with the best mean validation AP",
+    "b": "the setting it is compared with (same rules)",
+    "metric": "the test metric compared (default ap)",
+    "direction": "greater (a's metric above b's, the default) or less",
+    "min_seeds": "paired seeds needed for a verdict (default 3; 5 for the headline claims)",
+    "failures": "the metric a diverged or collapsed run scores (default: such seeds are left out)",
+    "paper": "the paper's numbers, quoted beside the verdict",
 }
 
 
@@ -483,6 +588,9 @@ def validate_spec(spec: dict, where: str = "spec") -> dict:
     for grid in grids:
         checked = {}
         for k, values in grid.items():
+            if k == "seeds":  # this grid's own number of seeds (0..N-1)
+                checked[k] = check("seeds", values, f"spec file {where}: [[grid]] seeds")
+                continue
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise ConfigError(
@@ -518,6 +626,11 @@ def _check_report(report, where: str) -> dict:
         raise ConfigError(
             f"spec file {where}: [report] paper got {paper!r}; accepted: {REPORT_KEYS['paper']}"
         )
+    claims = report.get("claims", [])
+    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+        raise ConfigError(f"spec file {where}: [report] claims must be [[report.claims]] tables")
+    for i, claim in enumerate(claims, 1):
+        _check_claim(claim, f"spec file {where}: [[report.claims]] {i}")
     figures = report.get("figures", [])
     if not isinstance(figures, list) or any(f not in FIGURES for f in figures):
         bad = figures if not isinstance(figures, list) else [f for f in figures if f not in FIGURES]
@@ -525,6 +638,30 @@ def _check_report(report, where: str) -> dict:
             f"spec file {where}: [report] figures got {bad!r}; accepted: {REPORT_KEYS['figures']}"
         )
     return dict(report)
+
+
+def _check_claim(claim: dict, where: str) -> None:
+    from flx.metrics import METRICS
+
+    unknown = set(claim) - set(CLAIM_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {', '.join(CLAIM_KEYS)}")
+    for key in ("name", "a", "b"):
+        if key not in claim:
+            raise ConfigError(f"{where}: {key} is missing; {key}: {CLAIM_KEYS[key]}")
+    for side in ("a", "b"):
+        if not isinstance(claim[side], dict) or not claim[side]:
+            raise ConfigError(f"{where}: {side} got {claim[side]!r}; accepted: {CLAIM_KEYS[side]}")
+        for k, v in claim[side].items():
+            claim[side][k] = _check_field(k, v, f"{where}: {side}.{k}")
+    if claim.get("metric", "ap") not in METRICS:
+        raise ConfigError(f"{where}: metric got {claim['metric']!r}; accepted: one of {', '.join(METRICS)}")
+    if claim.get("direction", "greater") not in ("greater", "less"):
+        raise ConfigError(f"{where}: direction got {claim['direction']!r}; accepted: greater or less")
+    claim["min_seeds"] = check("seeds", claim.get("min_seeds", 3), f"{where}: min_seeds")
+    failures = claim.get("failures")
+    if failures is not None and (isinstance(failures, bool) or not isinstance(failures, (int, float))):
+        raise ConfigError(f"{where}: failures got {failures!r}; accepted: a number")
 
 
 def _toml_value(value) -> str:
@@ -546,9 +683,18 @@ def dump_spec(spec: dict) -> str:
         for k in ("name", "description", "seeds")
         if spec.get(k) not in (None, "")
     ]
-    for table in ("config", "report"):
-        if spec.get(table):
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in spec[table].items()]
+    report = {k: v for k, v in (spec.get("report") or {}).items() if k != "claims"}
+    for name, table in (("config", spec.get("config")), ("report", report)):
+        if table:
+            lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     for grid in spec["grid"]:
         lines += ["", "[[grid]]"] + [f"{k} = {_toml_value(v)}" for k, v in grid.items()]
+    for claim in (spec.get("report") or {}).get("claims", []):
+        lines += ["", "[[report.claims]]"]
+        for k, v in claim.items():
+            if isinstance(v, dict):
+                v = "{ " + ", ".join(f"{f} = {_toml_value(x)}" for f, x in v.items()) + " }"
+            else:
+                v = _toml_value(v)
+            lines.append(f"{k} = {v}")
     return "\n".join(lines) + "\n"

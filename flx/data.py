@@ -53,6 +53,10 @@ class Split:
     def n_pos(self) -> int:
         return int(self.y.sum())
 
+    @property
+    def n_neg(self) -> int:
+        return len(self) - self.n_pos
+
     def __len__(self) -> int:
         return len(self.y)
 
@@ -91,11 +95,14 @@ def load_synthetic(n_samples: int, dim: int, ratio: float, hard_frac: float, dat
     g = torch.Generator().manual_seed(data_seed)
     train = _synthetic_split(n_samples, dim, ratio, hard_frac, g)
     test = _synthetic_split(n_samples, dim, ratio, hard_frac, g)
+    # the validation split (choices are made on it) comes from its own stream: train and test stay as they were
+    val = _synthetic_split(n_samples, dim, ratio, hard_frac, torch.Generator().manual_seed(data_seed + 7919))
     meta = {
         "location": "generated",
         "split": "generated",
         "classes": ("negative", "positive"),
         "fingerprint": _digest_tensors(train.x, train.y, test.x, test.y),
+        "val": val,
     }
     return train, test, meta
 
@@ -424,9 +431,9 @@ def describe(train: Split, test: Split, meta: dict) -> dict:
         "data_split": meta["split"],
         "data_fingerprint": meta["fingerprint"],
         "data_classes": f"{negative}/{positive}",
-        "n_train_neg": len(train) - train.n_pos,
+        "n_train_neg": train.n_neg,
         "n_train_pos": train.n_pos,
-        "n_test_neg": len(test) - test.n_pos,
+        "n_test_neg": test.n_neg,
         "n_test_pos": test.n_pos,
     }
 
@@ -438,7 +445,7 @@ def data_info(config, data_dir=None, copies: int = 1, progress=None) -> dict:
         config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress
     )
     for name, split in (("train", train), ("test", test)):
-        if split.n_pos == 0 or split.n_pos == len(split):
+        if split.n_pos == 0 or split.n_neg == 0:
             raise DataError(
                 f"the {name} split of {config.dataset} ({meta['location']}) holds only one class; both are needed"
             )

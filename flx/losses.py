@@ -380,11 +380,21 @@ def poly1_focal_loss(
 
     Binary (sigmoid, alpha as in :func:`sigmoid_focal_loss`) or multi-class (softmax, alpha as in
     :func:`softmax_focal_loss`, None for off), told apart by the shapes as in :func:`poly1_cross_entropy`.
-    As in the paper's and most public implementations, the epsilon term is *not* alpha-weighted.
+    As in the paper's and most public implementations, the epsilon term is *not* alpha-weighted, so it is a
+    loss only for epsilon >= -alpha_t of every example: -min(alpha, 1 - alpha) binary, -min(alpha) multi-class,
+    -1 without alpha (smaller epsilon raises ValueError).
     """
     _check_reduction(reduction)
-    _check_epsilon(epsilon)
     multiclass = _is_multiclass(logits, targets)
+    if multiclass:
+        weights = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float64).reshape(-1).tolist()
+        _check_epsilon(epsilon)  # finite and >= -1
+        if weights is not None and epsilon < -min(weights):
+            raise ValueError(
+                f"epsilon got {epsilon:g}; accepted: a number >= {-min(weights):g} (-min(alpha))"
+            )
+    else:
+        _check_epsilon(epsilon, alpha, focal=True)
     if multiclass:
         fl = softmax_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
     else:
@@ -394,9 +404,20 @@ def poly1_focal_loss(
     return _reduce(loss, reduction).to(logits.dtype)
 
 
-def _check_epsilon(epsilon: float) -> None:
+def _check_epsilon(epsilon: float, alpha: float | None = None, focal: bool = False) -> None:
+    """epsilon must be finite and at least :func:`flx.config.epsilon_bound` (-1 for Poly-1 CE; -min(alpha,
+    1 - alpha) for Poly-1 FL with alpha): below it the "loss" falls as a prediction gets more wrong."""
+    from flx.config import epsilon_bound
+
     if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon)):
         raise ValueError(f"epsilon got {epsilon!r}; accepted: a finite number (e.g. -1, 0, 1, 2)")
+    alphas = alpha if isinstance(alpha, (list, tuple)) else [alpha]
+    bound = max(epsilon_bound(a if focal else None) for a in alphas)
+    if epsilon < bound:
+        raise ValueError(
+            f"epsilon got {epsilon:g}; accepted: a number >= {bound:g} (below it the loss falls as a prediction "
+            "gets more wrong: epsilon >= -min(alpha, 1 - alpha) for Poly-1 FL, >= -1 without alpha)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -445,27 +466,30 @@ def ohem_select(
 # --------------------------------------------------------------------------------------------------------------
 # Training objectives: what the registry (flx.config.LOSSES) names, (logits, targets, **hyperparameters) -> scalar
 # --------------------------------------------------------------------------------------------------------------
-def _ce(logits, targets):
-    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+def _ce(logits, targets, reduction="mean"):
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction=reduction)
 
 
-def _balanced_ce(logits, targets, alpha):
-    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=0.0, reduction="mean")
+def _balanced_ce(logits, targets, alpha, reduction="mean"):
+    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=0.0, reduction=reduction)
 
 
-def _focal(logits, targets, alpha, gamma):
-    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="mean")
+def _focal(logits, targets, alpha, gamma, reduction="mean"):
+    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction=reduction)
 
 
-def _poly1(logits, targets, epsilon):
-    return poly1_cross_entropy(logits, targets, epsilon=epsilon, reduction="mean")
+def _poly1(logits, targets, epsilon, reduction="mean"):
+    return poly1_cross_entropy(logits, targets, epsilon=epsilon, reduction=reduction)
 
 
-def _poly1_focal(logits, targets, alpha, gamma, epsilon):
-    return poly1_focal_loss(logits, targets, alpha=alpha, gamma=gamma, epsilon=epsilon, reduction="mean")
+def _poly1_focal(logits, targets, alpha, gamma, epsilon, reduction="mean"):
+    return poly1_focal_loss(logits, targets, alpha=alpha, gamma=gamma, epsilon=epsilon, reduction=reduction)
 
 
-def _ohem(logits, targets, ohem_k, ohem_ratio):
+def _ohem(logits, targets, ohem_k, ohem_ratio, reduction="mean"):
+    """CE on the ohem_k hardest examples of the batch; per element ("none"): plain CE, what OHEM ranks by."""
     per_example = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    if reduction == "none":
+        return per_example
     keep = ohem_select(per_example, int(ohem_k), targets, neg_pos_ratio=ohem_ratio)
     return per_example[keep].mean()

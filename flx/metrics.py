@@ -18,7 +18,12 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
-        Metric("ap", "AP"),
+        Metric("ap", "AP"),  # classification: average precision; detection: COCO AP (IoU 0.50:0.95)
+        Metric("ap50", "AP50"),
+        Metric("ap75", "AP75"),
+        Metric("anchor_ap", "anchor AP"),  # detection: AP of object vs background anchors
+        Metric("val_ap", "val AP"),  # the validation split's: what choices are made on
+        Metric("val_ap50", "val AP50", in_table=False),
         Metric("roc_auc", "ROC-AUC"),
         Metric("best_f1", "best F1"),
         Metric("precision", "precision at best F1", in_table=False),

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from flx.config import FIGURES as FIGURE_NAMES  # noqa: E402
 from flx.summary import cell, run_label, setting_columns, summarize  # noqa: E402
 
-PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio")
+PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio", "anchor_scales")
 PNG_META = {"Software": None}  # no version strings: the same data gives the same file
 
 
@@ -159,5 +159,167 @@ def loss_cdf(runs, out: Path, spec, data_dir=None) -> Path | None:
     return _save(fig, out / "loss_cdf.png")
 
 
-FIGURES = {"ap_vs_param": ap_vs_param, "loss_vs_pt": loss_vs_pt, "pr_curves": pr_curves, "loss_cdf": loss_cdf}
+# ------------------------------------------------------------------------------------------------------------
+# Detection (shapes)
+# ------------------------------------------------------------------------------------------------------------
+def _curve(row) -> list | None:
+    import json
+
+    text = row.get("curve")
+    return json.loads(text) if isinstance(text, str) and text else None
+
+
+def plateau_steps(row, share: float = 0.95) -> tuple:
+    """(the first evaluated step whose validation AP reaches ``share`` of the best before the first lr decay
+    at 2/3 of training, that best), from a run's stored curve; (None, None) without one."""
+    curve = _curve(row)
+    if not curve:
+        return None, None
+    before = [(s, ap) for s, ap, _ in curve if s <= row["steps"] * 2 / 3] or [(s, ap) for s, ap, _ in curve]
+    best = max(ap for _, ap in before)
+    return next(s for s, ap in before if ap >= share * best), best
+
+
+def learning_curves(runs, out: Path, spec) -> Path | None:
+    """Validation COCO AP against training steps, one line per run with a stored curve (eval_every)."""
+    rows = [r for r in runs.to_dict("records") if _curve(r)]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        curve = _curve(row)
+        label = run_label(row) + ("" if row["status"] == "ok" else f" ({row['status']})")
+        line = ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", ms=3, label=label)
+        step, _ = plateau_steps(row)
+        ax.axvline(step, color=line[0].get_color(), ls=":", lw=1)
+    decay = rows[0]["steps"]
+    for frac in (2 / 3, 8 / 9):
+        ax.axvline(decay * frac, color="grey", lw=0.8)
+    ax.set_xlabel("training step (8 images each); grey: lr / 10; dotted: 95% of the pre-decay best")
+    ax.set_ylabel("validation COCO AP")
+    ax.set_title(f"{spec.name}: learning curves")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / "learning_curves.png")
+
+
+_RETRAINED: dict = {}
+
+
+def _retrain(row):
+    """A stored detection run's model, retrained (runs are deterministic; once per report process), and its
+    test images."""
+    from flx.config import config_from_record
+    from flx.data import load
+    from flx.detection import train_detector
+
+    config = config_from_record(row).normalized()
+    if config not in _RETRAINED:
+        train, test, meta = load(config.dataset, config.data_params(), config.data_seed, None)
+        model, *_ = train_detector(config, train)
+        _RETRAINED[config] = (config, model, test)
+    return _RETRAINED[config]
+
+
+def _first_run(runs, **where):
+    """The first seed's run of the setting ``where`` names: an ok one if there is one, else any stored one."""
+    match = runs[runs["status"] != "missing"]
+    for k, v in where.items():
+        match = match[match[k] == v] if k in match else match.iloc[:0]
+    if match.empty:
+        return None
+    return (
+        match.sort_values(["status", "seed"], key=lambda c: c != "ok" if c.name == "status" else c)
+        .iloc[0]
+        .to_dict()
+    )
+
+
+def detection_loss_cdf(runs, out: Path, spec) -> Path | None:
+    """The paper's Figure 4: one converged FL model (gamma 2, seed 0), the loss of its test anchors under FL
+    with several gamma; the share of the total loss carried by the hardest fraction of positive and of negative
+    anchors. The x axis is logarithmic so the negatives' curves, all crowded at the hardest end, separate."""
+    import numpy as np
+
+    from flx.config import get_loss
+    from flx.detection import anchor_labels, predict_split
+
+    row = _first_run(runs, loss="focal", gamma=2.0, alpha=0.25)
+    if row is None:
+        return None
+    config, model, test = _retrain(row)
+    _, logits, anchors = predict_split(model, test)
+    labels = anchor_labels(model, test, anchors)
+    keep = labels >= 0
+    logits, y = logits[keep], labels[keep].float()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for gamma in (0.0, 0.5, 1.0, 2.0, 5.0):
+        loss = get_loss("focal")(logits, y, reduction="none", alpha=-1.0, gamma=gamma).double().numpy()
+        for ax, cls, name in ((axes[0], 1, "positive"), (axes[1], 0, "negative")):
+            values = np.sort(loss[y.numpy() == cls])[::-1]  # hardest first
+            share = np.cumsum(values) / max(values.sum(), 1e-300)
+            frac = np.arange(1, len(values) + 1) / len(values)
+            at = np.unique(np.geomspace(1, len(values), 400).astype(int)) - 1  # log-spaced points
+            ax.plot(frac[at], share[at], label=f"γ = {gamma:g}")
+            ax.set_title(f"{name} anchors ({len(values):,})")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of anchors, hardest first (log scale)")
+        ax.set_ylabel("share of the total loss")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Figure 4 on shapes: an FL (γ = 2) model's test anchors under FL with several γ (α off)")
+    return _save(fig, out / "loss_cdf.png")
+
+
+def examples(runs, out: Path, spec) -> Path | None:
+    """Test images with their ground truth (green) and the detections scoring >= 0.3 of the first CE-like run
+    (gamma 0 or ce) and of FL (gamma 2), each retrained at its first seed."""
+    candidates = {
+        "ground truth": None,
+        "CE (γ = 0)": _first_run(runs, loss="focal", gamma=0.0) or _first_run(runs, loss="balanced_ce"),
+        "FL (γ = 2)": _first_run(runs, loss="focal", gamma=2.0, alpha=0.25),
+    }
+    models = {name: _retrain(row) for name, row in candidates.items() if row is not None}
+    if not models:
+        return None
+    _, _, test = next(iter(models.values()))
+    n = 6
+    fig, axes = plt.subplots(len(candidates), n, figsize=(2 * n, 2.1 * len(candidates)), squeeze=False)
+    for r, name in enumerate(candidates):
+        dets = None
+        if name in models:
+            from flx.detection import predict_split
+
+            dets, _, _ = predict_split(models[name][1], type(test)(test.images[:n], test.boxes[:n]))
+        for i in range(n):
+            ax = axes[r][i]
+            ax.imshow(test.images[i].permute(1, 2, 0).numpy())
+            for b in test.boxes[i].tolist():
+                ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="lime", lw=1))
+            if dets is not None:
+                d = dets[i]
+                for b, sc in zip(d["boxes"].tolist(), d["scores"].tolist(), strict=True):
+                    if sc >= 0.3:
+                        ax.add_patch(
+                            plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="red", lw=1)
+                        )
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(name if name in models or r == 0 else f"{name}: no run", fontsize=8)
+    fig.suptitle(
+        "shapes test images: rings (green: ground truth) among disks and boxes; red: detections ≥ 0.3"
+    )
+    return _save(fig, out / "examples.png")
+
+
+FIGURES = {
+    "ap_vs_param": ap_vs_param,
+    "loss_vs_pt": loss_vs_pt,
+    "pr_curves": pr_curves,
+    "loss_cdf": loss_cdf,
+    "learning_curves": learning_curves,
+    "detection_loss_cdf": detection_loss_cdf,
+    "examples": examples,
+}
 assert set(FIGURES) == set(FIGURE_NAMES), "flx.config.FIGURES names the figures a spec may ask for"

@@ -51,6 +51,7 @@ class ReportSpec:
     paper: str | None = None
     figures: list[str] = field(default_factory=list)
     planned: list | None = None  # normalized Configs of the grid, when a spec is known
+    claims: list[dict] = field(default_factory=list)  # [[report.claims]], declared before the runs
 
 
 def read_spec(results_dir: Path) -> ReportSpec:
@@ -70,6 +71,7 @@ def read_spec(results_dir: Path) -> ReportSpec:
         paper=report.get("paper"),
         figures=list(report.get("figures", [])),
         planned=plan(spec),
+        claims=list(report.get("claims", [])),
     )
 
 
@@ -139,10 +141,14 @@ def build_table(df, spec: ReportSpec):
     runs = with_missing(df, spec.planned)
     keys = setting_columns(runs)
     table = summarize(runs, keys=keys)
+    spec_chooser = None
     if spec.best_over and spec.best_over in keys:
         rest = [k for k in keys if k != spec.best_over]
         grouped = table.groupby([table[k].map(cell) for k in rest], sort=False, dropna=False)
-        best = [g[f"{PRIMARY}_mean"].fillna(-math.inf).idxmax() for _, g in grouped]
+        # chosen on the validation split where runs have one (the test split only reports)
+        chooser = "val_ap_mean" if table["val_ap_mean"].notna().any() else f"{PRIMARY}_mean"
+        best = [g[chooser].fillna(-math.inf).idxmax() for _, g in grouped]
+        spec_chooser = chooser
         table = table.loc[best].reset_index(drop=True)
         table = table[[*rest, spec.best_over, *[c for c in table if c not in keys]]]
     # the constant fields (loss, ...) complete each row for the paper lookup and the rendered cells
@@ -150,6 +156,11 @@ def build_table(df, spec: ReportSpec):
     if spec.paper:
         table["paper_ap"] = [paper_ap(spec.paper, {**context, **row}) for row in table.to_dict("records")]
     table.attrs["context"] = context  # travels with the table to render_markdown
+    table.attrs["chosen_on_val"] = spec.best_over in keys and spec_chooser == "val_ap_mean"
+    if spec.claims:
+        from flx.claims import judge_all
+
+        table.attrs["verdicts"] = judge_all(spec.claims, runs)
     return table
 
 
@@ -160,17 +171,15 @@ def render_markdown(table, spec: ReportSpec) -> str:
     settings = [
         c for c in table if c not in {"runs", *STATUSES, "paper_ap"} and not c.endswith(("_mean", "_std"))
     ]
+    metrics = [m for m in TABLE_METRICS if table[f"{m}_mean"].notna().any()]  # those these runs measure
     best = {}
-    for m in TABLE_METRICS:
+    for m in metrics:
         values = table[f"{m}_mean"].dropna()
-        if len(values):
-            best[m] = values.max() if METRICS[m].higher_is_better else values.min()
+        best[m] = values.max() if METRICS[m].higher_is_better else values.min()
     lines = []
-    header = [*settings, "n", "diverged", *(METRICS[m].label for m in TABLE_METRICS)]
+    header = [*settings, "n", "diverged", *(METRICS[m].label for m in metrics)]
     if "paper_ap" in table:
         header.append("paper AP")
-    if spec.paper == "table1d":
-        header.append("paper NMS thr")
     rows = []
     for row in table.to_dict("records"):
         cells = [setting_cell({**table.attrs["context"], **row}, c) for c in settings]
@@ -181,7 +190,7 @@ def render_markdown(table, spec: ReportSpec) -> str:
             if row.get(status):
                 n += f" ({row[status]} {status})"
         cells += [n, str(row["diverged"])]
-        for m in TABLE_METRICS:
+        for m in metrics:
             text = format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], METRICS[m].digits)
             if row["ok"] == 0:
                 text = "missing" if row["missing"] else "–"
@@ -190,8 +199,6 @@ def render_markdown(table, spec: ReportSpec) -> str:
             cells.append(text)
         if "paper_ap" in table:
             cells.append(cell(row["paper_ap"]))
-        if spec.paper == "table1d":
-            cells.append("n/a (no NMS in classification)" if row.get("loss") == "ohem" else "n/a")
         rows.append(cells)
     lines.append(f"## {spec.name}")
     if spec.description:
@@ -200,13 +207,30 @@ def render_markdown(table, spec: ReportSpec) -> str:
     notes = [
         "n = ok runs (seeds) per setting; mean ± sample std (ddof = 1) over them; best value of each column in bold."
     ]
-    if spec.best_over:
+    if spec.best_over and table.attrs.get("chosen_on_val"):
+        notes.append(
+            f"Each row shows the {spec.best_over} with the highest mean validation AP for that setting (the "
+            "paper picks on its own validation set); the other columns are on the test split."
+        )
+    elif spec.best_over:
         notes.append(
             f"Each row shows the {spec.best_over} with the highest mean AP for that setting, as the paper does."
+        )
+    datasets = {table.attrs["context"].get("dataset")} | (
+        set(table["dataset"]) if "dataset" in table else set()
+    )
+    if "shapes" in datasets:
+        notes.append(
+            "AP, AP50, AP75: COCO detection AP (pycocotools) on the 512 test images; anchor AP: object against "
+            "background anchors; val AP: COCO AP on the 256 validation images."
         )
     if "paper_ap" in table:
         notes.append(f"paper AP: {CITATION}; compare the shape, not the values.")
     lines.append(" ".join(notes))
+    if spec.claims and "verdicts" in table.attrs:
+        from flx.claims import render
+
+        lines += ["", render(table.attrs["verdicts"]).rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -294,52 +318,6 @@ def _gain(better, base) -> tuple[float, float, bool, bool]:
     return gain, spread, gain > spread, -gain > spread
 
 
-def _findings_table1a(table, runs) -> list[str]:
-    best = _best(table)
-    if best is None:
-        return []
-    worst = table.loc[table["ap_mean"].idxmin()]
-    shape = best["alpha"] >= 0.5 and worst["alpha"] == table["alpha"].min()
-    return [
-        f"Best α here: {best['alpha']:g} (AP {_ap(best)}); the paper's best: 0.75 (31.1 AP), with α = 0.10 worst "
-        f"(0.0 AP). Here the worst is α = {worst['alpha']:g} (AP {_ap(worst)}).",
-        f"Shape {'replicated' if shape else 'not replicated'} (criterion: the best α is >= 0.5 and the smallest α "
-        "is the worst).",
-    ]
-
-
-def _findings_table1b(table, runs) -> list[str]:
-    best = _best(table)
-    ce = table[table["gamma"] == 0]
-    if best is None or ce.empty:
-        return []
-    ce = ce.iloc[0]
-    gain, spread, beyond, _ = _gain(best, ce)
-    alphas = ", ".join(f"γ={r['gamma']:g}: {r['alpha']:g}" for r in table.to_dict("records"))
-    return [
-        f"Best γ here: {best['gamma']:g} with α = {best['alpha']:g} (AP {_ap(best)}), against γ = 0 (α-balanced CE) "
-        f"at {_ap(ce)}: {gain:+.3f} AP (combined std {spread:.3f}). The paper: γ = 2, α = 0.25 gives 34.0 AP, "
-        "+2.9 over γ = 0.",
-        f"Best α per γ here: {alphas}. The paper's best α falls from 0.75 (γ ≤ 0.2) to 0.25 (γ ≥ 1).",
-        f"FL beats CE here: {'yes' if beyond else 'not beyond the seed noise'} (criterion: the AP gain of the "
-        "best γ over γ = 0 exceeds their combined std).",
-    ]
-
-
-def _findings_table1d(table, runs) -> list[str]:
-    fl = _best(table, table["loss"] == "focal")
-    ohem = _best(table, table["loss"] == "ohem")
-    if fl is None or ohem is None:
-        return []
-    gap = fl["ap_mean"] - ohem["ap_mean"]
-    return [
-        f"FL (γ = 2, α = 0.25): AP {_ap(fl)}; best OHEM (k = {ohem['ohem_k']:g}, "
-        f"{'1:3' if ohem['ohem_ratio'] == ohem['ohem_ratio'] else 'no ratio'}): AP {_ap(ohem)}; FL {gap:+.3f} AP. "
-        "The paper: FL 36.0 against the best OHEM 32.8, +3.2 AP.",
-        f"FL over OHEM {'replicated' if gap > 0 else 'not replicated'} (criterion: FL's mean AP above the best OHEM's).",
-    ]
-
-
 def _findings_generic(table, runs) -> list[str]:
     best = _best(table)
     if best is None:
@@ -348,19 +326,20 @@ def _findings_generic(table, runs) -> list[str]:
     setting = ", ".join(f"{k} = {setting_cell(best.to_dict(), k)}" for k in keys)
     out = [f"Best setting: {setting} (AP {_ap(best)})."]
     per_setting = summarize(runs)  # every setting, also those a best_over table leaves out
-    div = per_setting[per_setting["diverged"] > 0]
+    div = per_setting[(per_setting["diverged"] + per_setting["collapsed"]) > 0]
     if len(div):
         names = [c for c in setting_columns(runs) if c in div]
         out.append(
-            "Diverged runs: "
+            "Diverged or collapsed runs: "
             + "; ".join(
-                ", ".join(f"{k} = {setting_cell(r, k)}" for k in names) + f": {r['diverged']} of {r['runs']}"
+                ", ".join(f"{k} = {setting_cell(r, k)}" for k in names)
+                + f": {r['diverged']} diverged and {r['collapsed']} collapsed of {r['runs']}"
                 for r in div.to_dict("records")
             )
             + "."
         )
     else:
-        out.append(f"No run diverged (of {len(runs)}).")
+        out.append(f"No run diverged or collapsed (of {len(runs)}).")
     return out
 
 
@@ -381,49 +360,50 @@ def _findings_catsdogs(table, runs) -> list[str]:
     return out + _findings_generic(table, runs)
 
 
-def _findings_prior(table, runs) -> list[str]:
-    out = []
-    ce_off = runs[(runs["loss"] == "ce") & runs["prior"].isna() & (runs["status"] != "missing")]
-    diverged = int((ce_off["status"] == "diverged").sum())
-    out.append(
-        f"CE without the prior initialisation: {diverged} of {len(ce_off)} runs diverged (the paper: CE "
-        f"without it diverges). {'Replicated' if diverged else 'Not replicated'} (criterion: any such run "
-        "diverges)."
-    )
-    for (loss, optimizer), g in table.groupby(["loss", "optimizer"], sort=True):
-        on, off = g[g["prior"].notna()], g[g["prior"].isna()]
-        if len(on) and len(off):
-            out.append(
-                f"{loss} with {optimizer}: AP {_ap(on.iloc[0])} with π = 0.01 against {_ap(off.iloc[0])} "
-                "without."
-            )
+def _findings_curves(table, runs) -> list[str]:
+    """Where each learning curve reaches its plateau, the training length the README's rule gives, and how much
+    the validation AP still moved over the last sixth of training."""
+    from flx.plots import _curve, plateau_steps
+
+    out, steps = [], []
+    for row in runs[runs["status"] == "ok"].to_dict("records"):
+        step, best = plateau_steps(row, PLATEAU_SHARE)
+        curve = _curve(row)
+        if step is None:
+            continue
+        steps.append(step)
+        tail = [ap for s, ap, _ in curve if s >= row["steps"] * 5 / 6]
+        out.append(
+            f"{row['loss']}: at the constant lr, validation AP reaches {PLATEAU_SHARE:.0%} of its pre-decay best "
+            f"({best:.3f}) at step {step}; over the last sixth of training it moves {tail[-1] - tail[0]:+.3f} "
+            f"(to {tail[-1]:.3f})."
+        )
+    measured = runs[runs["status"] == "ok"]
+    if "imbalance" in measured and measured["imbalance"].notna().any():
+        first = measured.iloc[0]
+        shares = ", ".join(
+            f"{r['loss']} {100 * r['neg_loss_share']:.2g}%"
+            for r in measured.to_dict("records")
+            if r["loss"] != "ohem"
+        )
+        out.insert(
+            0,
+            f"Anchors: {first['anchors_per_image']:,.0f} per image, {first['pos_anchors_per_image']:.1f} of them "
+            f"on an object and {first['ignored_anchors_per_image']:.1f} ignored (IoU 0.4-0.5): 1:"
+            f"{first['imbalance']:.0f} object to background anchors (the paper: about 1:1000). Share of the "
+            f"initial loss (every anchor at p = π = 0.01) carried by the background anchors: {shares}.",
+        )
+    if steps:
+        length = math.ceil(max(steps) * 1.5 / 100) * 100
+        out.append(
+            f"Training length by the rule (1.5 x the latest of these steps, so the first lr decay, at 2/3, comes "
+            f"where the constant-lr curves level off): {length} steps."
+        )
     return out
 
 
-def _findings_poly(table, runs) -> list[str]:
-    out = []
-    for base, poly in (("ce", "poly1"), ("focal", "poly1_focal")):
-        ref = _best(table, table["loss"] == base)
-        best = _best(table, table["loss"] == poly)
-        if ref is None or best is None:
-            continue
-        gain, spread, better, worse = _gain(best, ref)
-        verdict = "better" if better else "worse" if worse else "no clear difference"
-        out.append(
-            f"{poly}: best ε = {best['epsilon']:g} (AP {_ap(best)}) against {base} {_ap(ref)}: {gain:+.3f} "
-            f"(combined std {spread:.3f}) → {verdict}."
-        )
-    return out + ["The PolyLoss paper tunes ε per task (positive ε helped classification with CE)."]
-
-
-FINDINGS = {
-    "table1a": _findings_table1a,
-    "table1b": _findings_table1b,
-    "table1d": _findings_table1d,
-    "catsdogs": _findings_catsdogs,
-    "prior": _findings_prior,
-    "poly": _findings_poly,
-}
+PLATEAU_SHARE = 0.95
+FINDINGS = {"catsdogs": _findings_catsdogs, "curves": _findings_curves}
 
 
 INDEX_HEADER = [
@@ -460,7 +440,8 @@ def render_index(results_dirs: list[Path], prefix: str = "", header: bool = True
         lines += [f"## [{spec.name}]({prefix}{d.name}/table.md)", ""]
         if spec.description:
             lines += [spec.description + ".", ""]
-        findings = FINDINGS.get(spec.name, _findings_generic)(table, with_missing(df, spec.planned))
+        findings = [v.line() for v in table.attrs.get("verdicts", [])]
+        findings += FINDINGS.get(spec.name, _findings_generic)(table, with_missing(df, spec.planned))
         lines += [f"- {f}" for f in findings]
         lines += [f"- {len(df)} runs, {hours * 60:.1f} CPU-minutes of training (sum of run wall times).", ""]
         table_md = (d / "table.md").read_text() if (d / "table.md").exists() else render_markdown(table, spec)

@@ -29,7 +29,7 @@ def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
 def run_label(fields: dict) -> str:
     """'focal alpha=0.25 gamma=2': a run's loss and the hyperparameters it uses (the others are None)."""
     return " ".join(
-        [fields["loss"], *(f"{k}={cell(fields[k])}" for k in LOSS_PARAMS if fields.get(k) is not None)]
+        [fields["loss"], *(f"{k}={cell(fields[k])}" for k in LOSS_PARAMS if cell(fields.get(k)) != "–")]
     )
 
 
@@ -66,8 +66,8 @@ def summarize(df, metrics=TABLE_METRICS, keys: list[str] | None = None):
         row = {k: first[k] for k in keys}
         row["runs"] = len(group)
         row.update({s: int((group["status"] == s).sum()) for s in STATUSES})
-        for m in metrics:
-            row[f"{m}_mean"] = ok[m].mean() if len(ok) else math.nan
-            row[f"{m}_std"] = ok[m].std(ddof=1) if len(ok) > 1 else math.nan
+        for m in metrics:  # a metric these runs do not record (older records, another task) is NaN
+            row[f"{m}_mean"] = ok[m].mean() if len(ok) and m in ok else math.nan
+            row[f"{m}_std"] = ok[m].std(ddof=1) if len(ok) > 1 and m in ok else math.nan
         rows.append(row)
     return pd.DataFrame(rows).sort_values(keys, na_position="first", kind="stable").reset_index(drop=True)

@@ -57,6 +57,8 @@ def merge(spec: dict | None, overrides: dict | None = None) -> dict:
     lists = {k: list(v) for k, v in overrides.items() if isinstance(v, (list, tuple))}
     fixed = {k: v for k, v in overrides.items() if k not in lists}
     grids = [{k: v for k, v in g.items() if k not in fixed} | lists for g in spec["grid"]]
+    if seeds is not None:  # --seeds replaces every grid's own number of seeds
+        grids = [{k: v for k, v in g.items() if k != "seeds"} for g in grids]
     config = {k: v for k, v in spec["config"].items() if k not in lists} | fixed
     if not any("loss" in g for g in grids) and "loss" not in config:
         grids = [{**g, "loss": ["focal"]} for g in grids]
@@ -65,16 +67,20 @@ def merge(spec: dict | None, overrides: dict | None = None) -> dict:
 
 def plan_size(spec: dict) -> int:
     """Grid points times seeds before inapplicable parameters collapse (an upper bound on the runs)."""
-    return sum(math.prod(len(v) for v in g.values()) for g in spec["grid"]) * spec["seeds"]
+    return sum(
+        math.prod(len(v) for k, v in g.items() if k != "seeds") * g.get("seeds", spec["seeds"])
+        for g in spec["grid"]
+    )
 
 
 def expand(base: Config, grids: list[dict[str, list]], seeds: Iterable[int]) -> list[Config]:
-    """Every distinct normalized config of the grids (each a product of its lists) times the seeds, in order."""
+    """Every distinct normalized config of the grids (each a product of its lists) times the seeds (a grid's own
+    ``seeds``, a number, replaces them for that grid), in order."""
     out: dict[str, Config] = {}
     for grid in grids:
-        names = list(grid)
+        names = [n for n in grid if n != "seeds"]
         for values in itertools.product(*(grid[n] for n in names)):
-            for seed in seeds:
+            for seed in range(grid["seeds"]) if "seeds" in grid else seeds:
                 config = dataclasses.replace(
                     base, **dict(zip(names, values, strict=True)), seed=seed
                 ).normalized()

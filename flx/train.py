@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from flx import __version__
-from flx.config import Config, get_loss
+from flx.config import Config, get_dataset, get_loss
 from flx.data import describe, load
 from flx.metrics import METRICS, classification_metrics
 from flx.models import build_model
@@ -130,6 +130,44 @@ def train_model(config: Config, data_dir: str | None = None):
     return model, test, epoch_loss, epochs_run, status
 
 
+def run_detection(config: Config, train, test, meta) -> dict:
+    """Train the tiny RetinaNet (:mod:`flx.detection`) and evaluate it on the validation and test images.
+
+    "collapsed" also covers a detector that ends with no detection above the score threshold on the test
+    images (it predicts background everywhere: the paper's CE without the prior). With ``eval_every`` the
+    validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP, val AP50], ...]).
+    """
+    import json
+
+    from flx.detection import anchor_imbalance, evaluate, train_detector
+
+    curve = []
+
+    def on_eval(step, model):
+        m = evaluate(model, meta["val"], "val_")
+        curve.append([step, round(m["val_ap"], 5), round(m["val_ap50"], 5)])
+
+    model, status, train_loss, steps_run = train_detector(
+        config, train, evaluate_every=config.eval_every or 0, on_eval=on_eval
+    )
+    record = {"train_loss": train_loss, "steps_run": steps_run, **anchor_imbalance(meta["val"], config)}
+    if status == "ok":
+        val, tested = evaluate(model, meta["val"], "val_"), evaluate(model, test)
+        if config.eval_every and (not curve or curve[-1][0] != steps_run):  # a curve ends at the last step
+            curve.append([steps_run, round(val["val_ap"], 5), round(val["val_ap50"], 5)])
+        finite = val.pop("_finite") and tested.pop("_finite")
+        metrics = {**val, **tested}
+        if not (finite and all(math.isfinite(v) for v in metrics.values())):
+            status = "diverged"
+        elif metrics["detections"] == 0:
+            status = "collapsed"
+        record.update({k: v for k, v in metrics.items() if k in METRICS or k == "detections"})
+    if curve:
+        record["curve"] = json.dumps(curve)
+    record["status"] = status
+    return record
+
+
 def run(config: Config, data_dir: str | None = None, data: dict | None = None) -> dict:
     """Train one model and return its record: key, config, status, metrics, data, timings and provenance.
 
@@ -149,7 +187,12 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None) -
     record["data_time_s"] = time.perf_counter() - t0
     record["key"] = config.key(record.get("data_fingerprint") or "unknown")
     started = time.perf_counter()
-    if record.get("status") != "failed":
+    if record.get("status") != "failed" and get_dataset(config.dataset).task == "detection":
+        try:
+            record.update(run_detection(config, train, test, meta), error=None)
+        except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
+    elif record.get("status") != "failed":
         try:
             model, test, train_loss, epochs_run, status = train_model(config, data_dir)
             record.update(train_loss=train_loss, epochs_run=epochs_run)
@@ -161,6 +204,10 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None) -
                     status = "collapsed"  # constant scores rank nothing
                 else:
                     record.update(classification_metrics(test.y.numpy(), scores.double().numpy()))
+                    if meta.get("val") is not None:  # what choices (best alpha, best OHEM) are made on
+                        val = meta["val"]
+                        val_scores = torch.sigmoid(predict(model, val.x)).double().numpy()
+                        record["val_ap"] = classification_metrics(val.y.numpy(), val_scores)["ap"]
             record.update(status=status, error=None)
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", epochs_run=0)

@@ -137,7 +137,7 @@ def test_committed_results_readme_is_generated():
     dirs = sorted(p.parent for p in RESULTS.glob("*/runs.csv"))
     if not dirs:
         pytest.skip("no committed results yet")
-    order = ["table1a", "table1b", "table1d", "poly", "prior", "catsdogs"]
+    order = ["curves", "table1a", "table1b", "table1c", "table1d", "prior", "poly", "proxy", "catsdogs"]
     dirs.sort(key=lambda d: order.index(d.name) if d.name in order else len(order))
     assert (RESULTS / "README.md").read_text() == render_index(dirs)
     readme = (ROOT / "README.md").read_text()
@@ -150,25 +150,15 @@ def test_each_spec_smoke_with_tiny_budget(tmp_path, spec):
     images = tmp_path / "images"
     _write_images(images / "train", n=12)
     out = tmp_path / spec.stem
-    args = [
-        "sweep",
-        str(spec),
-        *TINY,
-        "--seeds",
-        "1",
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-        "--image-size",
-        "16",
-        "--data-dir",
-        str(images),
-    ]
+    detection = load_spec(spec)["config"].get("dataset") == "shapes"
+    budget = ["--steps", "2", "--n-images", "8", "--batch-size", "2", "--image-size", "32"]
+    args = ["sweep", str(spec), *(budget if detection else [*TINY, "--image-size", "16"])]
+    args += ["--seeds", "1", "--workers", "1", "--out", str(out), "--data-dir", str(images)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     effective = load_spec(out / "spec.toml")  # the spec with the command line's overrides
-    assert effective["seeds"] == 1 and effective["config"]["epochs"] == 1
+    assert effective["seeds"] == 1
+    assert effective["config"]["steps" if detection else "epochs"] == (2 if detection else 1)
     assert (effective.get("report") or {}) == (load_spec(spec).get("report") or {})
     planned = int(re.search(r"sweep: (\d+) runs", result.output).group(1))
     assert planned >= 2 and len(Store(out).records()) == planned
