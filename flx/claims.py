@@ -43,7 +43,7 @@ class Verdict:
     def line(self) -> str:
         if self.n == 0:
             return (
-                f"{self.name}: {self.a} vs {self.b}: no paired seeds with a {self.metric} (its runs failed) → "
+                f"{self.name}: {self.a} vs {self.b}: no paired seeds with a result ({self.metric}; their runs failed) → "
                 f"**{self.verdict}**" + (f" (paper: {self.paper})" if self.paper else "")
             )
         interval = (

@@ -119,9 +119,7 @@ class ClassificationHead(RetinaNetClassificationHead):
         self.anchors = None  # set by the detector before each loss (OHEM's NMS needs the anchor boxes)
 
     def per_anchor_loss(self, logits, targets):
-        """Element-wise loss of the configured loss (OHEM ranks by CE)."""
-        if self.config.loss == "ohem":
-            return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        """Element-wise loss of the configured loss (for OHEM: CE, what it ranks the anchors by)."""
         return self.loss(logits, targets, reduction="none", **self.config.hparams())
 
     def compute_loss(self, targets, head_outputs, matched_idxs):

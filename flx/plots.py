@@ -3,6 +3,7 @@ deterministic, so this gives the stored run's model back without storing every e
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -175,7 +176,9 @@ def plateau_steps(row, share: float = 0.95) -> tuple:
     curve = _curve(row)
     if not curve:
         return None, None
-    before = [(s, ap) for s, ap, _ in curve if s <= row["steps"] * 2 / 3] or [(s, ap) for s, ap, _ in curve]
+    steps = row.get("steps")  # detection: the lr decays at 2/3 of the steps; classification: a constant lr
+    horizon = steps * 2 / 3 if isinstance(steps, (int, float)) and steps == steps else math.inf
+    before = [(c[0], c[1]) for c in curve if c[0] <= horizon] or [(c[0], c[1]) for c in curve]
     best = max(ap for _, ap in before)
     return next(s for s, ap in before if ap >= share * best), best
 
@@ -192,11 +195,15 @@ def learning_curves(runs, out: Path, spec) -> Path | None:
         line = ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", ms=3, label=label)
         step, _ = plateau_steps(row)
         ax.axvline(step, color=line[0].get_color(), ls=":", lw=1)
-    decay = rows[0]["steps"]
-    for frac in (2 / 3, 8 / 9):
-        ax.axvline(decay * frac, color="grey", lw=0.8)
-    ax.set_xlabel("training step (8 images each); grey: lr / 10; dotted: 95% of the pre-decay best")
-    ax.set_ylabel("validation COCO AP")
+    decay = rows[0].get("steps")
+    if isinstance(decay, (int, float)) and decay == decay:  # detection: steps, lr decays
+        for frac in (2 / 3, 8 / 9):
+            ax.axvline(decay * frac, color="grey", lw=0.8)
+        ax.set_xlabel("training step (8 images each); grey: lr / 10; dotted: 95% of the pre-decay best")
+        ax.set_ylabel("validation COCO AP")
+    else:
+        ax.set_xlabel("epoch; dotted: 95% of the best")
+        ax.set_ylabel("validation AP")
     ax.set_title(f"{spec.name}: learning curves")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

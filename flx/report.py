@@ -372,7 +372,8 @@ def _findings_curves(table, runs) -> list[str]:
         if step is None:
             continue
         steps.append(step)
-        tail = [ap for s, ap, _ in curve if s >= row["steps"] * 5 / 6]
+        last = curve[-1][0]
+        tail = [c[1] for c in curve if c[0] >= last * 5 / 6] or [curve[-1][1]]
         out.append(
             f"{row['loss']}: at the constant lr, validation AP reaches {PLATEAU_SHARE:.0%} of its pre-decay best "
             f"({best:.3f}) at step {step}; over the last sixth of training it moves {tail[-1] - tail[0]:+.3f} "
@@ -393,7 +394,8 @@ def _findings_curves(table, runs) -> list[str]:
             f"{first['imbalance']:.0f} object to background anchors (the paper: about 1:1000). Share of the "
             f"initial loss (every anchor at p = π = 0.01) carried by the background anchors: {shares}.",
         )
-    if steps:
+    detection = "steps" in runs and runs["steps"].notna().any()
+    if steps and detection:
         length = math.ceil(max(steps) * 1.5 / 100) * 100
         out.append(
             f"Training length by the rule (1.5 x the latest of these steps, so the first lr decay, at 2/3, comes "
@@ -404,6 +406,36 @@ def _findings_curves(table, runs) -> list[str]:
 
 PLATEAU_SHARE = 0.95
 FINDINGS = {"catsdogs": _findings_catsdogs, "curves": _findings_curves}
+
+
+def findings(name: str, table, runs) -> list[str]:
+    """What a results folder shows: its claims' verdicts, then its own findings (or the generic ones), then how
+    its learning curves level off where its runs store them."""
+    out = [v.line() for v in table.attrs.get("verdicts", [])]
+    out += FINDINGS.get(name, _findings_generic)(table, runs)
+    if name != "curves" and "curve" in runs and runs["curve"].notna().any():
+        out += _plateau_summary(runs)
+    return out
+
+
+def _plateau_summary(runs) -> list[str]:
+    """How much the ok runs' validation AP still moved over the last sixth of their stored curves."""
+    from flx.plots import _curve
+
+    moves = []
+    for row in runs[runs["status"] == "ok"].to_dict("records"):
+        curve = _curve(row)
+        if curve and len(curve) > 1:
+            last = curve[-1][0]
+            tail = [c[1] for c in curve if c[0] >= last * 5 / 6]
+            moves.append(tail[-1] - tail[0] if len(tail) > 1 else curve[-1][1] - curve[-2][1])
+    if not moves:
+        return []
+    unit = "steps" if "steps" in runs and runs["steps"].notna().any() else "epochs"
+    return [
+        f"Plateau: over the last sixth of training ({unit}) the validation AP of the {len(moves)} ok runs moved by "
+        f"{min(moves):+.3f} to {max(moves):+.3f} (median {float(np.median(moves)):+.3f})."
+    ]
 
 
 INDEX_HEADER = [
@@ -440,9 +472,8 @@ def render_index(results_dirs: list[Path], prefix: str = "", header: bool = True
         lines += [f"## [{spec.name}]({prefix}{d.name}/table.md)", ""]
         if spec.description:
             lines += [spec.description + ".", ""]
-        findings = [v.line() for v in table.attrs.get("verdicts", [])]
-        findings += FINDINGS.get(spec.name, _findings_generic)(table, with_missing(df, spec.planned))
-        lines += [f"- {f}" for f in findings]
+        found = findings(spec.name, table, with_missing(df, spec.planned))
+        lines += [f"- {f}" for f in found]
         lines += [f"- {len(df)} runs, {hours * 60:.1f} CPU-minutes of training (sum of run wall times).", ""]
         table_md = (d / "table.md").read_text() if (d / "table.md").exists() else render_markdown(table, spec)
         body = table_md.split("\n", 1)[1].lstrip("\n")  # drop the table's own heading

@@ -14,6 +14,7 @@ Only ``ok`` runs enter a table's means; the others are counted beside them.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import platform
 import subprocess
@@ -84,9 +85,10 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 8192) -> 
     return torch.cat([model(_prepare(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
-def train_model(config: Config, data_dir: str | None = None):
+def train_model(config: Config, data_dir: str | None = None, on_epoch=None):
     """Train per ``config``; returns (model, test split, mean loss of the last epoch, epochs run, status), the
-    status being "ok", "diverged" or "collapsed" (training stops at the first sign of either)."""
+    status being "ok", "diverged" or "collapsed" (training stops at the first sign of either). ``on_epoch(epoch,
+    model)`` is called after each epoch that ends ok (the learning curve)."""
     torch.manual_seed(config.seed)
     train, test, _ = load(config.dataset, config.data_params(), config.data_seed, data_dir)
     model = build_model(config.model, tuple(train.x.shape[1:]), config.hidden, config.prior)
@@ -120,6 +122,8 @@ def train_model(config: Config, data_dir: str | None = None):
             batches += 1
             first = total if first is None else first
         epochs_run += 1
+        if on_epoch is not None and status == "ok":
+            on_epoch(epochs_run, model)
         epoch_loss = total / max(batches, 1)
         if status == "ok" and first is not None and epoch_loss > EXPLODE_FACTOR * max(first, EXPLODE_FLOOR):
             status = "collapsed"
@@ -137,8 +141,6 @@ def run_detection(config: Config, train, test, meta) -> dict:
     images (it predicts background everywhere: the paper's CE without the prior). With ``eval_every`` the
     validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP, val AP50], ...]).
     """
-    import json
-
     from flx.detection import anchor_imbalance, evaluate, train_detector
 
     curve = []
@@ -194,7 +196,19 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None) -
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
     elif record.get("status") != "failed":
         try:
-            model, test, train_loss, epochs_run, status = train_model(config, data_dir)
+            curve = []
+
+            def on_epoch(epoch, model):  # validation AP per epoch: shows where training levels off
+                if meta.get("val") is not None:
+                    val = meta["val"]
+                    from sklearn.metrics import average_precision_score
+
+                    scores = torch.sigmoid(predict(model, val.x)).double().numpy()
+                    curve.append([epoch, round(float(average_precision_score(val.y.numpy(), scores)), 5)])
+
+            model, test, train_loss, epochs_run, status = train_model(config, data_dir, on_epoch)
+            if curve:
+                record["curve"] = json.dumps(curve)
             record.update(train_loss=train_loss, epochs_run=epochs_run)
             if status == "ok":
                 scores = torch.sigmoid(predict(model, test.x))

@@ -193,7 +193,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
         "3",
         *TINY,
         "--epochs",
-        "6",
+        "30",  # long enough that a busy machine cannot finish all 15 runs before the signal lands
         "--workers",
         "2",
         "--out",
