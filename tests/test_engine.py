@@ -142,7 +142,15 @@ def _start_sweep_and_wait(args, db, at_least: int, stdout):
     """Start a sweep in a session of its own (so a signal reaches it and its workers) and return once the
     store holds ``at_least`` runs (or after two minutes)."""
     proc = subprocess.Popen(
-        args, stdout=stdout, stderr=subprocess.STDOUT, text=True, env=subprocess_env(), start_new_session=True
+        args,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=subprocess_env(),
+        start_new_session=True,
+        # as from a terminal: a test runner started in the background (`cmd &` in a script) ignores SIGINT, and
+        # a child would inherit that and never see the Ctrl-C this test sends
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline and not (db.exists() and _count(db)[0] >= at_least):
