@@ -121,6 +121,8 @@ class DatasetSpec:
 
 CLASSIFICATION_DEFAULTS = {"hidden": 64, "optimizer": "adam", "lr": 1e-3, "epochs": 3, "batch_size": 1024}
 # The paper's training (Section 4.1) at flx's scale: SGD, lr 0.01, 8 images per step; 9 anchors per location.
+# Detection: the lr is divided by 10 at these fractions of the steps (the paper's 60k and 80k of 90k).
+LR_DECAYS = (2 / 3, 8 / 9)
 DETECTION_DEFAULTS = {
     "hidden": 16,
     "optimizer": "sgd",

@@ -33,7 +33,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetRegressionHead
 from torchvision.ops import FeaturePyramidNetwork, nms
 
-from flx.config import get_loss
+from flx.config import LR_DECAYS, get_loss
 
 STRIDES = (2, 4)
 BASE_SIZES = (8, 16)  # at 64 px (scaled with the image): 4 x stride, as RetinaNet's 32 px anchors at stride 8
@@ -211,7 +211,7 @@ def lr_factor(step: int, steps: int) -> float:
     warmup = max(1, steps // 10)
     if step < warmup:
         return WARMUP_FACTOR + (1 - WARMUP_FACTOR) * step / warmup
-    return 1.0 if step < steps * 2 / 3 else 0.1 if step < steps * 8 / 9 else 0.01
+    return (1.0, 0.1, 0.01)[sum(step >= steps * frac for frac in LR_DECAYS)]
 
 
 def _batch(split, idx, flip):
@@ -374,12 +374,13 @@ def example_losses(model, split, config) -> tuple:
     return loss[y].numpy(), loss[~y].numpy()
 
 
-def anchor_imbalance(split, config) -> dict:
+def anchor_imbalance(split, config, model=None) -> dict:
     """Anchors per image and positive/ignored anchors per image of ``split`` under ``config``'s anchors, and
-    the share of the initial loss (bias at the prior, every anchor at p = pi) that the negatives carry."""
+    the share of the initial loss (bias at the prior, every anchor at p = pi) that the negatives carry.
+    ``model``: a detector of ``config`` already built (its anchors and matcher are not learned)."""
     from torchvision.models.detection.image_list import ImageList
 
-    model = build_detector(config)
+    model = model if model is not None else build_detector(config)
     size = split.images.shape[-1]
     batch = ImageList(torch.zeros(1, 3, size, size), [(size, size)])
     anchors = model.anchor_generator(batch, [torch.zeros(1, 1, size // s, size // s) for s in STRIDES])[0]

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from flx.config import FIGURES as FIGURE_NAMES  # noqa: E402
+from flx.config import LR_DECAYS  # noqa: E402
 from flx.summary import cell, run_label, setting_columns, summarize  # noqa: E402
 
 PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio", "anchor_scales")
@@ -177,7 +178,7 @@ def plateau_steps(row, share: float = 0.95) -> tuple:
     if not curve:
         return None, None
     steps = row.get("steps")  # detection: the lr decays at 2/3 of the steps; classification: a constant lr
-    horizon = steps * 2 / 3 if isinstance(steps, (int, float)) and steps == steps else math.inf
+    horizon = steps * LR_DECAYS[0] if isinstance(steps, (int, float)) and steps == steps else math.inf
     before = [(c[0], c[1]) for c in curve if c[0] <= horizon] or [(c[0], c[1]) for c in curve]
     best = max(ap for _, ap in before)
     return next(s for s, ap in before if ap >= share * best), best
@@ -197,7 +198,7 @@ def learning_curves(runs, out: Path, spec) -> Path | None:
         ax.axvline(step, color=line[0].get_color(), ls=":", lw=1)
     decay = rows[0].get("steps")
     if isinstance(decay, (int, float)) and decay == decay:  # detection: steps, lr decays
-        for frac in (2 / 3, 8 / 9):
+        for frac in LR_DECAYS:
             ax.axvline(decay * frac, color="grey", lw=0.8)
         ax.set_xlabel("training step (8 images each); grey: lr / 10; dotted: 95% of the pre-decay best")
         ax.set_ylabel("validation COCO AP")

@@ -372,12 +372,10 @@ def _findings_curves(table, runs) -> list[str]:
         if step is None:
             continue
         steps.append(step)
-        last = curve[-1][0]
-        tail = [c[1] for c in curve if c[0] >= last * 5 / 6] or [curve[-1][1]]
         out.append(
             f"{row['loss']}: at the constant lr, validation AP reaches {PLATEAU_SHARE:.0%} of its pre-decay best "
-            f"({best:.3f}) at step {step}; over the last sixth of training it moves {tail[-1] - tail[0]:+.3f} "
-            f"(to {tail[-1]:.3f})."
+            f"({best:.3f}) at step {step}; over the last sixth of training it moves {_tail_move(curve):+.3f} "
+            f"(to {curve[-1][1]:.3f})."
         )
     measured = runs[runs["status"] == "ok"]
     if "imbalance" in measured and measured["imbalance"].notna().any():
@@ -418,6 +416,14 @@ def findings(name: str, table, runs) -> list[str]:
     return out
 
 
+def _tail_move(curve: list) -> float:
+    """How far a stored curve's validation AP moved over its last sixth (its last step when that holds one)."""
+    tail = [c[1] for c in curve if c[0] >= curve[-1][0] * 5 / 6]
+    if len(tail) > 1 or len(curve) < 2:
+        return tail[-1] - tail[0]
+    return curve[-1][1] - curve[-2][1]
+
+
 def _plateau_summary(runs) -> list[str]:
     """How much the ok runs' validation AP still moved over the last sixth of their stored curves."""
     from flx.plots import _curve
@@ -426,9 +432,7 @@ def _plateau_summary(runs) -> list[str]:
     for row in runs[runs["status"] == "ok"].to_dict("records"):
         curve = _curve(row)
         if curve and len(curve) > 1:
-            last = curve[-1][0]
-            tail = [c[1] for c in curve if c[0] >= last * 5 / 6]
-            moves.append(tail[-1] - tail[0] if len(tail) > 1 else curve[-1][1] - curve[-2][1])
+            moves.append(_tail_move(curve))
     if not moves:
         return []
     unit = "steps" if "steps" in runs and runs["steps"].notna().any() else "epochs"

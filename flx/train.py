@@ -152,7 +152,11 @@ def run_detection(config: Config, train, test, meta) -> dict:
     model, status, train_loss, steps_run = train_detector(
         config, train, evaluate_every=config.eval_every or 0, on_eval=on_eval
     )
-    record = {"train_loss": train_loss, "steps_run": steps_run, **anchor_imbalance(meta["val"], config)}
+    record = {
+        "train_loss": train_loss,
+        "steps_run": steps_run,
+        **anchor_imbalance(meta["val"], config, model),
+    }
     if status == "ok":
         val, tested = evaluate(model, meta["val"], "val_"), evaluate(model, test)
         if config.eval_every and (not curve or curve[-1][0] != steps_run):  # a curve ends at the last step
