@@ -11,6 +11,10 @@ difference a - b (b - a for ``direction = "less"``) is taken per seed, and its m
 - ``inconclusive``: it contains 0;
 - ``too few seeds``: fewer paired seeds than the claim's ``min_seeds``.
 
+A claim that two settings are as good as each other (``direction = "equivalent"``, with a ``margin`` m: "FL is
+no better than CE") is judged as an equivalence test: ``replicated`` when the interval lies inside (-m, m),
+``contradicted`` when it lies wholly outside [-m, m] (on either side), ``inconclusive`` otherwise.
+
 A diverged or collapsed run leaves its seed out, unless the claim gives ``failures`` (the metric such a run
 scores, e.g. AP 0 for a detector that detects nothing).
 """
@@ -39,6 +43,7 @@ class Verdict:
     high: float
     verdict: str
     paper: str = ""
+    margin: float | None = None  # an equivalence claim's
 
     def line(self) -> str:
         if self.n == 0:
@@ -49,9 +54,11 @@ class Verdict:
         interval = (
             f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]" if self.n >= 2 else f"{self.mean:+.3f}"
         )
+        within = f", equivalence margin ±{self.margin:g}" if self.margin is not None else ""
         return (
             f"{self.name}: {self.a} vs {self.b}, paired {self.metric} difference {interval} (95% CI, "
-            f"n = {self.n} seeds) → **{self.verdict}**" + (f" (paper: {self.paper})" if self.paper else "")
+            f"n = {self.n} seeds{within}) → **{self.verdict}**"
+            + (f" (paper: {self.paper})" if self.paper else "")
         )
 
 
@@ -126,7 +133,8 @@ def judge(claim: dict, runs) -> Verdict:
     va = _values(a, metric, failures) if a is not None else {}
     vb = _values(b, metric, failures) if b is not None else {}
     seeds = sorted(set(va) & set(vb))
-    sign = -1.0 if claim.get("direction", "greater") == "less" else 1.0
+    direction = claim.get("direction", "greater")
+    sign = -1.0 if direction == "less" else 1.0
     diffs = [sign * (va[s] - vb[s]) for s in seeds]
     n, min_seeds = len(diffs), claim.get("min_seeds", 3)
     mean = sum(diffs) / n if n else math.nan
@@ -135,8 +143,12 @@ def judge(claim: dict, runs) -> Verdict:
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
         half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
         low, high = mean - half, mean + half
+    margin = claim.get("margin") if direction == "equivalent" else None
     if n < max(2, min_seeds):
         verdict = "too few seeds"
+    elif margin is not None:
+        inside, outside = -margin < low and high < margin, low > margin or high < -margin
+        verdict = "replicated" if inside else "contradicted" if outside else "inconclusive"
     elif low > 0:
         verdict = "replicated"
     elif high < 0:
@@ -155,6 +167,7 @@ def judge(claim: dict, runs) -> Verdict:
         high,
         verdict,
         claim.get("paper", ""),
+        margin,
     )
 
 
@@ -170,7 +183,7 @@ def render(verdicts: list[Verdict]) -> str:
         return ""
     rows = [
         [
-            v.name,
+            v.name + (f" (within ±{v.margin:g})" if v.margin is not None else ""),
             v.a,
             v.b,
             f"{v.n} (≥ {v.min_seeds})",
@@ -197,5 +210,10 @@ def render(verdicts: list[Verdict]) -> str:
         "Replicated: the 95% t interval of the paired difference lies above 0; contradicted: below 0; "
         "inconclusive: it contains 0."
     )
+    if any(v.margin is not None for v in verdicts):
+        note += (
+            " An equivalence claim (within ±m) is replicated when the interval lies inside (−m, m), contradicted "
+            "when it lies wholly outside [−m, m], inconclusive otherwise."
+        )
     table = tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
     return f"### Claims\n\n{table}\n\n{note}\n"

@@ -200,7 +200,9 @@ def run(
     n_samples: str | None = _opt("n_samples", default_note=" (default: 520000)"),
     dim: str | None = _opt("dim", default_note=" (default: 16)"),
     hard_frac: str | None = _opt("hard_frac", default_note=" (default: 0.02)"),
-    image_size: str | None = _opt("image_size", default_note=" (default: 64; shapes: 48)"),
+    image_size: str | None = _opt("image_size", default_note=" (default: 32; shapes: 48)"),
+    backbone: str | None = _opt("backbone", default_note=" (default: indomain)"),
+    weights: str | None = _opt("weights", default_note=" (default: imagenet)"),
     n_images: str | None = _opt("n_images", default_note=" (default: 2048; shapes)"),
     model: str | None = _opt("model", default_note=" (default: mlp for vectors, cnn for images)"),
     hidden: str | None = _opt("hidden", default_note=" (default: 64; shapes: 16)"),
@@ -209,9 +211,10 @@ def run(
     anchor_ratios: str | None = _opt("anchor_ratios", default_note=" (default: 3)"),
     optimizer: str | None = _opt("optimizer", default_note=" (default: adam; shapes: sgd)"),
     lr: str | None = _opt("lr", default_note=" (default: 0.001; shapes: 0.01)"),
-    epochs: str | None = _opt("epochs", default_note=" (default: 3; classification)"),
-    steps: str | None = _opt("steps", default_note=" (default: 1500; detection)"),
-    batch_size: str | None = _opt("batch_size", default_note=" (default: 1024; shapes: 8 images)"),
+    epochs: str | None = _opt("epochs", default_note=" (default: 3; synthetic)"),
+    steps: str | None = _opt("steps", default_note=" (default: 1500; image sets and shapes)"),
+    eval_every: str | None = _opt("eval_every", default_note=" (default: 100; image sets)"),
+    batch_size: str | None = _opt("batch_size", default_note=" (default: 1024; images 128; shapes 8)"),
     seed: str | None = _opt("seed", default_note=" (default: 0)"),
     data_dir: str | None = DataDirOpt,
     out: str | None = OutOpt,
@@ -228,7 +231,8 @@ def run(
              dataset=dataset, ratio=ratio, n_samples=n_samples, dim=dim, hard_frac=hard_frac, image_size=image_size,
              model=model, hidden=hidden, prior=prior, optimizer=optimizer, lr=lr, epochs=epochs,
              batch_size=batch_size, seed=seed, ohem_nms=ohem_nms, anchor_scales=anchor_scales,
-             anchor_ratios=anchor_ratios, steps=steps, n_images=n_images),
+             anchor_ratios=anchor_ratios, steps=steps, n_images=n_images, backbone=backbone, weights=weights,
+             eval_every=eval_every),
     )  # fmt: skip
     config = Config(**fields).normalized()
     console = _console()
@@ -263,12 +267,14 @@ def sweep(
     anchor_ratios: str | None = _opt("anchor_ratios", many=True),
     ratio: str | None = _opt("ratio", many=True),
     prior: str | None = _opt("prior", many=True),
+    backbone: str | None = _opt("backbone", many=True),
     seeds: str | None = _opt("seeds", default_note=" (default: 1, or the spec's)"),
     dataset: str | None = _opt("dataset"),
     n_samples: str | None = _opt("n_samples"),
     dim: str | None = _opt("dim"),
     hard_frac: str | None = _opt("hard_frac"),
     image_size: str | None = _opt("image_size"),
+    weights: str | None = _opt("weights"),
     n_images: str | None = _opt("n_images"),
     model: str | None = _opt("model"),
     hidden: str | None = _opt("hidden"),
@@ -276,6 +282,7 @@ def sweep(
     lr: str | None = _opt("lr"),
     epochs: str | None = _opt("epochs"),
     steps: str | None = _opt("steps"),
+    eval_every: str | None = _opt("eval_every"),
     batch_size: str | None = _opt("batch_size"),
     workers: str | None = _opt("workers", default_note=" (default: the available cores)"),
     data_dir: str | None = DataDirOpt,
@@ -291,10 +298,11 @@ def sweep(
 
     overrides = _fields(
         dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
-             ohem_nms=ohem_nms, anchor_scales=anchor_scales, anchor_ratios=anchor_ratios, ratio=ratio, prior=prior),
+             ohem_nms=ohem_nms, anchor_scales=anchor_scales, anchor_ratios=anchor_ratios, ratio=ratio, prior=prior,
+             backbone=backbone),
         dict(dataset=dataset, n_samples=n_samples, dim=dim, hard_frac=hard_frac, image_size=image_size,
              n_images=n_images, model=model, hidden=hidden, optimizer=optimizer, lr=lr, epochs=epochs, steps=steps,
-             batch_size=batch_size, seeds=seeds),
+             batch_size=batch_size, seeds=seeds, weights=weights, eval_every=eval_every),
     )  # fmt: skip
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     loaded = load_spec(spec) if spec else empty_spec()
@@ -350,7 +358,7 @@ class SweepView:
             console=console, disable=not self.live,
         )  # fmt: skip
         self.counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0}
-        self.task = self.decode = None
+        self.task, self.decode = None, {}
         self.finished = self.pending = 0
 
     def __enter__(self):
@@ -372,11 +380,13 @@ class SweepView:
         if kind == "note":
             self._print(f"note: {f['text']}")
         elif kind == "decode":
-            if self.decode is None:
-                self.decode = self.progress.add_task("decoding images", total=f["total"], tally="")
+            stage = f.get("stage", "decoding images")
+            if stage not in self.decode:
+                self.decode[stage] = self.progress.add_task(stage, total=f["total"], tally="")
                 if not self.live:
-                    self._print(f"decoding {f['total']:,} images (cached for later runs)...")
-            self.progress.update(self.decode, completed=f["done"])
+                    what = "images" if stage == "decoding images" else "epochs"
+                    self._print(f"{stage}: {f['total']:,} {what} (cached for later runs)...")
+            self.progress.update(self.decode[stage], completed=f["done"])
         elif kind == "data":
             self._print(info_line(f["config"], f["info"]))
         elif kind == "start":

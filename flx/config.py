@@ -51,15 +51,27 @@ class LossSpec:
     params: dict = field(default_factory=dict)
     description: str = ""
 
-    def __call__(self, logits, targets, reduction: str = "mean", **hparams):
-        """The loss of ``logits`` against 0/1 ``targets``: "mean" over the elements, or per element ("none")."""
+    epoch_weight: str | None = None  # ``module:name`` of (logits, targets, **hparams) -> per-example weights
+
+    def __call__(self, logits, targets, reduction: str = "mean", weight=None, **hparams):
+        """The loss of ``logits`` against 0/1 ``targets``: "mean" over the elements, or per element ("none").
+        ``weight``: per-example weights computed once per epoch, for a loss with ``epoch_weight``."""
         unknown = set(hparams) - set(self.params)
         if unknown:
             raise ValueError(
                 f"loss {self.name!r} takes {sorted(self.params) or 'no hyperparameters'}, not {sorted(unknown)}"
             )
         params = {k: v for k, v in {**self.params, **hparams}.items() if k not in self.detection_only}
+        if weight is not None:
+            params["weight"] = weight
         return _resolve(self.objective)(logits, targets, reduction=reduction, **params)
+
+    def epoch_weights(self, logits, targets, **hparams):
+        """Per-example weights from the predictions at an epoch's start (detached), or None."""
+        if self.epoch_weight is None:
+            return None
+        params = {**self.params, **hparams}
+        return _resolve(self.epoch_weight)(logits, targets, **params)
 
     @property
     def detection_only(self) -> tuple:
@@ -81,6 +93,14 @@ LOSSES: dict[str, LossSpec] = {
             "flx.losses:_focal",
             {"alpha": 0.25, "gamma": 2.0},
             "sigmoid focal loss (Lin et al. 2017)",
+        ),
+        LossSpec(
+            "focal_detached",
+            "flx.losses:_focal_detached",
+            {"alpha": 0.25, "gamma": 2.0},
+            "the cats-vs-dogs experiment's 'focal loss': CE weighted per example by alpha (1-p_t)^gamma, the "
+            "weight computed once per epoch and detached, the same alpha for both classes",
+            epoch_weight="flx.losses:focal_weight",
         ),
         LossSpec("poly1", "flx.losses:_poly1", {"epsilon": 1.0}, "Poly-1 cross-entropy (Leng et al. 2022)"),
         LossSpec(
@@ -120,6 +140,17 @@ class DatasetSpec:
 
 
 CLASSIFICATION_DEFAULTS = {"hidden": 64, "optimizer": "adam", "lr": 1e-3, "epochs": 3, "batch_size": 1024}
+# Image sets: training length in steps (an epoch is a few steps on a small folder), a validation curve.
+IMAGE_DEFAULTS = {
+    "hidden": 64,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "steps": 1500,
+    "batch_size": 128,
+    "eval_every": 100,
+}
+BACKBONES = ("indomain", "resnet18", "resnet50", "scratch")  # flx.features
+PRETRAINED_BACKBONES = ("resnet18", "resnet50")
 # The paper's training (Section 4.1) at flx's scale: SGD, lr 0.01, 8 images per step; 9 anchors per location.
 # Detection: the lr is divided by 10 at these fractions of the steps (the paper's 60k and 80k of 90k).
 LR_DECAYS = (2 / 3, 8 / 9)
@@ -147,18 +178,20 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "catsdogs",
             "flx.data:load_catsdogs",
-            {"ratio": 10.0, "image_size": 64, "positive": "dog"},
-            model="cnn",
+            {"ratio": 10.0, "image_size": 32, "positive": "dog", "backbone": "indomain", "weights": None},
+            model="mlp",
             needs_data_dir=True,
-            description="Dogs vs. Cats photos from a folder; train split subsampled to 1:ratio",
+            description="Dogs vs. Cats photos from a folder; heads on frozen features; train split cut to 1:ratio",
+            defaults=IMAGE_DEFAULTS,
         ),
         DatasetSpec(
             "cifar_catsdogs",
             "flx.data:load_cifar_catsdogs",
-            {"ratio": 10.0, "positive": "dog"},
-            model="cnn",
+            {"ratio": 10.0, "positive": "dog", "backbone": "indomain", "weights": None},
+            model="mlp",
             needs_data_dir=True,
-            description="CIFAR-10 cats and dogs; train split subsampled to 1:ratio",
+            description="CIFAR-10 cats and dogs; heads on frozen features; train split cut to 1:ratio",
+            defaults=IMAGE_DEFAULTS,
         ),
         DatasetSpec(
             "shapes",
@@ -171,7 +204,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     ]
 }
-MODELS = ("mlp", "cnn", "retinanet")
+MODELS = ("linear", "mlp", "cnn", "retinanet")
 OPTIMIZERS = ("adam", "sgd")
 # Figures a spec's [report] table may ask for (drawn by flx.plots.FIGURES, which must match these names).
 FIGURES = {
@@ -218,13 +251,16 @@ class Param:
     open_high: bool = False
     choices: Callable[[], tuple] | None = None
     none: bool = False
+    text: str = ""  # a str parameter without choices: any non-empty text, described by this
 
     @property
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
     def accepted(self) -> str:
-        if self.choices is not None:
+        if self.text:
+            text = self.text
+        elif self.choices is not None:
             text = f"one of {', '.join(map(str, self.choices()))}"
         else:
             what = "an integer" if self.kind is int else "a number"
@@ -242,7 +278,9 @@ class Param:
                 return None
             raise bad
         if self.kind is str:
-            if not isinstance(value, str) or value not in self.choices():
+            if not isinstance(value, str) or not value.strip():
+                raise bad
+            if self.choices is not None and value not in self.choices():
                 raise bad
             return value
         if isinstance(value, str):  # command-line text
@@ -292,6 +330,19 @@ PARAMS: dict[str, Param] = {
         Param("n_images", int, "shapes: training images.", 1, 1_000_000),
         Param("positive", str, "Image sets: the minority (positive) class.", choices=lambda: ("dog", "cat")),
         Param("data_seed", int, "Seed of data generation and splitting.", 0, 2**31 - 1),
+        Param(
+            "backbone",
+            str,
+            "Image sets: frozen features from indomain (flx trains it on a disjoint balanced pool), resnet18 or "
+            "resnet50 (torchvision, ImageNet weights), or scratch (end-to-end CNN on the images).",
+            choices=lambda: BACKBONES,
+        ),
+        Param(
+            "weights",
+            str,
+            "resnet backbones: the weights (imagenet: torchvision's checkpoint in the torch hub cache).",
+            text="imagenet, random, or the path of a state-dict file",
+        ),
         # model
         Param("model", str, "Model.", choices=lambda: MODELS),
         Param("hidden", int, "Model width: MLP (CNN: hidden/4; RetinaNet: FPN and head channels).", 1, 4096),
@@ -316,9 +367,15 @@ PARAMS: dict[str, Param] = {
         # optimisation
         Param("optimizer", str, "Optimiser.", choices=lambda: OPTIMIZERS),
         Param("lr", float, "Learning rate.", 0, 1e6, True),
-        Param("epochs", int, "Training epochs (classification).", 1, 100_000),
-        Param("steps", int, "Training steps (detection).", 1, 10_000_000),
-        Param("eval_every", int, "Detection: record the validation AP every N steps.", 1, 10_000_000),
+        Param("epochs", int, "Training epochs (synthetic).", 1, 100_000),
+        Param("steps", int, "Training steps (image sets, detection).", 1, 10_000_000),
+        Param(
+            "eval_every",
+            int,
+            "Record the validation AP every N steps (image sets also keep the best checkpoint).",
+            1,
+            10_000_000,
+        ),
         Param("batch_size", int, "Minibatch size.", 1, 10_000_000),
         Param("seed", int, "Seed of initialisation and batch order.", 0, 2**31 - 1),
         # a sweep
@@ -359,7 +416,10 @@ DATA_COLUMNS = (
     "n_test_neg",
     "n_test_pos",
 )
-DATA_PARAMS = ("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images")  # per data set
+DATA_PARAMS = (
+    *("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images"),
+    *("backbone", "weights"),
+)  # per data set
 LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms")  # set per loss
 RUN_PARAMS = (
     *("hidden", "optimizer", "lr", "epochs", "steps", "batch_size"),
@@ -377,6 +437,8 @@ class Config:
     hard_frac: float | None = None  # synthetic: fraction of negatives that are hard
     image_size: int | None = None  # image sets: images are resized to image_size x image_size
     positive: str | None = None  # image sets: the minority (positive) class, "dog" or "cat"
+    backbone: str | None = None  # image sets: frozen features (flx.features) or scratch
+    weights: str | None = None  # resnet backbones: imagenet, random or a state-dict path
     data_seed: int = 0
     # model
     model: str | None = None  # None = the data set's (mlp for vectors, cnn for images)
@@ -415,7 +477,13 @@ class Config:
             for name in names:  # the default where the parameter applies, None where it does not
                 given = values[name] if values[name] is not None else defaults.get(name)
                 values[name] = given if name in defaults else None
-        values["model"] = values["model"] or data.model
+        if values["backbone"] not in PRETRAINED_BACKBONES:
+            values["weights"] = None
+        elif values["weights"] is None:
+            values["weights"] = "imagenet"
+        images = values["backbone"] == "scratch" or (data.model == "cnn" and values["backbone"] is None)
+        values["model"] = values["model"] or ("cnn" if images else data.model)
+        _check_model(self.dataset, values["model"], values["backbone"], images, data.task)
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, value in values.items():  # None only where the default is None (or "none" is accepted)
             if value is not None or PARAMS[name].none or defaults[name] is not None:
@@ -452,6 +520,20 @@ class Config:
 
     def data_params(self) -> tuple:
         return tuple(sorted((n, getattr(self, n)) for n in get_dataset(self.dataset).params))
+
+
+def _check_model(dataset: str, model: str, backbone: str | None, images: bool, task: str) -> None:
+    """ConfigError when the model cannot take the data: cnn needs images, linear and mlp feature vectors."""
+    if task == "detection":
+        ok, accepted = model == "retinanet", "retinanet"
+    elif images:
+        ok, accepted = model == "cnn", "cnn (backbone scratch trains on the images)"
+    else:
+        ok, accepted = model in ("linear", "mlp"), "linear or mlp (on feature vectors)"
+    if not ok:
+        where = f"{dataset} with backbone {backbone}" if backbone else dataset
+        hint = "; or --backbone scratch for the cnn" if backbone and backbone != "scratch" else ""
+        raise ConfigError(f"model got {model!r} for {where}; accepted: {accepted}{hint}")
 
 
 def epsilon_bound(alpha: float | None = None) -> float:
@@ -535,7 +617,8 @@ CLAIM_KEYS = {
     "with the best mean validation AP",
     "b": "the setting it is compared with (same rules)",
     "metric": "the test metric compared (default ap)",
-    "direction": "greater (a's metric above b's, the default) or less",
+    "direction": "greater (a's metric above b's, the default), less, or equivalent (a within margin of b)",
+    "margin": "equivalent: the largest difference that counts as none, e.g. 0.01 AP (required there)",
     "min_seeds": "paired seeds needed for a verdict (default 3; 5 for the headline claims)",
     "failures": "the metric a diverged or collapsed run scores (default: such seeds are left out)",
     "paper": "the paper's numbers, quoted beside the verdict",
@@ -658,8 +741,18 @@ def _check_claim(claim: dict, where: str) -> None:
             claim[side][k] = _check_field(k, v, f"{where}: {side}.{k}")
     if claim.get("metric", "ap") not in METRICS:
         raise ConfigError(f"{where}: metric got {claim['metric']!r}; accepted: one of {', '.join(METRICS)}")
-    if claim.get("direction", "greater") not in ("greater", "less"):
-        raise ConfigError(f"{where}: direction got {claim['direction']!r}; accepted: greater or less")
+    direction = claim.get("direction", "greater")
+    if direction not in ("greater", "less", "equivalent"):
+        raise ConfigError(
+            f"{where}: direction got {claim['direction']!r}; accepted: greater, less or equivalent"
+        )
+    margin = claim.get("margin")
+    if direction == "equivalent" and (
+        isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < math.inf
+    ):
+        raise ConfigError(f"{where}: margin got {margin!r}; accepted: a number > 0 ({CLAIM_KEYS['margin']})")
+    if direction != "equivalent" and margin is not None:
+        raise ConfigError(f'{where}: margin is only for direction = "equivalent"; remove it')
     claim["min_seeds"] = check("seeds", claim.get("min_seeds", 3), f"{where}: min_seeds")
     failures = claim.get("failures")
     if failures is not None and (isinstance(failures, bool) or not isinstance(failures, (int, float))):

@@ -16,8 +16,10 @@ give the same tensors.
   so the same files moved elsewhere keep it.
 - ``cifar_catsdogs``: CIFAR-10's cats and dogs (torchvision's download, or its python pickles on disk).
 
-For both image sets the positive (minority) class, dogs by default, is subsampled to 1:``ratio`` in the train
-split only; the test split keeps its natural balance.
+For both image sets the train split is cut per class (:func:`carve`) into a balanced backbone pool, validation
+images (``meta["val"]``) and the heads' training images, whose positive (minority) class, dogs by default, is
+subsampled to 1:``ratio``; the test split keeps its natural balance. With a frozen ``backbone`` the splits hold
+feature vectors (:mod:`flx.features`), with ``scratch`` (or none) the uint8 images.
 """
 
 from __future__ import annotations
@@ -298,13 +300,16 @@ def decode_images(files, image_size: int, fingerprint: str, progress=None) -> to
     return x
 
 
-def _imbalance(x, y, ratio: float, g: torch.Generator) -> Split:
-    """Keep every negative and 1 positive per ``ratio`` negatives (at least one)."""
+POOL_FRAC = 0.5  # of the smaller class of the train split, per class: the in-domain backbone's balanced pool
+VAL_FRAC = 0.1  # of each class of the train split: the validation images every choice is made on
+
+
+def _imbalance(y: torch.Tensor, ratio: float, g: torch.Generator) -> torch.Tensor:
+    """Indices keeping every negative and 1 positive per ``ratio`` negatives (at least one)."""
     pos = torch.nonzero(y == 1).squeeze(1)
     neg = torch.nonzero(y == 0).squeeze(1)
     n_keep = max(1, min(len(pos), round(len(neg) / ratio)))
-    keep = torch.cat([neg, pos[torch.randperm(len(pos), generator=g)[:n_keep]]]).sort().values
-    return Split(x[keep], y[keep])
+    return torch.cat([neg, pos[torch.randperm(len(pos), generator=g)[:n_keep]]]).sort().values
 
 
 def _stratified_split(
@@ -320,11 +325,74 @@ def _stratified_split(
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
+def carve(y: torch.Tensor, g: torch.Generator, where: str) -> dict[str, torch.Tensor]:
+    """The train split's indices cut three ways, per class: ``pool`` (:data:`POOL_FRAC` of the smaller class
+    from each class: balanced, what the in-domain backbone trains on), ``val`` (:data:`VAL_FRAC` of each class)
+    and ``train`` (the rest: what the heads train on, before the imbalance is made). The same cut serves every
+    backbone, so heads on different backbones see the same images. DataError below 3 images of a class."""
+    counts = [int((y == c).sum()) for c in (0, 1)]
+    if min(counts) < 3:
+        raise DataError(
+            f"{where}: the train split holds {counts[0]} and {counts[1]} images of the two classes; flx needs "
+            "at least 3 of each (a backbone pool, validation and training images)"
+        )
+    n_pool = int(POOL_FRAC * min(counts))
+    parts: dict[str, list] = {"pool": [], "val": [], "train": []}
+    for label, count in zip((0, 1), counts, strict=True):
+        idx = torch.nonzero(y == label).squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = min(max(1, round(VAL_FRAC * count)), count - n_pool - 1)
+        parts["pool"].append(idx[:n_pool])
+        parts["val"].append(idx[n_pool : n_pool + n_val])
+        parts["train"].append(idx[n_pool + n_val :])
+    return {k: torch.cat(v).sort().values for k, v in parts.items()}
+
+
 def _relabel(y: torch.Tensor, positive: str) -> torch.Tensor:
     return y if positive == "dog" else 1 - y
 
 
-def load_catsdogs(ratio, image_size, positive, data_seed=0, data_dir=None, copies=1, progress=None, **_):
+def _assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, data_seed, progress=None):
+    """(train, test, meta) of an image set: the train split carved (:func:`carve`), its training part cut to
+    1:``ratio``, and for a frozen backbone every split turned into feature vectors (:mod:`flx.features`).
+    ``meta`` gains ``val`` (the validation split), ``members`` (the names of each split's images: disjointness
+    can be checked) and the backbone's ``extra`` columns."""
+    g = torch.Generator().manual_seed(data_seed)
+    parts = carve(y[train_idx], g, meta["location"])
+    parts = {k: train_idx[v] for k, v in parts.items()}
+    parts["train"] = parts["train"][_imbalance(y[parts["train"]], ratio, g)]
+    parts["test"] = test_idx
+    meta = dict(meta, members={k: [names[i] for i in v.tolist()] for k, v in parts.items()})
+    meta["extra"] = {}
+    if backbone not in (None, "scratch"):
+        from flx.features import featurize
+
+        pool = hashlib.sha256("\n".join(meta["members"]["pool"]).encode()).hexdigest()[:24]
+        ident = {
+            "fingerprint": meta["fingerprint"],
+            "image_size": int(x.shape[-1]),
+            "pool": pool,
+            "positive": meta["classes"][1],  # the in-domain backbone's labels
+        }
+        pool_split, test_split = (Split(x[parts[k]], y[parts[k]]) for k in ("pool", "test"))
+        x, meta["extra"] = featurize(x, pool_split, test_split, backbone, weights, ident, progress)
+    splits = {k: Split(x[v], y[v]) for k, v in parts.items() if k != "pool"}
+    meta["val"] = splits["val"]
+    return splits["train"], splits["test"], meta
+
+
+def load_catsdogs(
+    ratio,
+    image_size,
+    positive,
+    backbone=None,
+    weights=None,
+    data_seed=0,
+    data_dir=None,
+    copies=1,
+    progress=None,
+    **_,
+):
     root = resolve_data_dir(data_dir)
     if root is None:
         raise DataError(f"the catsdogs data set needs image files: {DATA_HELP}")
@@ -336,13 +404,11 @@ def load_catsdogs(ratio, image_size, positive, data_seed=0, data_dir=None, copie
     fingerprint = files_fingerprint(found.root, [p for p, _ in files])
     x = decode_images(files, image_size, fingerprint, progress)
     y = _relabel(torch.tensor([label for _, label in files], dtype=torch.float32), positive)
-    g = torch.Generator().manual_seed(data_seed)
     n_train = len(found.train)
     if found.test is None:
-        train_idx, test_idx = _stratified_split(y, 0.2, g)
+        train_idx, test_idx = _stratified_split(y, 0.2, torch.Generator().manual_seed(data_seed))
     else:
         train_idx, test_idx = torch.arange(n_train), torch.arange(n_train, len(files))
-    train = _imbalance(x[train_idx], y[train_idx], ratio, g)
     negative = CLASSES[1] if positive == "cat" else CLASSES[0]
     meta = {
         "location": found.location,
@@ -350,7 +416,8 @@ def load_catsdogs(ratio, image_size, positive, data_seed=0, data_dir=None, copie
         "classes": (negative, positive),
         "fingerprint": fingerprint,
     }
-    return train, Split(x[test_idx], y[test_idx]), meta
+    names = [p.relative_to(found.root).as_posix() for p, _ in files]
+    return _assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, data_seed, progress)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -392,7 +459,9 @@ def _cifar_help(root: Path) -> str:
     return f"download it with `flx download cifar10 --data-dir {root}` on a machine with internet"
 
 
-def load_cifar_catsdogs(ratio, positive, data_seed=0, data_dir=None, **_):
+def load_cifar_catsdogs(
+    ratio, positive, backbone=None, weights=None, data_seed=0, data_dir=None, progress=None, **_
+):
     root = resolve_data_dir(data_dir)
     folder = root / "cifar-10-batches-py" if root is not None else None
     if folder is None or not folder.is_dir():
@@ -401,7 +470,6 @@ def load_cifar_catsdogs(ratio, positive, data_seed=0, data_dir=None, **_):
     x, y = _read_cifar_batches(folder, CIFAR_FILES[:5])
     tx, ty = _read_cifar_batches(folder, CIFAR_FILES[5:])
     fingerprint = files_fingerprint(folder, [folder / n for n in CIFAR_FILES])
-    g = torch.Generator().manual_seed(data_seed)
     negative = CLASSES[1] if positive == "cat" else CLASSES[0]
     meta = {
         "location": str(folder.resolve()),
@@ -409,7 +477,10 @@ def load_cifar_catsdogs(ratio, positive, data_seed=0, data_dir=None, **_):
         "classes": (negative, positive),
         "fingerprint": fingerprint,
     }
-    return _imbalance(x, _relabel(y, positive), ratio, g), Split(tx, _relabel(ty, positive)), meta
+    names = [f"train:{i}" for i in range(len(y))] + [f"test:{i}" for i in range(len(ty))]
+    xs, ys = torch.cat([x, tx]), _relabel(torch.cat([y, ty]), positive)
+    train_idx, test_idx = torch.arange(len(y)), torch.arange(len(y), len(ys))
+    return _assemble(xs, ys, train_idx, test_idx, names, meta, ratio, backbone, weights, data_seed, progress)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -435,6 +506,9 @@ def describe(train: Split, test: Split, meta: dict) -> dict:
         "n_train_pos": train.n_pos,
         "n_test_neg": test.n_neg,
         "n_test_pos": test.n_pos,
+        **meta.get(
+            "extra", {}
+        ),  # the image sets' backbone: its test AP, training time, pool size, cache file
     }
 
 

@@ -478,6 +478,24 @@ def _focal(logits, targets, alpha, gamma, reduction="mean"):
     return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction=reduction)
 
 
+def focal_weight(logits, targets, alpha, gamma):
+    """The cats-vs-dogs experiment's per-example weight alpha (1 - p_t)^gamma, detached: the same alpha for
+    both classes (not alpha_t), computed from the given predictions (there: once per epoch, in numpy)."""
+    with torch.no_grad():
+        nz = logits.float() * (1 - 2 * targets.float())  # -x_t
+        return float(alpha) * torch.sigmoid(nz).pow(float(gamma))  # 1 - p_t = sigmoid(-x_t)
+
+
+def _focal_detached(logits, targets, alpha, gamma, reduction="mean", weight=None):
+    """Cross-entropy weighted per example by :func:`focal_weight`: by ``weight`` (taken at the epoch's start)
+    when given, else by the weight of the current predictions, detached. No gradient flows through the
+    weight, so its gradient is the weight times CE's gradient, unlike the focal loss's."""
+    if weight is None:
+        weight = focal_weight(logits, targets, alpha, gamma)
+    ce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    return _reduce(ce * weight.to(ce.dtype), reduction)
+
+
 def _poly1(logits, targets, epsilon, reduction="mean"):
     return poly1_cross_entropy(logits, targets, epsilon=epsilon, reduction=reduction)
 

@@ -25,6 +25,8 @@ METRICS: dict[str, Metric] = {
         Metric("val_ap", "val AP"),  # the validation split's: what choices are made on
         Metric("val_ap50", "val AP50", in_table=False),
         Metric("roc_auc", "ROC-AUC"),
+        Metric("balanced_accuracy", "balanced acc."),  # at threshold 0.5 on the model's own probabilities
+        Metric("accuracy", "accuracy"),  # the same threshold: what the cats-vs-dogs experiment reported
         Metric("best_f1", "best F1"),
         Metric("precision", "precision at best F1", in_table=False),
         Metric("recall", "recall at best F1", in_table=False),
@@ -52,21 +54,45 @@ def expected_calibration_error(y_true, y_score, n_bins: int = 15) -> float:
     return float(ece)
 
 
-def classification_metrics(y_true, y_score) -> dict:
-    """AP (the paper's metric), ROC-AUC, the best F1 and its precision/recall, and ECE, for the positive class."""
+def shift_prior(y_score, train_prior: float, test_prior: float):
+    """Probabilities of a model trained where positives had share ``train_prior``, corrected to a test set where
+    they have ``test_prior`` (Bayes' rule: the odds are multiplied by the ratio of the priors' odds; Saerens et
+    al. 2002). A model that is calibrated on its training distribution is calibrated on the test set after it."""
     import numpy as np
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+    p = np.clip(np.asarray(y_score, dtype=float), 1e-12, 1 - 1e-12)
+    odds = p / (1 - p) * (test_prior / (1 - test_prior)) / (train_prior / (1 - train_prior))
+    return odds / (1 + odds)
+
+
+def classification_metrics(y_true, y_score, train_prior: float | None = None) -> dict:
+    """For the positive (minority) class: AP (the primary metric), ROC-AUC, balanced accuracy and accuracy at
+    threshold 0.5 of ``y_score`` as it is, the best F1 and its precision/recall, and ECE. With ``train_prior``
+    (the positives' share in training), ECE is measured after :func:`shift_prior` to the test set's own share:
+    a model trained at 1:100 and tested at 1:1 is judged on calibration, not on the known prior shift."""
+    import numpy as np
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        balanced_accuracy_score,
+        precision_recall_curve,
+        roc_auc_score,
+    )
 
     y_true = np.asarray(y_true)
     y_score = np.asarray(y_score, dtype=float)
     precision, recall, _ = precision_recall_curve(y_true, y_score)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
     best = int(np.argmax(f1))
+    predicted = (y_score >= 0.5).astype(int)
+    calibrated = y_score if train_prior is None else shift_prior(y_score, train_prior, float(np.mean(y_true)))
     return {
         "ap": float(average_precision_score(y_true, y_score)),
         "roc_auc": float(roc_auc_score(y_true, y_score)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
+        "accuracy": float(accuracy_score(y_true, predicted)),
         "best_f1": float(f1[best]),
         "precision": float(precision[best]),
         "recall": float(recall[best]),
-        "ece": expected_calibration_error(y_true, y_score),
+        "ece": expected_calibration_error(y_true, calibrated),
     }

@@ -1,4 +1,4 @@
-"""Small models: an MLP for feature vectors and a CNN for small images, with the paper's prior initialisation."""
+"""Small models: a linear classifier and an MLP for feature vectors and a CNN for small images, with the paper's prior initialisation."""
 
 from __future__ import annotations
 
@@ -25,6 +25,17 @@ class MLP(nn.Module):
         return self.head(self.body(x)).squeeze(1)
 
 
+class Linear(nn.Module):
+    """A linear classifier (logistic regression) on feature vectors."""
+
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.head = nn.Linear(in_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x).squeeze(1)
+
+
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU-pool blocks and global average pooling; works for any input size >= 8."""
 
@@ -46,12 +57,14 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x)).squeeze(1)
 
 
-MODELS = {"mlp": MLP, "cnn": SmallCNN}
+MODELS = {"linear": Linear, "mlp": MLP, "cnn": SmallCNN}
 
 
 def build_model(name: str, input_shape: tuple[int, ...], hidden: int, prior: float | None) -> nn.Module:
     """The model for inputs of ``input_shape`` (one example); the classifier starts at p = prior unless None."""
-    if name == "mlp":
+    if name == "linear":
+        model = Linear(input_shape[0])
+    elif name == "mlp":
         model = MLP(input_shape[0], hidden)
     elif name == "cnn":
         model = SmallCNN(input_shape[0], width=max(4, hidden // 4))

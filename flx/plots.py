@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from flx.config import FIGURES as FIGURE_NAMES  # noqa: E402
 from flx.config import LR_DECAYS  # noqa: E402
-from flx.summary import cell, run_label, setting_columns, summarize  # noqa: E402
+from flx.summary import cell, run_label, setting_cell, setting_columns, summarize  # noqa: E402
 
 PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio", "anchor_scales")
 PNG_META = {"Software": None}  # no version strings: the same data gives the same file
@@ -171,6 +171,14 @@ def _curve(row) -> list | None:
     return json.loads(text) if isinstance(text, str) and text else None
 
 
+def _decays(row) -> bool:
+    """Whether the run's lr decays (detection: at :data:`LR_DECAYS` of its steps); classification: constant."""
+    from flx.config import DATASETS
+
+    spec = DATASETS.get(row.get("dataset"))
+    return spec is not None and spec.task == "detection"
+
+
 def plateau_steps(row, share: float = 0.95) -> tuple:
     """(the first evaluated step whose validation AP reaches ``share`` of the best before the first lr decay
     at 2/3 of training, that best), from a run's stored curve; (None, None) without one."""
@@ -178,17 +186,20 @@ def plateau_steps(row, share: float = 0.95) -> tuple:
     if not curve:
         return None, None
     steps = row.get("steps")  # detection: the lr decays at 2/3 of the steps; classification: a constant lr
-    horizon = steps * LR_DECAYS[0] if isinstance(steps, (int, float)) and steps == steps else math.inf
+    horizon = steps * LR_DECAYS[0] if _decays(row) else math.inf
     before = [(c[0], c[1]) for c in curve if c[0] <= horizon] or [(c[0], c[1]) for c in curve]
     best = max(ap for _, ap in before)
     return next(s for s, ap in before if ap >= share * best), best
 
 
 def learning_curves(runs, out: Path, spec) -> Path | None:
-    """Validation COCO AP against training steps, one line per run with a stored curve (eval_every)."""
+    """Validation AP against training steps (or epochs): one line per run with a stored curve, or with several
+    seeds per setting the mean over its ok runs, one panel per training ratio."""
     rows = [r for r in runs.to_dict("records") if _curve(r)]
     if not rows:
         return None
+    if "seed" in runs and runs["seed"].nunique() > 1:
+        return _mean_curves(runs, rows, out, spec)
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         curve = _curve(row)
@@ -197,7 +208,7 @@ def learning_curves(runs, out: Path, spec) -> Path | None:
         step, _ = plateau_steps(row)
         ax.axvline(step, color=line[0].get_color(), ls=":", lw=1)
     decay = rows[0].get("steps")
-    if isinstance(decay, (int, float)) and decay == decay:  # detection: steps, lr decays
+    if _decays(rows[0]):  # detection: steps, lr decays
         for frac in LR_DECAYS:
             ax.axvline(decay * frac, color="grey", lw=0.8)
         ax.set_xlabel("training step (8 images each); grey: lr / 10; dotted: 95% of the pre-decay best")
@@ -208,6 +219,33 @@ def learning_curves(runs, out: Path, spec) -> Path | None:
     ax.set_title(f"{spec.name}: learning curves")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    return _save(fig, out / "learning_curves.png")
+
+
+def _mean_curves(runs, rows, out: Path, spec) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    ok = pd.DataFrame([r for r in rows if r["status"] == "ok"])
+    columns = [c for c in setting_columns(runs) if c not in ("ratio",) and c in ok]
+    panels = sorted(ok["ratio"].dropna().unique()) if "ratio" in ok and ok["ratio"].notna().any() else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, ratio in zip(axes[0], panels, strict=True):
+        at = ok if ratio is None else ok[ok["ratio"] == ratio]
+        for _, group in at.groupby([at[c].map(cell) for c in columns], sort=True):
+            curves = [_curve(r) for r in group.to_dict("records")]
+            length = min(len(c) for c in curves)
+            x = [c[0] for c in curves[0][:length]]
+            y = np.mean([[c[1] for c in curve[:length]] for curve in curves], axis=0)
+            first = group.iloc[0].to_dict()
+            label = " ".join(f"{setting_cell(first, c)}" for c in columns)
+            ax.plot(x, y, lw=1.2, label=f"{label} (n={len(group)})")
+        ax.set_title(f"1:{ratio:g}" if ratio is not None else spec.name, fontsize=9)
+        ax.set_xlabel("training step" if "steps" in ok and ok["steps"].notna().any() else "epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation AP (mean over seeds)")
+    axes[0][-1].legend(fontsize=6, title=" ".join(columns), title_fontsize=6)
+    fig.suptitle(f"{spec.name}: learning curves", fontsize=10)
     return _save(fig, out / "learning_curves.png")
 
 

@@ -123,7 +123,10 @@ def prepare(
     for c in configs:
         ident = (c.dataset, c.data_params(), c.data_seed)
         if ident not in infos:
-            progress = lambda done, total, c=c: on_event("decode", config=c, done=done, total=total)  # noqa: E731
+
+            def progress(done, total, stage="decoding images", c=c):
+                on_event("decode", config=c, done=done, total=total, stage=stage)
+
             infos[ident] = data_info(c, data_dir, copies=copies, progress=progress)
             on_event("data", config=c, info=infos[ident])
         tasks.append(Task(c, c.key(infos[ident]["data_fingerprint"]), infos[ident]))

@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flx import __version__
@@ -85,10 +86,14 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 8192) -> 
     return torch.cat([model(_prepare(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
-def train_model(config: Config, data_dir: str | None = None, on_epoch=None):
-    """Train per ``config``; returns (model, test split, mean loss of the last epoch, epochs run, status), the
-    status being "ok", "diverged" or "collapsed" (training stops at the first sign of either). ``on_epoch(epoch,
-    model)`` is called after each epoch that ends ok (the learning curve)."""
+def train_model(config: Config, data_dir: str | None = None, on_eval=None):
+    """Train per ``config``; returns (model, test split, mean loss of the last epoch, progress, status): progress
+    is the steps run (``config.steps``) or else the epochs run, the status "ok", "diverged" or "collapsed"
+    (training stops at the first sign of either). ``on_eval(at, model)`` is called every ``eval_every`` steps
+    and after the last (with steps), or after each epoch (with epochs), while training is ok: the learning curve.
+
+    An epoch is a pass over the shuffled training split. A loss with per-epoch weights (``focal_detached``)
+    gets them from the model's predictions on the whole split at each epoch's start, in eval mode, detached."""
     torch.manual_seed(config.seed)
     train, test, _ = load(config.dataset, config.data_params(), config.data_seed, data_dir)
     model = build_model(config.model, tuple(train.x.shape[1:]), config.hidden, config.prior)
@@ -100,38 +105,48 @@ def train_model(config: Config, data_dir: str | None = None, on_epoch=None):
     hparams = config.hparams()
     g = torch.Generator().manual_seed(config.seed)
     images = train.x.dim() == 4
-    epoch_loss, status, epochs_run, first = math.nan, "ok", 0, None
-    for _epoch in range(config.epochs):
+    per_epoch = math.ceil(len(train) / config.batch_size)
+    total = config.steps or config.epochs * per_epoch
+    every = (config.eval_every or 0) if config.steps else 0
+    epoch_loss, status, epochs_run, step, first = math.nan, "ok", 0, 0, None
+    while step < total and status == "ok":
+        weights = None
+        if loss_fn.epoch_weight is not None:
+            weights = loss_fn.epoch_weights(predict(model, train.x), train.y, **hparams)
         model.train()
         order = torch.randperm(len(train), generator=g)
-        total, batches = 0.0, 0
+        running, batches = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             xb = _prepare(train.x[idx])
             if images:  # random horizontal flips
                 flip = torch.rand(len(idx), generator=g) < 0.5
                 xb[flip] = xb[flip].flip(-1)
-            loss = loss_fn(model(xb), train.y[idx], **hparams)
+            w = weights[idx] if weights is not None else None
+            loss = loss_fn(model(xb), train.y[idx], weight=w, **hparams)
             if not torch.isfinite(loss):
                 status = "diverged"
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item()
+            running += loss.item()
             batches += 1
-            first = total if first is None else first
+            step += 1
+            first = running if first is None else first
+            if on_eval is not None and every and (step % every == 0 or step == total):
+                on_eval(step, model)
+            if step == total:
+                break
         epochs_run += 1
-        if on_epoch is not None and status == "ok":
-            on_epoch(epochs_run, model)
-        epoch_loss = total / max(batches, 1)
+        epoch_loss = running / max(batches, 1)
         if status == "ok" and first is not None and epoch_loss > EXPLODE_FACTOR * max(first, EXPLODE_FLOOR):
             status = "collapsed"
-        if status != "ok":
-            break
+        if on_eval is not None and not config.steps and status == "ok":
+            on_eval(epochs_run, model)
     if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
         status = "diverged"
-    return model, test, epoch_loss, epochs_run, status
+    return model, test, epoch_loss, step if config.steps else epochs_run, status
 
 
 def run_detection(config: Config, train, test, meta) -> dict:
@@ -174,6 +189,55 @@ def run_detection(config: Config, train, test, meta) -> dict:
     return record
 
 
+def _scores(model, split) -> np.ndarray:
+    return torch.sigmoid(predict(model, split.x)).double().numpy()
+
+
+def run_classification(config: Config, test, meta, data_dir=None) -> dict:
+    """Train a classifier and evaluate it on the validation and test splits. The validation AP is recorded
+    after each epoch (``epochs``) or every ``eval_every`` steps (``steps``) as ``curve`` (JSON: [[epoch or
+    step, val AP], ...]). With steps (the image sets), the model tested is the checkpoint with the best
+    validation AP (early stopping, ``best_step``): small positive sets overfit, and where to stop is a choice
+    made on validation data. Test metrics come with the training split's prior, so calibration is measured
+    after correcting for the known train/test prior shift (:func:`flx.metrics.classification_metrics`)."""
+    import copy
+
+    from sklearn.metrics import average_precision_score
+
+    val = meta.get("val")
+    curve, best = [], {"ap": -math.inf, "step": None, "state": None}
+
+    def on_eval(at, model):  # validation AP: shows where training levels off
+        if val is None:
+            return
+        ap = float(average_precision_score(val.y.numpy(), _scores(model, val)))
+        curve.append([at, round(ap, 5)])
+        if config.steps and ap > best["ap"]:
+            best.update(ap=ap, step=at, state=copy.deepcopy(model.state_dict()))
+
+    model, test, train_loss, progress, status = train_model(config, data_dir, on_eval)
+    train, _, _ = load(config.dataset, config.data_params(), config.data_seed, data_dir)
+    record = {"train_loss": train_loss, ("steps_run" if config.steps else "epochs_run"): progress}
+    if curve:
+        record["curve"] = json.dumps(curve)
+    if status == "ok" and best["state"] is not None:
+        model.load_state_dict(best["state"])
+        record["best_step"] = best["step"]
+    if status == "ok":
+        scores = _scores(model, test)
+        if not np.isfinite(scores).all():
+            status = "diverged"
+        elif float(scores.max() - scores.min()) <= 1e-7:
+            status = "collapsed"  # constant scores rank nothing
+        else:
+            prior = train.n_pos / len(train)
+            record.update(classification_metrics(test.y.numpy(), scores, train_prior=prior))
+            if val is not None:  # what choices (best alpha, best OHEM) are made on
+                record["val_ap"] = float(average_precision_score(val.y.numpy(), _scores(model, val)))
+    record["status"] = status
+    return record
+
+
 def run(config: Config, data_dir: str | None = None, data: dict | None = None) -> dict:
     """Train one model and return its record: key, config, status, metrics, data, timings and provenance.
 
@@ -200,33 +264,7 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None) -
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
     elif record.get("status") != "failed":
         try:
-            curve = []
-
-            def on_epoch(epoch, model):  # validation AP per epoch: shows where training levels off
-                if meta.get("val") is not None:
-                    val = meta["val"]
-                    from sklearn.metrics import average_precision_score
-
-                    scores = torch.sigmoid(predict(model, val.x)).double().numpy()
-                    curve.append([epoch, round(float(average_precision_score(val.y.numpy(), scores)), 5)])
-
-            model, test, train_loss, epochs_run, status = train_model(config, data_dir, on_epoch)
-            if curve:
-                record["curve"] = json.dumps(curve)
-            record.update(train_loss=train_loss, epochs_run=epochs_run)
-            if status == "ok":
-                scores = torch.sigmoid(predict(model, test.x))
-                if not torch.isfinite(scores).all():
-                    status = "diverged"
-                elif float(scores.max() - scores.min()) <= 1e-7:
-                    status = "collapsed"  # constant scores rank nothing
-                else:
-                    record.update(classification_metrics(test.y.numpy(), scores.double().numpy()))
-                    if meta.get("val") is not None:  # what choices (best alpha, best OHEM) are made on
-                        val = meta["val"]
-                        val_scores = torch.sigmoid(predict(model, val.x)).double().numpy()
-                        record["val_ap"] = classification_metrics(val.y.numpy(), val_scores)["ap"]
-            record.update(status=status, error=None)
+            record.update(run_classification(config, test, meta, data_dir), error=None)
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", epochs_run=0)
     record["wall_time_s"] = time.perf_counter() - started

@@ -51,13 +51,13 @@ def test_other_files_other_key_same_files_elsewhere_same_key(tmp_path):
     c = tmp_path / "c"
     shutil.copytree(a, c)
     (c / "train" / "cat.3.jpg").write_bytes((a / "train" / "cat.4.jpg").read_bytes())  # one file differs
-    config = Config(dataset="catsdogs", image_size=16, ratio=2, epochs=1, batch_size=8).normalized()
+    config = Config(dataset="catsdogs", image_size=16, ratio=2, steps=2, batch_size=8).normalized()
     (ka,), (kb,), (kc,) = (prepare([config], str(d)) for d in (a, b, c))
     assert ka.key == kb.key and ka.key != kc.key
     assert ka.data["data_location"] != kb.data["data_location"]
     # the bug this fixes: a second folder swept into the same store was reported as already done
     out = tmp_path / "runs"
-    base = ["sweep", "--dataset", "catsdogs", "--image-size", "16", "--ratio", "2", "--epochs", "1"]
+    base = ["sweep", "--dataset", "catsdogs", "--image-size", "16", "--ratio", "2", "--steps", "2"]
     base += ["--batch-size", "8", "--workers", "1", "--out", str(out)]
     assert runner.invoke(app, [*base, "--data-dir", str(a)]).exit_code == 0
     moved = runner.invoke(app, [*base, "--data-dir", str(b)])

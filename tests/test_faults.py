@@ -192,7 +192,7 @@ def test_malformed_runs_csv_is_one_line(tmp_path, content, needle):
 def _images_sweep(data, out, *extra):
     return _flx(
         "sweep", "--dataset", "catsdogs", "--data-dir", str(data), "--image-size", "16", "--ratio", "2",
-        "--epochs", "1", "--batch-size", "8", "--workers", "1", "--out", str(out), *extra,
+        "--steps", "2", "--batch-size", "8", "--workers", "1", "--out", str(out), *extra,
     )  # fmt: skip
 
 
@@ -251,15 +251,16 @@ def test_a_folder_with_its_own_split_is_used_as_given(tmp_path, test_name):
     (data / test_name / "dogs").rename(data / test_name / "DOG")  # any case, singular or plural
     train, test, meta = D.load_catsdogs(ratio=3, image_size=16, positive="dog", data_dir=str(data))
     assert len(test) == 10 and test.n_pos == 5  # the given test set, whole
-    assert len(train) - train.n_pos == 12 and train.n_pos == 4  # all 12 train cats, dogs cut to 12 / 3
+    # of 12 train images per class: 6 to the backbone pool, 1 to validation, 5 to the heads; dogs cut to 5 / 3
+    assert len(train) - train.n_pos == 5 and train.n_pos == 2 and len(meta["val"]) == 2
     assert meta["split"] == f"given (train/ + {test_name}/)"
     proc = _images_sweep(data, tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
-    assert f"split given (train/ + {test_name}/): train 12 cat + 6 dog; test 5 cat + 5 dog" in proc.stdout
+    assert f"split given (train/ + {test_name}/): train 5 cat + 2 dog; test 5 cat + 5 dog" in proc.stdout
     (record,) = Store(tmp_path / "runs").records()
     assert (record["n_train_neg"], record["n_train_pos"], record["n_test_neg"], record["n_test_pos"]) == (
-        12,
-        6,
+        5,
+        2,
         5,
         5,
     )

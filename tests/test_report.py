@@ -12,7 +12,7 @@ from flx.report import build_table, read_spec, render_index, splice_readme, writ
 from flx.store import Store
 from flx.sweep import expand
 
-from .test_engine import TINY, _write_images
+from .test_engine import TINY, _write_fake_cifar, _write_images
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,18 @@ def test_committed_results_readme_is_generated():
     dirs = sorted(p.parent for p in RESULTS.glob("*/runs.csv"))
     if not dirs:
         pytest.skip("no committed results yet")
-    order = ["curves", "table1a", "table1b", "table1c", "table1d", "prior", "poly", "proxy", "catsdogs"]
+    order = [
+        "curves",
+        "table1a",
+        "table1b",
+        "table1c",
+        "table1d",
+        "prior",
+        "poly",
+        "proxy",
+        "catsdogs",
+        "catsdogs_cifar",
+    ]
     dirs.sort(key=lambda d: order.index(d.name) if d.name in order else len(order))
     assert (RESULTS / "README.md").read_text() == render_index(dirs)
     readme = (ROOT / "README.md").read_text()
@@ -149,16 +160,22 @@ def test_each_spec_smoke_with_tiny_budget(tmp_path, spec):
     """Every ablation spec through the real CLI (tiny data, one epoch, one seed), then its report and figures."""
     images = tmp_path / "images"
     _write_images(images / "train", n=12)
+    _write_fake_cifar(images)
     out = tmp_path / spec.stem
-    detection = load_spec(spec)["config"].get("dataset") == "shapes"
+    dataset = load_spec(spec)["config"].get("dataset")
+    detection, photos = dataset == "shapes", dataset in ("catsdogs", "cifar_catsdogs")
     budget = ["--steps", "2", "--n-images", "8", "--batch-size", "2", "--image-size", "32"]
-    args = ["sweep", str(spec), *(budget if detection else [*TINY, "--image-size", "16"])]
+    if photos:
+        budget = ["--steps", "2", "--eval-every", "1", "--batch-size", "8", "--image-size", "16"]
+    args = ["sweep", str(spec), *(budget if detection or photos else [*TINY, "--image-size", "16"])]
     args += ["--seeds", "1", "--workers", "1", "--out", str(out), "--data-dir", str(images)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     effective = load_spec(out / "spec.toml")  # the spec with the command line's overrides
     assert effective["seeds"] == 1
-    assert effective["config"]["steps" if detection else "epochs"] == (2 if detection else 1)
+    assert effective["config"]["steps" if detection or photos else "epochs"] == (
+        2 if detection or photos else 1
+    )
     assert (effective.get("report") or {}) == (load_spec(spec).get("report") or {})
     planned = int(re.search(r"sweep: (\d+) runs", result.output).group(1))
     assert planned >= 2 and len(Store(out).records()) == planned
