@@ -117,12 +117,13 @@ def train_indomain(pool, test, seed: int, progress=None):
         max(threads, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     )
     try:
-        return _train_indomain(pool, test, seed, progress, started)
+        model, ap = _train_indomain(pool, test, seed, progress)
     finally:
         torch.set_num_threads(threads)
+    return model, ap, time.perf_counter() - started
 
 
-def _train_indomain(pool, test, seed, progress, started):
+def _train_indomain(pool, test, seed, progress):
     from sklearn.metrics import average_precision_score
 
     from flx.models import SmallCNN
@@ -148,7 +149,7 @@ def _train_indomain(pool, test, seed, progress, started):
             progress(epoch + 1, INDOMAIN["epochs"], "training the in-domain backbone")
     scores = torch.sigmoid(predict(model, test.x)).double().numpy()
     ap = float(average_precision_score(test.y.numpy(), scores)) if 0 < test.n_pos < len(test) else math.nan
-    return model, ap, time.perf_counter() - started
+    return model, ap
 
 
 @torch.no_grad()
@@ -181,7 +182,9 @@ def featurize(images: torch.Tensor, pool, test, backbone: str, weights: str, ide
     if cached is None:
         if backbone == "indomain":
             model, ap, seconds = train_indomain(pool, test, seed=0, progress=progress)
-            body, prepare = model.body, _prepare_images
+            from flx.train import _prepare
+
+            body, prepare = model.body, _prepare
             info = {"backbone_test_ap": ap, "backbone_train_s": seconds, "backbone_pool": len(pool)}
         else:
             body, prepare = pretrained_body(backbone, weights), _normalize_imagenet
@@ -189,12 +192,6 @@ def featurize(images: torch.Tensor, pool, test, backbone: str, weights: str, ide
         cached = {"features": extract(body, images, prepare), "info": info}
         _write_cache(path, lambda p: torch.save(cached, p))
     return cached["features"], dict(cached["info"], backbone_cache=path.name)
-
-
-def _prepare_images(x: torch.Tensor) -> torch.Tensor:
-    from flx.train import _prepare
-
-    return _prepare(x)
 
 
 def _load(path: Path, n: int) -> dict | None:
