@@ -1,28 +1,54 @@
-"""Benchmarks (not tests): flx's sigmoid focal loss against torchvision's eager implementation.
+"""Benchmarks (not tests): flx's sigmoid focal loss against torchvision's, side by side in one run.
 
-Time is the median of forward + backward (reduction "mean") from ``torch.utils.benchmark``; the first call,
-with any lazy initialisation, is timed on its own. Peak extra memory is measured in a fresh child process per
-(implementation, size), as the growth of the peak resident set size over the resident size just before the
-call, so neither implementation inherits the other's allocator state.
+Four implementations of forward + backward (reduction "mean", alpha 0.25, gamma 2, 1% positives):
+
+- ``flx``: :func:`flx.losses.sigmoid_focal_loss` in eager mode (the fused kernel);
+- ``torchvision``: ``torchvision.ops.sigmoid_focal_loss`` in eager mode;
+- ``torchvision+compile``: the same under ``torch.compile`` (inductor, one static graph per size; compilation is
+  the first call and is not in the median);
+- ``bce``: ``F.binary_cross_entropy_with_logits``, the floor of what a loss over the same tensors costs in eager.
+
+Each is timed under every condition: torch thread count 1 or 2, each alone and with 2 background processes that
+keep the CPU busy (pure-Python spin loops, started before and stopped after that condition). Time is the median
+from ``torch.utils.benchmark``; the first call (with any compilation) is timed on its own. Peak extra memory is
+measured in a fresh child process per (implementation, size), as the growth of the peak resident set size over
+the resident size just before one call, so no implementation inherits another's allocator state.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import resource
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-IMPLEMENTATIONS = ("flx", "torchvision")
+IMPLEMENTATIONS = ("flx", "torchvision", "torchvision+compile", "bce")
+# (torch threads, busy background processes)
+CONDITIONS = ((1, 0), (2, 0), (1, 2), (2, 2))
 
 
-def _loss_fn(impl: str):
+def condition_name(threads: int, busy: int) -> str:
+    return f"{threads} thread{'s' if threads > 1 else ''}" + (f", {busy} busy processes" if busy else "")
+
+
+def _loss_fn(impl: str) -> Callable:
+    import torch
+    import torch.nn.functional as F
+
     if impl == "flx":
         from flx.losses import sigmoid_focal_loss
-    else:
-        from torchvision.ops import sigmoid_focal_loss
+
+        return sigmoid_focal_loss
+    if impl == "bce":
+        return lambda x, y, alpha, gamma, reduction: F.binary_cross_entropy_with_logits(
+            x, y, reduction=reduction
+        )
+    from torchvision.ops import sigmoid_focal_loss
+
+    if impl == "torchvision+compile":
+        return torch.compile(sigmoid_focal_loss, dynamic=False)
     return sigmoid_focal_loss
 
 
@@ -51,8 +77,7 @@ def _peak_extra_memory(impl: str, n: int) -> int:
 
     torch.set_num_threads(1)
     fn = _loss_fn(impl)
-    small = _inputs(1000)
-    _step(fn, *small)  # load kernels and the allocator outside the measurement
+    _step(fn, *_inputs(n, seed=1))  # kernels, the allocator and any compilation, outside the measurement
     logits, targets = _inputs(n)
     before = _rss_bytes()
     _step(fn, logits, targets)
@@ -60,8 +85,15 @@ def _peak_extra_memory(impl: str, n: int) -> int:
     return max(peak - before, 0)
 
 
+def _spin() -> None:  # a busy background process
+    x = 0
+    while True:
+        x = (x + 1) % 1_000_003
+
+
 @dataclass
 class BenchRow:
+    condition: str
     n: int
     impl: str
     first_call_s: float
@@ -69,16 +101,9 @@ class BenchRow:
     peak_extra_mb: float
 
 
-def time_impl(impl: str, n: int, min_run_time: float = 1.0) -> tuple[float, float]:
-    """(first-call seconds, median seconds) of forward + backward at n logits, in this process."""
-    import logging
-
-    logging.getLogger("torch.utils.cpp_extension").setLevel(
-        logging.ERROR
-    )  # "no CUDA runtime": irrelevant here
+def _time(fn, n: int, min_run_time: float) -> tuple[float, float]:
     from torch.utils import benchmark
 
-    fn = _loss_fn(impl)
     logits, targets = _inputs(n)
     t0 = time.perf_counter()
     _step(fn, logits, targets)
@@ -89,24 +114,56 @@ def time_impl(impl: str, n: int, min_run_time: float = 1.0) -> tuple[float, floa
     return first, timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def bench_losses(sizes: list[int], min_run_time: float = 1.0, measure_memory: bool = True) -> list[BenchRow]:
-    """Time both implementations in this process; measure memory in child processes (one per measurement)."""
+def bench_losses(
+    sizes: list[int],
+    min_run_time: float = 1.0,
+    measure_memory: bool = True,
+    conditions: tuple[tuple[int, int], ...] = CONDITIONS,
+    implementations: tuple[str, ...] = IMPLEMENTATIONS,
+    progress: Callable[[str], None] | None = None,
+) -> list[BenchRow]:
+    """Time every implementation at every size under every condition in this process; measure memory in child
+    processes, one per (implementation, size). ``progress`` is called with a line before each condition."""
+    import logging
+
     import torch
 
-    torch.set_num_threads(
-        os.cpu_count() or 1
-    )  # every core, whatever OMP_NUM_THREADS says (make sets it to 1)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(
+        logging.ERROR
+    )  # "no CUDA runtime": irrelevant here
+    ctx = mp.get_context("spawn")
     memory: dict[tuple[str, int], float] = {}
     if measure_memory:
-        ctx = mp.get_context("spawn")
+        if progress:
+            progress("peak memory: one child process per implementation and size")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
             futures = {
-                (impl, n): pool.submit(_peak_extra_memory, impl, n) for n in sizes for impl in IMPLEMENTATIONS
+                (impl, n): pool.submit(_peak_extra_memory, impl, n) for n in sizes for impl in implementations
             }
             memory = {key: f.result() / 2**20 for key, f in futures.items()}
+    fns = {impl: _loss_fn(impl) for impl in implementations}
+    previous = torch.get_num_threads()
     rows = []
-    for n in sizes:
-        for impl in IMPLEMENTATIONS:
-            first, median = time_impl(impl, n, min_run_time)
-            rows.append(BenchRow(n, impl, first, median, memory.get((impl, n), float("nan"))))
+    try:
+        for threads, busy in conditions:
+            name = condition_name(threads, busy)
+            if progress:
+                progress(f"timing: {name}")
+            torch.set_num_threads(threads)
+            spinners = [ctx.Process(target=_spin, daemon=True) for _ in range(busy)]
+            for p in spinners:
+                p.start()
+            try:
+                for n in sizes:
+                    for impl in implementations:
+                        first, median = _time(fns[impl], n, min_run_time)
+                        rows.append(
+                            BenchRow(name, n, impl, first, median, memory.get((impl, n), float("nan")))
+                        )
+            finally:
+                for p in spinners:
+                    p.terminate()
+                    p.join()
+    finally:
+        torch.set_num_threads(previous)
     return rows

@@ -125,36 +125,67 @@ def bench_losses(
     sizes: str = typer.Option("1e5,1e6,1e7", help="Comma-separated numbers of logits."),
     min_run_time: float = typer.Option(1.0, help="Seconds of repeated timing per measurement."),
     memory: bool = typer.Option(True, help="Measure peak extra memory (one child process per measurement)."),
+    busy: bool = typer.Option(True, help="Also time with 2 busy background processes."),
 ) -> None:
-    """Time forward+backward and peak extra memory of flx's focal loss against torchvision's."""
+    """Time forward+backward and peak extra memory of flx's focal loss against torchvision's (eager and
+    compiled) and BCE-with-logits, with 1 and 2 threads, alone and beside 2 busy processes."""
     from rich.table import Table
 
+    from flx.bench import CONDITIONS, IMPLEMENTATIONS
     from flx.bench import bench_losses as run_bench
 
     ns = [int(v) for v in parse_floats(sizes, "--sizes", 1, 1e9)]
+    if min_run_time <= 0:
+        raise UserError(f"--min-run-time got {min_run_time:g}; accepted: a number of seconds > 0")
+    conditions = tuple(c for c in CONDITIONS if busy or c[1] == 0)
     console = _console()
     console.print(
-        f"[dim]timing {len(ns)} sizes x 2 implementations (forward + backward, reduction='mean')...[/]"
+        f"[dim]timing {len(ns)} sizes x {len(IMPLEMENTATIONS)} implementations x {len(conditions)} conditions "
+        "(forward + backward, reduction='mean')...[/]"
     )
-    rows = run_bench(ns, min_run_time=min_run_time, measure_memory=memory)
-    table = Table(title="sigmoid focal loss: flx vs torchvision.ops (CPU)")
-    for col in ("logits", "impl", "first call", "median", "speed-up", "peak extra MB", "memory ratio"):
+    rows = run_bench(
+        ns,
+        min_run_time=min_run_time,
+        measure_memory=memory,
+        conditions=conditions,
+        progress=lambda line: console.print(f"[dim]  {line}[/]"),
+    )
+    by_key = {(r.condition, r.n, r.impl): r for r in rows}
+    table = Table(title="sigmoid focal loss, forward + backward: median ms (CPU)")
+    for col in (
+        "condition",
+        "logits",
+        *IMPLEMENTATIONS,
+        "flx vs torchvision",
+        "flx vs compile",
+        "flx vs bce",
+    ):
         table.add_column(col, justify="right", no_wrap=True)
-    by_key = {(r.n, r.impl): r for r in rows}
-    for r in rows:
-        ref = by_key[(r.n, "torchvision")]
-        speed = f"{ref.median_s / r.median_s:.1f}x" if r.impl == "flx" else ""
-        mem = f"{r.peak_extra_mb / ref.peak_extra_mb:.2f}" if r.impl == "flx" and ref.peak_extra_mb else ""
-        table.add_row(
-            f"{r.n:.0e}",
-            r.impl,
-            f"{r.first_call_s * 1e3:.1f} ms",
-            f"{r.median_s * 1e3:.2f} ms",
-            speed,
-            f"{r.peak_extra_mb:.1f}",
-            mem,
-        )
+    for condition in dict.fromkeys(r.condition for r in rows):
+        for n in ns:
+            t = {impl: by_key[(condition, n, impl)].median_s for impl in IMPLEMENTATIONS}
+            table.add_row(
+                condition,
+                f"{n:.0e}",
+                *(f"{t[impl] * 1e3:.1f}" for impl in IMPLEMENTATIONS),
+                f"{t['torchvision'] / t['flx']:.2f}x",
+                f"{t['torchvision+compile'] / t['flx']:.2f}x",
+                f"{t['bce'] / t['flx']:.2f}x",
+            )
     console.print(table)
+    first = rows[: len(ns) * len(IMPLEMENTATIONS)]  # the first condition's first calls (compilation included)
+    extra = Table(title="first call (ms) and peak extra memory (MB, one call in a fresh process, 1 thread)")
+    for col in ("logits", "impl", "first call", "peak extra MB", "vs torchvision"):
+        extra.add_column(col, justify="right", no_wrap=True)
+    for r in first:
+        ref = by_key[(r.condition, r.n, "torchvision")].peak_extra_mb
+        ratio = (
+            f"{r.peak_extra_mb / ref:.2f}"
+            if ref and ref == ref and r.peak_extra_mb == r.peak_extra_mb
+            else ""
+        )
+        extra.add_row(f"{r.n:.0e}", r.impl, f"{r.first_call_s * 1e3:.1f}", f"{r.peak_extra_mb:.1f}", ratio)
+    console.print(extra)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -288,6 +289,11 @@ def test_ohem_select():
     assert L.ohem_select(losses, 5, torch.zeros(7), neg_pos_ratio=3).tolist() == [1, 3, 6]
 
 
+def _checked(fn, *args):
+    with L.check_targets():
+        return fn(*args)
+
+
 @pytest.mark.parametrize(
     "call,match",
     [
@@ -301,11 +307,25 @@ def test_ohem_select():
             r"reduction got 'avg'; accepted: one of none, mean, sum",
         ),
         (lambda x, y: L.sigmoid_focal_loss(x, y[:3]), r"same shape"),
-        (lambda x, y: L.sigmoid_focal_loss(x, y * 2), r"targets must be 0 or 1.*2"),
+        (lambda x, y: _checked(L.sigmoid_focal_loss, x, y * 2), r"targets must lie in \[0, 1\].*2"),
         (
-            lambda x, y: L.softmax_focal_loss(x[:, None].expand(-1, 3), torch.full((len(x),), 7)),
+            lambda x, y: _checked(L.softmax_focal_loss, x[:, None].expand(-1, 3), torch.full((len(x),), 7)),
             r"class 7.*\[0, 2\]",
         ),
+        (lambda x, y: L.sigmoid_focal_loss(x, y, gamma=np.float32(-1)), r"gamma got np.float32\(-1.0\)"),
+        (lambda x, y: L.sigmoid_focal_loss(x, y, alpha=True), r"alpha got True"),
+        (lambda x, y: L.sigmoid_focal_loss(x, y, reduction="sum", normalizer=4), r"normalizer is given with"),
+        (lambda x, y: L.sigmoid_focal_loss(x, y, reduction="mean", normalizer=0), r"normalizer got 0"),
+        (
+            lambda x, y: L.softmax_focal_loss(x[:, None].expand(-1, 3), y.long(), alpha=[1, 2]),
+            r"alpha got shape",
+        ),
+        (
+            lambda x, y: L.poly1_focal_loss(x, y, alpha=0.25, epsilon=-0.5),
+            r"epsilon got -0.5; accepted: a number >= -0.25",
+        ),
+        (lambda x, y: L.FocalLoss(gamma=-1), r"gamma got -1"),
+        (lambda x, y: L.SoftmaxFocalLoss(alpha=[0.5, -1.0]), r"alpha got \[0.5, -1.0\]"),
         (lambda x, y: L.softmax_focal_loss(x[:, None].expand(-1, 3), y), r"integer class indices"),
         (lambda x, y: L.softmax_focal_loss(x[:, None].expand(-1, 3), y.long(), alpha=2.0), r"alpha got 2.0"),
         (lambda x, y: L.poly1_cross_entropy(x, y, epsilon=math.inf), r"epsilon got inf"),
