@@ -4,15 +4,15 @@ Four implementations of forward + backward (reduction "mean", alpha 0.25, gamma 
 
 - ``flx``: :func:`flx.losses.sigmoid_focal_loss` in eager mode (the fused kernel);
 - ``torchvision``: ``torchvision.ops.sigmoid_focal_loss`` in eager mode;
-- ``torchvision+compile``: the same under ``torch.compile`` (inductor, one static graph per size; compilation is
+- ``compiled``: torchvision's under ``torch.compile`` (inductor, one static graph per size; compilation is
   the first call and is not in the median);
 - ``bce``: ``F.binary_cross_entropy_with_logits``, the floor of what a loss over the same tensors costs in eager.
 
 Each is timed under every condition: torch thread count 1 or 2, each alone and with 2 background processes that
 keep the CPU busy (pure-Python spin loops, started before and stopped after that condition). Time is the median
 from ``torch.utils.benchmark``; the first call (with any compilation) is timed on its own. Peak extra memory is
-measured in a fresh child process per (implementation, size), as the growth of the peak resident set size over
-the resident size just before one call, so no implementation inherits another's allocator state.
+measured in a fresh child process per (implementation, size), as the growth of the peak resident set size (reset
+just before the call) over the resident size just before one call, so no implementation inherits another's allocator state.
 """
 
 from __future__ import annotations
@@ -24,19 +24,26 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-IMPLEMENTATIONS = ("flx", "torchvision", "torchvision+compile", "bce")
+IMPLEMENTATIONS = ("flx", "torchvision", "compiled", "bce")
 # (torch threads, busy background processes)
 CONDITIONS = ((1, 0), (2, 0), (1, 2), (2, 2))
 
 
 def condition_name(threads: int, busy: int) -> str:
-    return f"{threads} thread{'s' if threads > 1 else ''}" + (f", {busy} busy processes" if busy else "")
+    return f"{threads} thr" + (f", {busy} busy" if busy else "")
 
 
 def _loss_fn(impl: str) -> Callable:
+    """The loss function an implementation name stands for; ValueError for a name not in IMPLEMENTATIONS."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation got {impl!r}; accepted: one of {', '.join(IMPLEMENTATIONS)}")
+    import logging
+
     import torch
     import torch.nn.functional as F
 
+    # "no CUDA runtime" warnings are irrelevant on a CPU
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if impl == "flx":
         from flx.losses import sigmoid_focal_loss
 
@@ -47,7 +54,7 @@ def _loss_fn(impl: str) -> Callable:
         )
     from torchvision.ops import sigmoid_focal_loss
 
-    if impl == "torchvision+compile":
+    if impl == "compiled":
         return torch.compile(sigmoid_focal_loss, dynamic=False)
     return sigmoid_focal_loss
 
@@ -71,6 +78,24 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _high_water_bytes() -> int:
+    """The peak resident set size since the last reset (VmHWM), or since the start where it cannot be reset."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_high_water() -> None:
+    """Sets the peak RSS to the current RSS (Linux >= 4.0), so that making the inputs is not counted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_extra_memory(impl: str, n: int) -> int:
     """Runs in a fresh child: bytes the peak RSS grows by during one forward + backward (gradient included)."""
     import torch
@@ -79,10 +104,11 @@ def _peak_extra_memory(impl: str, n: int) -> int:
     fn = _loss_fn(impl)
     _step(fn, *_inputs(n, seed=1))  # kernels, the allocator and any compilation, outside the measurement
     logits, targets = _inputs(n)
+    logits.grad = None
     before = _rss_bytes()
+    _reset_high_water()
     _step(fn, logits, targets)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return max(peak - before, 0)
+    return max(_high_water_bytes() - before, 0)
 
 
 def _spin() -> None:  # a busy background process
@@ -128,9 +154,8 @@ def bench_losses(
 
     import torch
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(
-        logging.ERROR
-    )  # "no CUDA runtime": irrelevant here
+    # "no CUDA runtime" warnings are irrelevant on a CPU
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     ctx = mp.get_context("spawn")
     memory: dict[tuple[str, int], float] = {}
     if measure_memory:

@@ -194,11 +194,21 @@ def _check_normalizer(normalizer, reduction: str):
     return value
 
 
-def _check_binary(inputs: torch.Tensor, targets: torch.Tensor) -> None:
+def _check_tensors(inputs, targets) -> None:
     if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
         raise ValueError(
             f"inputs and targets must be tensors, got {type(inputs).__name__} and {type(targets).__name__}"
         )
+
+
+def _check_ignore_index(ignore_index) -> int:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise ValueError(f"ignore_index got {ignore_index!r}; accepted: an integer (default -100)")
+    return int(ignore_index)
+
+
+def _check_binary(inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    _check_tensors(inputs, targets)
     if inputs.shape != targets.shape:
         raise ValueError(
             f"inputs and targets must have the same shape, got {tuple(inputs.shape)} and {tuple(targets.shape)}"
@@ -216,6 +226,8 @@ def _check_binary(inputs: torch.Tensor, targets: torch.Tensor) -> None:
 
 
 def _check_multiclass(inputs: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> None:
+    _check_tensors(inputs, targets)
+    _check_ignore_index(ignore_index)
     if inputs.dim() < 2 or targets.shape != inputs.shape[:1] + inputs.shape[2:]:
         raise ValueError(
             "multi-class losses take inputs of shape (N, C, ...) and class indices of shape (N, ...); "
@@ -511,12 +523,13 @@ def _fused(x, y, alpha, gamma, scale, want_elements, want_grad, shape):
 class _SigmoidFocal(torch.autograd.Function):
     r"""Sigmoid focal loss whose forward also computes the closed-form gradient (see :func:`_hard_chunk`).
 
-    It saves that gradient (one tensor the size of the input, no graph of intermediates) and hands it to autograd
-    in the backward, scaled in place by the incoming gradient; the buffer is given away, so what autograd receives
-    is a fresh tensor that nothing else holds. A second backward (``retain_graph=True``), a backward with
-    ``create_graph=True`` (Hessians, gradient penalties) and gradients for the targets all differentiate the
-    plain expression (:func:`_sigmoid_focal_elements`) on the saved inputs instead, so their derivatives of
-    every order are autograd's.
+    The forward saves that gradient (one tensor of the input's shape, no graph of intermediates) and the backward
+    hands it to autograd, scaled in place by the incoming gradient unless that is 1. The buffer is given away, not
+    kept, so autograd receives a fresh tensor that nothing else holds, and stores it as ``.grad`` without a copy.
+    A second backward (``retain_graph=True``) runs the same kernel again, so it gives the same bits. A backward
+    that needs a graph (``create_graph=True``: Hessians, gradient penalties, ``gradgradcheck``) and gradients for
+    the targets differentiate the plain expression (:func:`_sigmoid_focal_elements`) on the saved inputs
+    instead, so derivatives of every order are autograd's.
     """
 
     @staticmethod
@@ -536,12 +549,15 @@ class _SigmoidFocal(torch.autograd.Function):
         ctx.save_for_backward(x, y)
         ctx.args = (alpha, gamma, scale, reduction)
         ctx.shape, ctx.dtype = x.shape, x.dtype
+        ctx.set_materialize_grads(False)  # else autograd passes a zero tensor the input's size for output[1]
         ctx.grad = output[1]
         if output[1] is not None:
             ctx.mark_non_differentiable(output[1])
 
     @staticmethod
     def backward(ctx, grad_loss, _):
+        if grad_loss is None:
+            return None, None, None, None, None, None, None
         alpha, gamma, scale, reduction = ctx.args
         fast, ctx.grad = ctx.grad, None
         need_x, need_y = ctx.needs_input_grad[:2]
@@ -791,7 +807,8 @@ def _poly1_loss(inputs, targets, alpha, gamma, epsilon, ignore_index, reduction,
     _check_reduction(reduction)
     gamma = _check_gamma(gamma)
     normalizer = _check_normalizer(normalizer, reduction)
-    cdtype = _compute_dtype(getattr(inputs, "dtype", torch.float32))
+    _check_tensors(inputs, targets)
+    cdtype = _compute_dtype(inputs.dtype)
     if _is_multiclass(inputs, targets):
         _check_multiclass(inputs, targets, ignore_index)
         weights = _check_class_alpha(alpha, inputs.shape[1], inputs.device, cdtype) if focal else None
@@ -865,7 +882,8 @@ class SoftmaxFocalLoss(_LossModule):
     ) -> None:
         super().__init__()
         _check_reduction(reduction)
-        self.gamma, self.ignore_index, self.reduction = _check_gamma(gamma), int(ignore_index), reduction
+        self.gamma, self.ignore_index = _check_gamma(gamma), _check_ignore_index(ignore_index)
+        self.reduction = reduction
         _set_alpha(self, alpha)
 
 
@@ -878,11 +896,8 @@ class Poly1CrossEntropyLoss(_LossModule):
     def __init__(self, epsilon: float = 1.0, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__()
         _check_reduction(reduction)
-        self.epsilon, self.ignore_index, self.reduction = (
-            _check_epsilon(epsilon),
-            int(ignore_index),
-            reduction,
-        )
+        self.epsilon, self.ignore_index = _check_epsilon(epsilon), _check_ignore_index(ignore_index)
+        self.reduction = reduction
 
 
 class Poly1FocalLoss(_LossModule):
@@ -901,7 +916,8 @@ class Poly1FocalLoss(_LossModule):
     ) -> None:
         super().__init__()
         _check_reduction(reduction)
-        self.gamma, self.ignore_index, self.reduction = _check_gamma(gamma), int(ignore_index), reduction
+        self.gamma, self.ignore_index = _check_gamma(gamma), _check_ignore_index(ignore_index)
+        self.reduction = reduction
         _set_alpha(self, alpha)
         self.epsilon = _check_epsilon(epsilon, -1.0)  # the bound that depends on alpha is checked per call
 

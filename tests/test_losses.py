@@ -325,6 +325,11 @@ def _checked(fn, *args):
             r"epsilon got -0.5; accepted: a number >= -0.25",
         ),
         (lambda x, y: L.FocalLoss(gamma=-1), r"gamma got -1"),
+        (
+            lambda x, y: L.SoftmaxFocalLoss(ignore_index="none"),
+            r"ignore_index got 'none'; accepted: an integer",
+        ),
+        (lambda x, y: L.poly1_cross_entropy(x.tolist(), y), r"inputs and targets must be tensors, got list"),
         (lambda x, y: L.SoftmaxFocalLoss(alpha=[0.5, -1.0]), r"alpha got \[0.5, -1.0\]"),
         (lambda x, y: L.softmax_focal_loss(x[:, None].expand(-1, 3), y), r"integer class indices"),
         (lambda x, y: L.softmax_focal_loss(x[:, None].expand(-1, 3), y.long(), alpha=2.0), r"alpha got 2.0"),
