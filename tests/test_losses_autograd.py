@@ -381,3 +381,32 @@ def test_accelerator_path_matches_torchvision(monkeypatch):
         L.sigmoid_focal_loss(saturated, torch.tensor([0.0, 1, 0, 1]), 0.25, 0.5, "sum"), saturated
     )
     assert torch.isfinite(grad).all()
+
+
+def test_backward_allocates_nothing_the_size_of_the_input():
+    """The kernel's gradient is handed to autograd as .grad: no zero tensor for the kernel's second output, no
+    copy, no second pass (peak extra memory = the gradient)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    n = 100_000
+    sized = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            fresh = isinstance(out, torch.Tensor) and out.untyped_storage().data_ptr() not in inputs
+            if (
+                fresh and out.numel() == n
+            ):  # a new tensor of the input's size (aliases such as detach are not)
+                sized.append(str(func))
+            return out
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(n, generator=g).requires_grad_()
+    y = (torch.rand(n, generator=g) < 0.1).float()
+    loss = L.sigmoid_focal_loss(x, y, reduction="mean")
+    with Record():
+        loss.backward()
+    assert sized == [], sized
+    torch.testing.assert_close(x.grad, torch.autograd.grad(tv_focal(x, y, reduction="mean"), x)[0])
