@@ -324,7 +324,7 @@ def _sigmoid_focal_elements(x: torch.Tensor, y: torch.Tensor, alpha: float, gamm
     q, ce = _binary_terms(x, y)
     loss = _safe_pow(q, gamma) * ce
     if alpha >= 0:
-        loss = loss * torch.lerp(torch.full_like(y, 1 - alpha), torch.full_like(y, alpha), y)
+        loss = loss * ((1 - alpha) + (2 * alpha - 1) * y)  # alpha_t = alpha y + (1 - alpha)(1 - y)
     return loss
 
 
