@@ -531,6 +531,93 @@ def report(
 
 
 # ------------------------------------------------------------------------------------------------------------
+# flx runs
+# ------------------------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def runs(
+    args: list[str] | None = typer.Argument(
+        None,
+        help="[DIR] to list the runs of a results folder, or: show KEY [DIR] for one run. (default: ./runs)",
+    ),
+    where: list[str] = typer.Option(
+        [], "--where", help="Keep runs with FIELD=VALUE (=a,b: any of; also !=, >=, <=, >, <). Repeatable."
+    ),
+    status: str | None = typer.Option(
+        None, help="Keep runs with these statuses: ok, diverged, collapsed, failed."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON instead of a table."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the runs as CSV instead of a table."),
+    out: str | None = OutOpt,
+) -> None:
+    """List stored runs (filtered by --where and --status) or show one: `flx runs show KEY` prints its config,
+    metrics, learning curve, data and provenance. Only reads the store."""
+    import json
+
+    from flx.runs import find, list_columns, open_store, parse_statuses, sections, select
+    from flx.store import default_out
+
+    args = list(args or [])
+    if as_json and as_csv:
+        raise FlxError("--json and --csv: give one of them")
+    if args[:1] == ["show"]:
+        if len(args) not in (2, 3):
+            raise FlxError(
+                "flx runs show takes a run key and, optionally, a results folder: flx runs show KEY [DIR]"
+            )
+        record = find(open_store(args[2] if len(args) == 3 else out or default_out()), args[1])
+        parts = sections(record)
+        if as_json or as_csv:
+            typer.echo(json.dumps(record, indent=2, default=str) if as_json else _csv([record]))
+            return
+        console = _console()
+        for title, fields in parts.items():
+            console.print(f"[bold]{title}[/]")
+            if title == "curve":  # validation AP every eval_every steps, on wrapped lines
+                text = ", ".join(f"{step}: {_cell(value)}" for step, value in fields.items())
+                console.print(f"  validation AP by step: {text}", markup=False, highlight=False)
+                continue
+            for name, value in fields.items():
+                console.print(f"  {name}: {_cell(value)}", markup=False, highlight=False)
+        return
+    if len(args) > 1:
+        raise FlxError(f"flx runs takes one results folder, got {len(args)}: {' '.join(args)}")
+    store = open_store(args[0] if args else out or default_out())
+    df = select(store, where, parse_statuses(status))
+    if as_json:
+        typer.echo(json.dumps(df.to_dict(orient="records"), indent=2, default=str))
+        return
+    if as_csv:
+        typer.echo(df.to_csv(index=False), nl=False)
+        return
+    from rich.table import Table
+
+    console = _console()
+    if df.empty:
+        console.print(f"no runs in {store.out} match")
+        return
+    columns = list_columns(df)
+    table = Table(title=f"{len(df)} runs in {store.out}")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("key", "status", "dataset", "loss") else "right")
+    for row in df[columns].itertuples(index=False):
+        table.add_row(*(str(v)[:10] if c == "key" else _cell(v) for c, v in zip(columns, row, strict=True)))
+    console.print(table)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return "–" if value is None else str(value)
+
+
+def _csv(records: list[dict]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(records).to_csv(index=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # flx migrate
 # ------------------------------------------------------------------------------------------------------------
 @app.command()

@@ -1,0 +1,110 @@
+"""flx runs: list stored runs with filters, show one, JSON/CSV for scripts, one-line errors."""
+
+import csv
+import io
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flx.cli import app, main
+from flx.runs import Condition, parse_where, select
+from flx.store import Store
+
+runner = CliRunner()
+
+
+def _store(tmp_path):
+    store = Store(tmp_path / "runs")
+    store.create()
+    rows = [
+        ("aaaa1111", "ok", "ce", None, 0.0, 0, 0.61),
+        ("aaaa2222", "ok", "focal", 0.25, 2.0, 0, 0.66),
+        ("bbbb3333", "ok", "focal", 0.25, 2.0, 1, 0.64),
+        ("cccc4444", "diverged", "focal", 0.75, 5.0, 0, None),
+        ("dddd5555", "failed", "poly1", None, None, 0, None),
+    ]
+    for key, status, loss, alpha, gamma, seed, ap in rows:
+        record = {"key": key, "status": status, "dataset": "synthetic", "loss": loss, "alpha": alpha}
+        record |= {"gamma": gamma, "seed": seed, "ap": ap, "torch_version": "2.14.1"}
+        if key == "aaaa2222":
+            record["curve"] = json.dumps([[100, 0.5], [200, 0.6]])
+        if status == "failed":
+            record["error"] = "ValueError: boom"
+        store.put(record)
+    return store
+
+
+def test_where_filters_by_equality_lists_and_comparisons(tmp_path):
+    store = _store(tmp_path)
+    assert list(select(store, ["loss=focal"])["key"]) == ["aaaa2222", "bbbb3333", "cccc4444"]
+    assert list(select(store, ["loss=ce,poly1"])["key"]) == ["aaaa1111", "dddd5555"]
+    assert list(select(store, ["loss=focal", "gamma>=3"])["key"]) == ["cccc4444"]
+    assert list(select(store, ["alpha=.25", "seed!=0"])["key"]) == ["bbbb3333"]
+    assert list(select(store, ["alpha=none"])["key"]) == ["aaaa1111", "dddd5555"]
+    assert list(select(store, [], statuses=("diverged", "failed"))["key"]) == ["cccc4444", "dddd5555"]
+    assert select(store, ["ap>0.9"]).empty
+    assert parse_where(["gamma <= 2"], ["gamma"]) == [Condition("gamma", "<=", ("2",))]
+
+
+def test_runs_lists_a_table_with_the_fields_that_vary(tmp_path):
+    _store(tmp_path)
+    result = runner.invoke(app, ["runs", str(tmp_path / "runs"), "--where", "loss=focal"])
+    assert result.exit_code == 0, result.output
+    assert "3 runs" in result.output and "aaaa2222" in result.output and "aaaa1111" not in result.output
+    for column in ("loss", "alpha", "gamma", "seed", "ap"):
+        assert column in result.output
+    assert "torch_version" not in result.output  # provenance is for `show`
+
+
+def test_runs_json_and_csv_for_scripts(tmp_path):
+    _store(tmp_path)
+    folder = str(tmp_path / "runs")
+    as_json = runner.invoke(app, ["runs", folder, "--status", "ok", "--json"])
+    assert as_json.exit_code == 0
+    assert [r["key"] for r in json.loads(as_json.output)] == ["aaaa1111", "aaaa2222", "bbbb3333"]
+    as_csv = runner.invoke(app, ["runs", "--out", folder, "--where", "loss=focal", "--csv"])
+    assert as_csv.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    assert [r["key"] for r in rows] == ["aaaa2222", "bbbb3333", "cccc4444"] and rows[0]["gamma"] == "2.0"
+
+
+def test_runs_show_prints_config_metrics_curve_and_provenance(tmp_path):
+    _store(tmp_path)
+    result = runner.invoke(app, ["runs", "show", "aaaa2", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    for text in (
+        "aaaa2222",
+        "config",
+        "loss: focal",
+        "metrics",
+        "ap: 0.66",
+        "curve",
+        "100: 0.5",
+        "torch_version",
+    ):
+        assert text in result.output
+    as_json = runner.invoke(app, ["runs", "show", "dddd", str(tmp_path / "runs"), "--json"])
+    assert json.loads(as_json.output)["error"] == "ValueError: boom"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["runs", "{d}", "--where", "los=focal"], "--where got field 'los'; accepted: one of"),
+        (["runs", "{d}", "--where", "loss"], "--where got 'loss'; accepted: FIELD=VALUE"),
+        (["runs", "{d}", "--where", "gamma>two"], "needs a number, got 'two'"),
+        (["runs", "{d}", "--status", "done"], "--status got 'done'; accepted"),
+        (["runs", "show", "aaaa", "{d}"], "2 runs have keys starting with 'aaaa'"),
+        (["runs", "show", "zzzz", "{d}"], "no run in"),
+        (["runs", "{d}/missing"], "does not exist"),
+        (["runs", "{d}", "--json", "--csv"], "give one of them"),
+    ],
+)
+def test_runs_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
+    _store(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(d=tmp_path / "runs") for a in args])  # the console entry point, as `flx ...` runs it
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.startswith("flx: error: ") and needle in err and len(err.strip().splitlines()) == 1
