@@ -199,6 +199,13 @@ DataDirOpt = typer.Option(
 OutOpt = typer.Option(None, "--out", envvar="FLX_OUT", help="Results folder. (default: ./runs)")
 
 
+# Options that were always lists: one value given for them still replaces the field in every grid.
+GRID_AXES = (
+    *("loss", "gamma", "alpha", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms"),
+    *("anchor_scales", "anchor_ratios", "ratio", "prior", "backbone"),
+)
+
+
 def _fields(lists: dict, scalars: dict) -> dict:
     """Config overrides from the options given (None = not given): lists parsed item by item, scalars checked,
     each against the constraint table, so a bad value is refused here, before torch is imported."""
@@ -243,6 +250,9 @@ def run(
     eval_every: str | None = _opt("eval_every", default_note=" (default: 100; image sets)"),
     batch_size: str | None = _opt("batch_size", default_note=" (default: 1024; images 128; shapes 8)"),
     seed: str | None = _opt("seed", default_note=" (default: 0)"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="FIELD=VALUE: any config field (repeatable), e.g. data_seed=1."
+    ),
     data_dir: str | None = DataDirOpt,
     out: str | None = OutOpt,
     store: bool = typer.Option(True, help="Also save the record to the results store (--out)."),
@@ -250,7 +260,7 @@ def run(
     """Train one model and print its record (and store it, unless --no-store)."""
     from flx.config import Config
     from flx.store import Store, default_out
-    from flx.sweep import run_one
+    from flx.sweep import inapplicable, parse_sets, run_one
 
     fields = _fields(
         {},
@@ -261,8 +271,17 @@ def run(
              anchor_ratios=anchor_ratios, steps=steps, n_images=n_images, backbone=backbone, weights=weights,
              eval_every=eval_every),
     )  # fmt: skip
+    sets = parse_sets(set_, many=False)
+    given = {k for k in fields if k != "loss" or loss != "focal"}  # --loss has a default: "focal" may be it
+    twice = sorted(set(sets) & given)
+    if twice:
+        raise FlxError(f"{', '.join(twice)} given both as an option and with --set; give each once")
+    fields |= sets
     config = Config(**fields).normalized()
     console = _console()
+    note = inapplicable([config], [k for k in fields if k != "loss"])
+    if note:
+        console.print(f"note: {note}", highlight=False)
     with console.status(f"training {config.loss} on {config.dataset}..."):
         record = run_one(config, Store(out or default_out()) if store else None, data_dir)
     from rich.table import Table
@@ -296,22 +315,27 @@ def sweep(
     prior: str | None = _opt("prior", many=True),
     backbone: str | None = _opt("backbone", many=True),
     seeds: str | None = _opt("seeds", default_note=" (default: 1, or the spec's)"),
-    dataset: str | None = _opt("dataset"),
-    n_samples: str | None = _opt("n_samples"),
-    dim: str | None = _opt("dim"),
-    hard_frac: str | None = _opt("hard_frac"),
-    image_size: str | None = _opt("image_size"),
-    weights: str | None = _opt("weights"),
-    n_images: str | None = _opt("n_images"),
-    model: str | None = _opt("model"),
-    hidden: str | None = _opt("hidden"),
-    optimizer: str | None = _opt("optimizer"),
-    lr: str | None = _opt("lr"),
-    epochs: str | None = _opt("epochs"),
-    steps: str | None = _opt("steps"),
-    eval_every: str | None = _opt("eval_every"),
-    batch_size: str | None = _opt("batch_size"),
+    dataset: str | None = _opt("dataset", many=True),
+    n_samples: str | None = _opt("n_samples", many=True),
+    dim: str | None = _opt("dim", many=True),
+    hard_frac: str | None = _opt("hard_frac", many=True),
+    image_size: str | None = _opt("image_size", many=True),
+    weights: str | None = _opt("weights", many=True),
+    n_images: str | None = _opt("n_images", many=True),
+    model: str | None = _opt("model", many=True),
+    hidden: str | None = _opt("hidden", many=True),
+    optimizer: str | None = _opt("optimizer", many=True),
+    lr: str | None = _opt("lr", many=True),
+    epochs: str | None = _opt("epochs", many=True),
+    steps: str | None = _opt("steps", many=True),
+    eval_every: str | None = _opt("eval_every", many=True),
+    batch_size: str | None = _opt("batch_size", many=True),
     workers: str | None = _opt("workers", default_note=" (default: the available cores)"),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="FIELD=V1,V2: any config field, as a comma-separated list (repeatable), e.g. data_seed=0,1.",
+    ),
     data_dir: str | None = DataDirOpt,
     out: str | None = OutOpt,
     dry_run: bool = typer.Option(
@@ -321,22 +345,36 @@ def sweep(
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
     from flx.config import empty_spec, load_spec
     from flx.store import Store, default_out
-    from flx.sweep import merge, plan, run_sweep
+    from flx.sweep import inapplicable, merge, parse_sets, plan, run_sweep
 
     overrides = _fields(
         dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
              ohem_nms=ohem_nms, anchor_scales=anchor_scales, anchor_ratios=anchor_ratios, ratio=ratio, prior=prior,
-             backbone=backbone),
-        dict(dataset=dataset, n_samples=n_samples, dim=dim, hard_frac=hard_frac, image_size=image_size,
-             n_images=n_images, model=model, hidden=hidden, optimizer=optimizer, lr=lr, epochs=epochs, steps=steps,
-             batch_size=batch_size, seeds=seeds, weights=weights, eval_every=eval_every),
+             backbone=backbone, dataset=dataset, n_samples=n_samples, dim=dim, hard_frac=hard_frac,
+             image_size=image_size, n_images=n_images, model=model, hidden=hidden, optimizer=optimizer, lr=lr,
+             epochs=epochs, steps=steps, batch_size=batch_size, weights=weights, eval_every=eval_every),
+        dict(seeds=seeds),
     )  # fmt: skip
+    sets = parse_sets(set_)
+    twice = sorted(set(sets) & set(overrides))
+    if twice:
+        raise FlxError(f"{', '.join(twice)} given both as an option and with --set; give each once")
+    overrides |= sets
+    # one value of a field that is not a grid axis by nature is fixed in [config] (as before lists were
+    # accepted), so the saved spec and a spec's own grids read the same; two or more make it a grid axis
+    overrides = {
+        k: v[0] if isinstance(v, list) and len(v) == 1 and k not in GRID_AXES else v
+        for k, v in overrides.items()
+    }
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     loaded = load_spec(spec) if spec else empty_spec()
     effective = merge(loaded, overrides)
     configs = plan(effective)  # checked and sized before torch is imported
     store = Store(out or loaded.get("out") or default_out())
     console = _console()
+    note = inapplicable(configs, [f for f in overrides if f != "seeds"])
+    if note:
+        console.print(f"note: {note}", highlight=False)
     view = SweepView(console, len(configs))
     with view:
         result = run_sweep(

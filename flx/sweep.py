@@ -31,7 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from flx.config import CONFIG_FIELDS, MAX_RUNS, Config, ConfigError, dump_spec, empty_spec
+from flx.config import (
+    CONFIG_FIELDS,
+    LOSSES,
+    MAX_RUNS,
+    Config,
+    ConfigError,
+    dump_spec,
+    empty_spec,
+    parse_list,
+)
 from flx.errors import StoreError
 from flx.store import Store, new_owner, write_atomic
 
@@ -63,6 +72,48 @@ def merge(spec: dict | None, overrides: dict | None = None) -> dict:
     if not any("loss" in g for g in grids) and "loss" not in config:
         grids = [{**g, "loss": ["focal"]} for g in grids]
     return {**spec, "config": config, "grid": grids, "seeds": seeds or spec["seeds"]}
+
+
+def parse_sets(items: list[str], many: bool = True, label: str = "--set") -> dict:
+    """``["lr=0.1,0.01", "data_seed=1"]`` -> {name: [values]} (or one value each with ``many=False``), every
+    value checked against the constraint table; ConfigError naming the item and what is accepted."""
+    out: dict = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise ConfigError(
+                f"{label} got {item!r}; accepted: FIELD=VALUE{',VALUE...' if many else ''}, e.g. lr=0.1"
+            )
+        if name not in CONFIG_FIELDS or (name == "seed" and many):
+            known = [f for f in CONFIG_FIELDS if f != "seed" or not many]
+            raise ConfigError(
+                f"{label} got field {name!r}; accepted: one of {', '.join(known)} (seeds: --seeds)"
+            )
+        if name in out:
+            raise ConfigError(f"{label} gives {name} twice; give it once, with a comma-separated list")
+        values = parse_list(name, text, f"{label} {name}")
+        if not many and len(values) != 1:
+            raise ConfigError(f"{label} {name} got {text!r}; accepted: one value (lists are for flx sweep)")
+        out[name] = values if many else values[0]
+    return out
+
+
+def inapplicable(configs: list[Config], given: Iterable[str]) -> str | None:
+    """A note on the loss hyperparameters the user gave that some or all of the sweep's losses do not take
+    (``--loss ce --gamma 2``: ce has no gamma), or None when every one applies to every loss."""
+    losses = list(dict.fromkeys(c.loss for c in configs))
+    hyper = dict.fromkeys(p for spec in LOSSES.values() for p in spec.params)
+    parts = []
+    for name in [f for f in given if f in hyper]:
+        users = [loss for loss in losses if name in LOSSES[loss].params]
+        others = [loss for loss in losses if loss not in users]
+        option = "--" + name.replace("_", "-")
+        if not users:
+            parts.append(f"{option} does not apply to {', '.join(others)} and is ignored")
+        elif others:
+            parts.append(f"{option} applies to {', '.join(users)} only, not {', '.join(others)}")
+    return "; ".join(parts) or None
 
 
 def plan_size(spec: dict) -> int:

@@ -1,0 +1,103 @@
+"""Sweep options that behave: a comma list for every config field (named options and --set), and one note per
+sweep for loss options that do not apply."""
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from flx.cli import app, main
+from flx.config import CONFIG_FIELDS, PARAMS, Config
+from flx.sweep import inapplicable, parse_sets
+
+runner = CliRunner()
+
+
+def _two_values(name: str) -> list[str]:
+    """Two distinct valid values of a field, as typed on a command line."""
+    p = PARAMS[name]
+    if p.choices is not None:
+        return [str(v) for v in p.choices()[:2]]
+    if p.text:
+        return ["first", "second"]
+    low = p.low if math.isfinite(p.low) else -10.0
+    high = p.high if math.isfinite(p.high) else low + 100
+    if p.kind is int:
+        a = math.ceil(low) + (1 if p.open_low else 0)
+        return [str(a), str(a + 1)]
+    a = low + (high - low) / 4
+    return [f"{a:g}", f"{low + (high - low) / 2:g}"]
+
+
+@pytest.mark.parametrize("name", [f for f in CONFIG_FIELDS if f != "seed"])
+def test_every_config_field_takes_a_list_with_set(name):
+    values = _two_values(name)
+    parsed = parse_sets([f"{name}={','.join(values)}"])
+    assert list(parsed) == [name] and len(parsed[name]) == 2
+    expected = [PARAMS[name].check(v) for v in values]
+    assert parsed[name] == expected
+
+
+def test_named_options_take_lists_too(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "sweep", "--dry-run", "--out", str(tmp_path), "--n-samples", "1000,2000", "--lr", "0.1,0.01",
+            "--batch-size", "64,128", "--optimizer", "sgd,adam", "--set", "data_seed=0,1", "--loss", "ce",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "32 runs planned" in result.output
+
+
+def test_note_for_loss_options_that_do_not_apply():
+    ce = Config(loss="ce").normalized()
+    focal = Config(loss="focal").normalized()
+    assert inapplicable([ce], ["gamma", "lr"]) == "--gamma does not apply to ce and is ignored"
+    assert inapplicable([ce, focal], ["gamma"]) == "--gamma applies to focal only, not ce"
+    assert inapplicable([focal], ["gamma", "alpha"]) is None
+    assert inapplicable([ce, focal], ["lr", "dataset"]) is None
+
+
+def test_sweep_prints_the_note_once(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--dry-run",
+            "--out",
+            str(tmp_path),
+            "--n-samples",
+            "1000",
+            "--loss",
+            "ce",
+            "--gamma",
+            "0,2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("note: --gamma does not apply to ce and is ignored") == 1
+    assert "1 runs planned" in result.output or "1 run planned" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["sweep", "--dry-run", "--set", "bogus=1"], "--set got field 'bogus'; accepted: one of dataset"),
+        (["sweep", "--dry-run", "--set", "lr"], "--set got 'lr'; accepted: FIELD=VALUE"),
+        (["sweep", "--dry-run", "--set", "lr=abc"], "--set lr got 'abc'; accepted: a number"),
+        (["sweep", "--dry-run", "--set", "lr=0.1", "--set", "lr=0.2"], "--set gives lr twice"),
+        (
+            ["sweep", "--dry-run", "--lr", "0.1", "--set", "lr=0.2"],
+            "lr given both as an option and with --set",
+        ),
+        (["sweep", "--dry-run", "--set", "seed=1"], "--set got field 'seed'"),
+        (["run", "--set", "lr=0.1,0.2"], "--set lr got '0.1,0.2'; accepted: one value"),
+    ],
+)
+def test_bad_set_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.startswith("flx: error: ") and needle in err and len(err.strip().splitlines()) == 1
