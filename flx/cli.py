@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags show as flags, not as <bool> options
 )
 bench_app = typer.Typer(
     help="Benchmarks: speed and memory, measured (never asserted in tests).", no_args_is_help=True
@@ -86,11 +87,23 @@ def _root(
 # ------------------------------------------------------------------------------------------------------------
 @app.command()
 def anatomy(
-    gamma: str = typer.Option("0,0.5,1,2,5", help="Comma-separated focusing parameters gamma >= 0."),
-    easy_count: int = typer.Option(100_000, min=1, help="Number of easy examples."),
-    hard_count: int = typer.Option(100, min=1, help="Number of hard examples."),
-    easy_pt: float = typer.Option(0.9, help="p_t of each easy example, in (0, 1)."),
-    hard_pt: float = typer.Option(0.1, help="p_t of each hard example, in (0, 1)."),
+    gamma: str = typer.Option(
+        "0,0.5,1,2,5",
+        show_default=False,
+        help="Comma-separated focusing parameters gamma >= 0. (default: 0,0.5,1,2,5)",
+    ),
+    easy_count: int = typer.Option(
+        100_000, min=1, show_default=False, help="Number of easy examples. (default: 100000)"
+    ),
+    hard_count: int = typer.Option(
+        100, min=1, show_default=False, help="Number of hard examples. (default: 100)"
+    ),
+    easy_pt: float = typer.Option(
+        0.9, show_default=False, help="p_t of each easy example, in (0, 1). (default: 0.9)"
+    ),
+    hard_pt: float = typer.Option(
+        0.1, show_default=False, help="p_t of each hard example, in (0, 1). (default: 0.1)"
+    ),
 ) -> None:
     """How the total loss splits between many easy and a few hard examples, for each gamma (alpha off)."""
     from rich.table import Table
@@ -122,10 +135,20 @@ def anatomy(
 # ------------------------------------------------------------------------------------------------------------
 @bench_app.command("losses")
 def bench_losses(
-    sizes: str = typer.Option("1e5,1e6,1e7", help="Comma-separated numbers of logits."),
-    min_run_time: float = typer.Option(1.0, help="Seconds of repeated timing per measurement."),
-    memory: bool = typer.Option(True, help="Measure peak extra memory (one child process per measurement)."),
-    busy: bool = typer.Option(True, help="Also time with 2 busy background processes."),
+    sizes: str = typer.Option(
+        "1e5,1e6,1e7", show_default=False, help="Comma-separated numbers of logits. (default: 1e5,1e6,1e7)"
+    ),
+    min_run_time: float = typer.Option(
+        1.0, show_default=False, help="Seconds of repeated timing per measurement. (default: 1)"
+    ),
+    memory: bool = typer.Option(
+        True,
+        show_default=False,
+        help="Measure peak extra memory (one child process per measurement). (default: on)",
+    ),
+    busy: bool = typer.Option(
+        True, show_default=False, help="Also time with 2 busy background processes. (default: on)"
+    ),
 ) -> None:
     """Time forward+backward and peak extra memory of flx's focal loss against torchvision's (eager and
     compiled) and BCE-with-logits, with 1 and 2 threads, alone and beside 2 busy processes."""
@@ -222,7 +245,11 @@ def _fields(lists: dict, scalars: dict) -> dict:
 @app.command()
 @user_errors
 def run(
-    loss: str = typer.Option("focal", help=f"{PARAMS['loss'].help} {PARAMS['loss'].accepted()}."),
+    loss: str = typer.Option(
+        "focal",
+        show_default=False,
+        help=f"{PARAMS['loss'].help} {PARAMS['loss'].accepted()}. (default: focal)",
+    ),
     gamma: str | None = _opt("gamma"),
     alpha: str | None = _opt("alpha"),
     epsilon: str | None = _opt("epsilon"),
@@ -255,7 +282,9 @@ def run(
     ),
     data_dir: str | None = DataDirOpt,
     out: str | None = OutOpt,
-    store: bool = typer.Option(True, help="Also save the record to the results store (--out)."),
+    store: bool = typer.Option(
+        True, show_default=False, help="Also save the record to the results store (--out). (default: on)"
+    ),
 ) -> None:
     """Train one model and print its record (and store it, unless --no-store)."""
     from flx.config import Config
@@ -537,8 +566,14 @@ def _print_summary(console, df) -> None:
 @user_errors
 def report(
     results_dirs: list[str] | None = typer.Argument(None, help="Results folders. (default: --out / ./runs)"),
-    fmt: str = typer.Option("md,csv", "--format", help="Comma-separated: md, csv, tex."),
-    plots: bool = typer.Option(True, help="Write the figures the spec asks for (some retrain a few models)."),
+    fmt: str = typer.Option(
+        "md,csv", "--format", show_default=False, help="Comma-separated: md, csv, tex. (default: md,csv)"
+    ),
+    plots: bool = typer.Option(
+        True,
+        show_default=False,
+        help="Write the figures the spec asks for (some retrain a few models). (default: on)",
+    ),
     to: str | None = typer.Option(
         None, "--to", help="Write the report here instead of into each results folder (one folder only)."
     ),

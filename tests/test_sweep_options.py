@@ -101,3 +101,15 @@ def test_bad_set_is_one_line_exit_2(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert err.startswith("flx: error: ") and needle in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["sweep"], ["report"], ["runs"], ["migrate"], ["anatomy"], ["bench", "losses"]]
+)
+def test_help_shows_flags_as_flags_and_one_style_of_defaults(command, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = capsys.readouterr().out
+    assert "--help" in text and "<bool>" not in text and "[default:" not in text
+    if command == ["run"]:
+        assert "--store / --no-store" in text and "(default: focal)" in text
