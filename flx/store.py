@@ -109,6 +109,38 @@ def _can_write_dir(path: Path) -> bool:
         return False
 
 
+FLAT_VIEW = "runs_flat"
+
+
+def _flat_view_sql() -> str:
+    """A view with one column per config field and metric, read from each JSON record (no copy of the data):
+    ``pandas.read_sql("SELECT * FROM runs_flat", sqlite3.connect(".../runs.sqlite"))``."""
+    from flx.config import CONFIG_FIELDS
+    from flx.metrics import METRICS
+
+    names = [n for n in dict.fromkeys([*CONFIG_FIELDS, *METRICS]) if n not in ("key", "status")]
+    columns = ", ".join(f"json_extract(record, '$.{n}') AS {n}" for n in names)
+    return f"CREATE VIEW {FLAT_VIEW} AS SELECT key, status, created_at, {columns} FROM runs"
+
+
+def _ensure_flat_view(con: sqlite3.Connection) -> None:
+    """(Re)creates the flat view when it is missing or names other fields than this flx's (a schema change
+    only then, so concurrent writers are not disturbed on every connection)."""
+    sql = _flat_view_sql()
+    row = con.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?", (FLAT_VIEW,)
+    ).fetchone()
+    if row is None or row[0] != sql:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(f"DROP VIEW IF EXISTS {FLAT_VIEW}")
+            con.execute(sql)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
 class Store:
     """Runs of one results directory. ``Store(out)`` creates nothing until :meth:`create` or the first write."""
 
@@ -221,6 +253,7 @@ class Store:
             con.execute("PRAGMA busy_timeout = 60000")
             con.execute("PRAGMA journal_mode = WAL")
             con.executescript(_SCHEMA)
+            _ensure_flat_view(con)
             old = con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION
             if old and not con.execute("SELECT 1 FROM runs LIMIT 1").fetchone():
                 con.execute(

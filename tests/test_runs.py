@@ -108,3 +108,18 @@ def test_runs_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert err.startswith("flx: error: ") and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_store_has_one_column_per_config_field_and_metric_for_read_sql(tmp_path):
+    import sqlite3
+
+    import pandas as pd
+
+    from flx.config import CONFIG_FIELDS
+    from flx.metrics import METRICS
+
+    store = _store(tmp_path)
+    df = pd.read_sql("SELECT * FROM runs_flat ORDER BY key", sqlite3.connect(store.path))
+    assert {"key", "status", "created_at", *CONFIG_FIELDS, *METRICS} <= set(df.columns)
+    assert list(df["loss"]) == ["ce", "focal", "focal", "focal", "poly1"]
+    assert df.loc[df["key"] == "aaaa2222", "ap"].item() == 0.66 and df["gamma"].isna().sum() == 1
