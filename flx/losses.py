@@ -363,6 +363,18 @@ def _workspace(rows: int, n: int, dtype: torch.dtype, device: torch.device) -> l
     return ws
 
 
+def _chunk_loss(le, y, alpha, out):
+    """A chunk's loss from its unweighted terms ``le`` = w l: alpha_t le into ``out`` (then None), or the pair
+    (sum le, sum y le), whose combination (1 - alpha) sum + (2 alpha - 1) dot is sum alpha_t le."""
+    if out is not None:
+        if alpha >= 0:  # alpha_t = (1 - alpha) + (2 alpha - 1) y
+            torch.mul(le, 1 - alpha, out=out).addcmul_(le, y, value=2 * alpha - 1)
+        else:
+            out.copy_(le)
+        return None
+    return le.sum(), (torch.dot(y, le) if alpha >= 0 else None)
+
+
 def _hard_chunk(x, y, alpha, gamma, scale, out, grad, ws):
     r"""One chunk with targets in {0, 1}; returns (sum of w l, sum of y w l) as 0-d tensors (the
     loss sum is their alpha-weighted combination), or None when ``out`` takes the elements.
@@ -382,16 +394,7 @@ def _hard_chunk(x, y, alpha, gamma, scale, out, grad, ws):
         torch.pow(q, gamma, out=w)
         torch.mul(z, w, out=t)  # w l
     le = t if weighted else z
-    total = None
-    if out is not None:
-        if alpha >= 0:  # alpha_t = (1 - alpha) + (2 alpha - 1) y
-            torch.mul(le, 1 - alpha, out=out).addcmul_(le, y, value=2 * alpha - 1)
-        else:
-            out.copy_(le)
-    elif alpha >= 0:
-        total = (le.sum(), torch.dot(y, le))  # sum alpha_t w l = (1 - alpha) sum + (2 alpha - 1) dot
-    else:
-        total = (le.sum(), None)
+    total = _chunk_loss(le, y, alpha, out)
     if grad is not None:
         torch.addcmul(z, z, q, value=-1.0, out=t)  # l p_t = l - l q
         inner = torch.add(q, t, alpha=gamma, out=t) if weighted else q
@@ -424,16 +427,7 @@ def _soft_chunk(x, y, alpha, gamma, scale, out, grad, ws):
     if weighted:
         torch.pow(q, gamma, out=w)
     le = torch.mul(u, w, out=t) if weighted else u
-    total = None
-    if out is not None:
-        if alpha >= 0:
-            torch.mul(le, 1 - alpha, out=out).addcmul_(le, y, value=2 * alpha - 1)
-        else:
-            out.copy_(le)
-    elif alpha >= 0:
-        total = (le.sum(), torch.dot(y, le))  # sum alpha_t w l = (1 - alpha) sum + (2 alpha - 1) dot
-    else:
-        total = (le.sum(), None)
+    total = _chunk_loss(le, y, alpha, out)
     if grad is not None:
         if weighted:  # u <- gamma l D
             torch.mul(p, m, out=t).div_(q.clamp_min_(torch.finfo(q.dtype).tiny))  # p m / q
@@ -684,6 +678,25 @@ def _softmax_terms(z: torch.Tensor, t: torch.Tensor):
     return -torch.expm1(logp_t), logp_t
 
 
+def _multiclass_focal(inputs, targets, weights, gamma, epsilon, ignore_index, reduction, normalizer):
+    """-alpha_t (1 - p_t)^gamma log p_t (+ epsilon (1 - p_t)^(gamma + 1) unless epsilon is None) over the
+    non-ignored elements, reduced; ``weights`` is None, a number or per-class weights (checked)."""
+    z, t, keep = _rows(inputs.to(_compute_dtype(inputs.dtype)), targets, ignore_index)
+    q, logp_t = _softmax_terms(z, t)
+    w = _safe_pow(q, gamma)
+    loss = -w * logp_t
+    if isinstance(weights, torch.Tensor):
+        loss = loss * weights[t]
+    elif weights is not None:
+        loss = loss * weights
+    if epsilon is not None:  # the Poly-1 term, not alpha-weighted
+        loss = loss + epsilon * q * w
+    loss = torch.where(keep, loss, 0.0)
+    if reduction == "none":
+        return loss.view(targets.shape).to(_result_dtype(inputs))
+    return _reduce(loss, reduction, normalizer, keep).to(_result_dtype(inputs))
+
+
 def softmax_focal_loss(
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -716,17 +729,7 @@ def softmax_focal_loss(
     _check_multiclass(inputs, targets, ignore_index)
     cdtype = _compute_dtype(inputs.dtype)
     weights = _check_class_alpha(alpha, inputs.shape[1], inputs.device, cdtype)
-    z, t, keep = _rows(inputs.to(cdtype), targets, ignore_index)
-    q, logp_t = _softmax_terms(z, t)
-    loss = -_safe_pow(q, gamma) * logp_t
-    if isinstance(weights, torch.Tensor):
-        loss = loss * weights[t]
-    elif weights is not None:
-        loss = loss * weights
-    loss = torch.where(keep, loss, 0.0)
-    if reduction == "none":
-        return loss.view(targets.shape).to(_result_dtype(inputs))
-    return _reduce(loss, reduction, normalizer, keep).to(_result_dtype(inputs))
+    return _multiclass_focal(inputs, targets, weights, gamma, None, ignore_index, reduction, normalizer)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -817,17 +820,9 @@ def _poly1_loss(inputs, targets, alpha, gamma, epsilon, ignore_index, reduction,
         else:
             bound = -1.0 if weights is None else -weights
         epsilon = _check_epsilon(epsilon, bound)
-        z, t, keep = _rows(inputs.to(cdtype), targets, ignore_index)
-        q, logp_t = _softmax_terms(z, t)
-        loss = -_safe_pow(q, gamma) * logp_t
-        if isinstance(weights, torch.Tensor):
-            loss = loss * weights[t]
-        elif weights is not None:
-            loss = loss * weights
-        loss = torch.where(keep, loss + epsilon * q * _safe_pow(q, gamma), 0.0)
-        if reduction == "none":
-            return loss.view(targets.shape).to(_result_dtype(inputs))
-        return _reduce(loss, reduction, normalizer, keep).to(_result_dtype(inputs))
+        return _multiclass_focal(
+            inputs, targets, weights, gamma, epsilon, ignore_index, reduction, normalizer
+        )
     _check_binary(inputs, targets)
     a = _check_alpha(alpha) if focal else -1.0
     epsilon = _check_epsilon(epsilon, epsilon_bound(a if a >= 0 else None))
