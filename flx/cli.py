@@ -222,13 +222,6 @@ DataDirOpt = typer.Option(
 OutOpt = typer.Option(None, "--out", envvar="FLX_OUT", help="Results folder. (default: ./runs)")
 
 
-# Options that were always lists: one value given for them still replaces the field in every grid.
-GRID_AXES = (
-    *("loss", "gamma", "alpha", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms"),
-    *("anchor_scales", "anchor_ratios", "ratio", "prior", "backbone"),
-)
-
-
 def _fields(lists: dict, scalars: dict) -> dict:
     """Config overrides from the options given (None = not given): lists parsed item by item, scalars checked,
     each against the constraint table, so a bad value is refused here, before torch is imported."""
@@ -289,7 +282,7 @@ def run(
     """Train one model and print its record (and store it, unless --no-store)."""
     from flx.config import Config
     from flx.store import Store, default_out
-    from flx.sweep import inapplicable, parse_sets, run_one
+    from flx.sweep import inapplicable, run_one, with_sets
 
     fields = _fields(
         {},
@@ -300,12 +293,10 @@ def run(
              anchor_ratios=anchor_ratios, steps=steps, n_images=n_images, backbone=backbone, weights=weights,
              eval_every=eval_every),
     )  # fmt: skip
-    sets = parse_sets(set_, many=False)
-    given = {k for k in fields if k != "loss" or loss != "focal"}  # --loss has a default: "focal" may be it
-    twice = sorted(set(sets) & given)
-    if twice:
-        raise FlxError(f"{', '.join(twice)} given both as an option and with --set; give each once")
-    fields |= sets
+    defaulted = (
+        ("loss",) if loss == "focal" else ()
+    )  # --loss has a default: "focal" may be it, not the user's
+    fields = with_sets(fields, set_, many=False, defaulted=defaulted)
     config = Config(**fields).normalized()
     console = _console()
     note = inapplicable([config], [k for k in fields if k != "loss"])
@@ -374,7 +365,7 @@ def sweep(
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
     from flx.config import empty_spec, load_spec
     from flx.store import Store, default_out
-    from flx.sweep import inapplicable, merge, parse_sets, plan, run_sweep
+    from flx.sweep import inapplicable, merge, plan, run_sweep, with_sets
 
     overrides = _fields(
         dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
@@ -384,17 +375,7 @@ def sweep(
              epochs=epochs, steps=steps, batch_size=batch_size, weights=weights, eval_every=eval_every),
         dict(seeds=seeds),
     )  # fmt: skip
-    sets = parse_sets(set_)
-    twice = sorted(set(sets) & set(overrides))
-    if twice:
-        raise FlxError(f"{', '.join(twice)} given both as an option and with --set; give each once")
-    overrides |= sets
-    # one value of a field that is not a grid axis by nature is fixed in [config] (as before lists were
-    # accepted), so the saved spec and a spec's own grids read the same; two or more make it a grid axis
-    overrides = {
-        k: v[0] if isinstance(v, list) and len(v) == 1 and k not in GRID_AXES else v
-        for k, v in overrides.items()
-    }
+    overrides = with_sets(overrides, set_)
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     loaded = load_spec(spec) if spec else empty_spec()
     effective = merge(loaded, overrides)

@@ -99,6 +99,31 @@ def parse_sets(items: list[str], many: bool = True, label: str = "--set") -> dic
     return out
 
 
+# Options that were always lists: one value given for them still replaces the field in every grid.
+GRID_AXES = (
+    *("loss", "gamma", "alpha", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms"),
+    *("anchor_scales", "anchor_ratios", "ratio", "prior", "backbone"),
+)
+
+
+def with_sets(overrides: dict, items: list[str], many: bool = True, defaulted: Iterable[str] = ()) -> dict:
+    """The named options' ``overrides`` plus the ``--set`` ``items`` (:func:`parse_sets`); ConfigError for a
+    field given both ways (those in ``defaulted`` hold a command's default, not the user's value). For a sweep
+    (``many``), one value of a field that is not a grid axis by nature is fixed in [config], as before lists were
+    accepted, so the saved spec and a spec's own grids read the same; two or more make it a grid axis."""
+    sets = parse_sets(items, many=many)
+    twice = sorted(set(sets) & (set(overrides) - set(defaulted)))
+    if twice:
+        raise ConfigError(f"{', '.join(twice)} given both as an option and with --set; give each once")
+    merged = overrides | sets
+    if not many:
+        return merged
+    return {
+        k: v[0] if isinstance(v, list) and len(v) == 1 and k not in GRID_AXES else v
+        for k, v in merged.items()
+    }
+
+
 def inapplicable(configs: list[Config], given: Iterable[str]) -> str | None:
     """A note on the loss hyperparameters the user gave that some or all of the sweep's losses do not take
     (``--loss ce --gamma 2``: ce has no gamma), or None when every one applies to every loss."""
