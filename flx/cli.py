@@ -210,10 +210,82 @@ def bench_losses(
 # ------------------------------------------------------------------------------------------------------------
 # Options of run and sweep: help and checks from the constraint table (flx.config.PARAMS)
 # ------------------------------------------------------------------------------------------------------------
-def _opt(name: str, many: bool = False, default_note: str = ""):
+# Defaults a config option's help states (None in the option itself: a data set or loss fills it in).
+DEFAULTS = {
+    "dataset": "synthetic, or table / images with --data",
+    "ratio": "1000 synthetic, 10 image sets, your data's own",
+    "n_samples": "520000",
+    "dim": "16",
+    "hard_frac": "0.02",
+    "image_size": "32; shapes: 48",
+    "n_images": "2048",
+    "positive": "dog, or your data's rarest class",
+    "backbone": "indomain",
+    "weights": "imagenet",
+    "model": "mlp for vectors, cnn for images",
+    "hidden": "64; shapes: 16",
+    "prior": "0.01",
+    "anchor_scales": "3",
+    "anchor_ratios": "3",
+    "loss": "focal",
+    "alpha": "the loss's: 0.25 focal losses, 0.75 balanced_ce",
+    "gamma": "2",
+    "epsilon": "1",
+    "ohem_k": "256",
+    "optimizer": "adam; shapes: sgd",
+    "lr": "0.001; shapes: 0.01",
+    "epochs": "3; synthetic",
+    "steps": "1500 image sets and shapes, 2000 tables",
+    "eval_every": "100; image sets and tables",
+    "batch_size": "1024; images 128; tables 256; shapes 8",
+    "seed": "0",
+}
+
+
+def _opt(name: str, many: bool = False, default: str | None = None):
+    """A Typer option for a constraint-table entry: its help, what it accepts, and its default in words."""
     p = PARAMS[name]
     what = f"Comma-separated: {p.accepted()}." if many else f"{p.accepted()[0].upper()}{p.accepted()[1:]}."
-    return typer.Option(None, p.option, help=f"{p.help} {what}{default_note}", show_default=False)
+    default = default or DEFAULTS.get(name)
+    note = f" (default: {default})" if default else ""
+    return typer.Option(None, p.option, help=f"{p.help} {what}{note}", show_default=False)
+
+
+def config_options(many: bool):
+    """Give a command one option per config field (:data:`flx.config.PARAMS` order; ``--seed`` only where
+    ``many`` is False: a sweep has ``--seeds``). The command receives those given as ``fields``
+    ({name: text}); values are checked by :func:`_fields`."""
+    import inspect
+
+    from flx.config import CONFIG_FIELDS
+
+    names = [n for n in PARAMS if n in CONFIG_FIELDS and (n != "seed" or not many)]
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name != "fields"]
+        first = [
+            p
+            for p in own
+            if p.default is inspect.Parameter.empty or isinstance(p.default, typer.models.ArgumentInfo)
+        ]
+        added = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_opt(n, many), annotation=str | None)
+            for n in names
+        ]
+        rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p not in first]
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            fields = {n: kwargs.pop(n) for n in names if kwargs.get(n) is not None}
+            for n in names:
+                kwargs.pop(n, None)
+            return command(*args, fields=fields, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*first, *added, *rest])
+        return wrapper
+
+    return decorate
 
 
 DataDirOpt = typer.Option(
@@ -222,14 +294,12 @@ DataDirOpt = typer.Option(
 OutOpt = typer.Option(None, "--out", envvar="FLX_OUT", help="Results folder. (default: ./runs)")
 
 
-def _fields(lists: dict, scalars: dict) -> dict:
-    """Config overrides from the options given (None = not given): lists parsed item by item, scalars checked,
-    each against the constraint table, so a bad value is refused here, before torch is imported."""
-    out = {name: parse_list(name, text) for name, text in lists.items() if text is not None}
-    out |= {
-        name: check(name, text, PARAMS[name].option) for name, text in scalars.items() if text is not None
-    }
-    return out
+def _fields(fields: dict, many: bool) -> dict:
+    """Config overrides from the options given: lists parsed item by item (``many``) or single values, each
+    checked against the constraint table, so a bad value is refused here, before torch is imported."""
+    if many:
+        return {name: parse_list(name, text) for name, text in fields.items()}
+    return {name: check(name, text, PARAMS[name].option) for name, text in fields.items()}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -237,39 +307,9 @@ def _fields(lists: dict, scalars: dict) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
+@config_options(many=False)
 def run(
-    loss: str = typer.Option(
-        "focal",
-        show_default=False,
-        help=f"{PARAMS['loss'].help} {PARAMS['loss'].accepted()}. (default: focal)",
-    ),
-    gamma: str | None = _opt("gamma"),
-    alpha: str | None = _opt("alpha"),
-    epsilon: str | None = _opt("epsilon"),
-    ohem_k: str | None = _opt("ohem_k", default_note=" (default: 256)"),
-    ohem_ratio: str | None = _opt("ohem_ratio"),
-    ohem_nms: str | None = _opt("ohem_nms"),
-    dataset: str | None = _opt("dataset", default_note=" (default: synthetic)"),
-    ratio: str | None = _opt("ratio", default_note=" (default: 1000 synthetic, 10 images)"),
-    n_samples: str | None = _opt("n_samples", default_note=" (default: 520000)"),
-    dim: str | None = _opt("dim", default_note=" (default: 16)"),
-    hard_frac: str | None = _opt("hard_frac", default_note=" (default: 0.02)"),
-    image_size: str | None = _opt("image_size", default_note=" (default: 32; shapes: 48)"),
-    backbone: str | None = _opt("backbone", default_note=" (default: indomain)"),
-    weights: str | None = _opt("weights", default_note=" (default: imagenet)"),
-    n_images: str | None = _opt("n_images", default_note=" (default: 2048; shapes)"),
-    model: str | None = _opt("model", default_note=" (default: mlp for vectors, cnn for images)"),
-    hidden: str | None = _opt("hidden", default_note=" (default: 64; shapes: 16)"),
-    prior: str | None = _opt("prior", default_note=" (default: 0.01)"),
-    anchor_scales: str | None = _opt("anchor_scales", default_note=" (default: 3)"),
-    anchor_ratios: str | None = _opt("anchor_ratios", default_note=" (default: 3)"),
-    optimizer: str | None = _opt("optimizer", default_note=" (default: adam; shapes: sgd)"),
-    lr: str | None = _opt("lr", default_note=" (default: 0.001; shapes: 0.01)"),
-    epochs: str | None = _opt("epochs", default_note=" (default: 3; synthetic)"),
-    steps: str | None = _opt("steps", default_note=" (default: 1500; image sets and shapes)"),
-    eval_every: str | None = _opt("eval_every", default_note=" (default: 100; image sets)"),
-    batch_size: str | None = _opt("batch_size", default_note=" (default: 1024; images 128; shapes 8)"),
-    seed: str | None = _opt("seed", default_note=" (default: 0)"),
+    fields: dict,
     set_: list[str] = typer.Option(
         [], "--set", help="FIELD=VALUE: any config field (repeatable), e.g. data_seed=1."
     ),
@@ -281,23 +321,12 @@ def run(
 ) -> None:
     """Train one model and print its record (and store it, unless --no-store)."""
     from flx.config import Config
-    from flx.store import Store, default_out
+    from flx.store import ARTEFACTS, Store, default_out
     from flx.sweep import inapplicable, run_one, with_sets
 
-    fields = _fields(
-        {},
-        dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
-             dataset=dataset, ratio=ratio, n_samples=n_samples, dim=dim, hard_frac=hard_frac, image_size=image_size,
-             model=model, hidden=hidden, prior=prior, optimizer=optimizer, lr=lr, epochs=epochs,
-             batch_size=batch_size, seed=seed, ohem_nms=ohem_nms, anchor_scales=anchor_scales,
-             anchor_ratios=anchor_ratios, steps=steps, n_images=n_images, backbone=backbone, weights=weights,
-             eval_every=eval_every),
-    )  # fmt: skip
-    defaulted = (
-        ("loss",) if loss == "focal" else ()
-    )  # --loss has a default: "focal" may be it, not the user's
-    fields = with_sets(fields, set_, many=False, defaulted=defaulted)
+    fields = with_sets(_fields(fields, many=False), set_, many=False)
     config = Config(**fields).normalized()
+    config.check_paths()
     console = _console()
     note = inapplicable([config], [k for k in fields if k != "loss"])
     if note:
@@ -308,7 +337,10 @@ def run(
 
     table = Table(title=f"run {record['key']}", show_header=False)
     for k, v in record.items():
-        if v is not None:
+        if k == ARTEFACTS:
+            sizes = ", ".join(f"{name} {len(blob) / 1024:.1f} KB" for name, blob in v.items())
+            table.add_row(k, sizes + ("" if store else " (not stored: --no-store)"))
+        elif v is not None:
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(table)
     if record["status"] == "failed":
@@ -320,37 +352,12 @@ def run(
 # ------------------------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
+@config_options(many=True)
 def sweep(
+    fields: dict,
     spec: str | None = typer.Argument(None, help="TOML spec (experiments/NAME.toml); options override it."),
-    loss: str | None = _opt("loss", many=True, default_note=" (default: focal)"),
-    gamma: str | None = _opt("gamma", many=True),
-    alpha: str | None = _opt("alpha", many=True),
-    epsilon: str | None = _opt("epsilon", many=True),
-    ohem_k: str | None = _opt("ohem_k", many=True),
-    ohem_ratio: str | None = _opt("ohem_ratio", many=True),
-    ohem_nms: str | None = _opt("ohem_nms", many=True),
-    anchor_scales: str | None = _opt("anchor_scales", many=True),
-    anchor_ratios: str | None = _opt("anchor_ratios", many=True),
-    ratio: str | None = _opt("ratio", many=True),
-    prior: str | None = _opt("prior", many=True),
-    backbone: str | None = _opt("backbone", many=True),
-    seeds: str | None = _opt("seeds", default_note=" (default: 1, or the spec's)"),
-    dataset: str | None = _opt("dataset", many=True),
-    n_samples: str | None = _opt("n_samples", many=True),
-    dim: str | None = _opt("dim", many=True),
-    hard_frac: str | None = _opt("hard_frac", many=True),
-    image_size: str | None = _opt("image_size", many=True),
-    weights: str | None = _opt("weights", many=True),
-    n_images: str | None = _opt("n_images", many=True),
-    model: str | None = _opt("model", many=True),
-    hidden: str | None = _opt("hidden", many=True),
-    optimizer: str | None = _opt("optimizer", many=True),
-    lr: str | None = _opt("lr", many=True),
-    epochs: str | None = _opt("epochs", many=True),
-    steps: str | None = _opt("steps", many=True),
-    eval_every: str | None = _opt("eval_every", many=True),
-    batch_size: str | None = _opt("batch_size", many=True),
-    workers: str | None = _opt("workers", default_note=" (default: the available cores)"),
+    seeds: str | None = _opt("seeds", default="1, or the spec's"),
+    workers: str | None = _opt("workers", default="the available cores"),
     set_: list[str] = typer.Option(
         [],
         "--set",
@@ -367,14 +374,9 @@ def sweep(
     from flx.store import Store, default_out
     from flx.sweep import inapplicable, merge, plan, run_sweep, with_sets
 
-    overrides = _fields(
-        dict(loss=loss, gamma=gamma, alpha=alpha, epsilon=epsilon, ohem_k=ohem_k, ohem_ratio=ohem_ratio,
-             ohem_nms=ohem_nms, anchor_scales=anchor_scales, anchor_ratios=anchor_ratios, ratio=ratio, prior=prior,
-             backbone=backbone, dataset=dataset, n_samples=n_samples, dim=dim, hard_frac=hard_frac,
-             image_size=image_size, n_images=n_images, model=model, hidden=hidden, optimizer=optimizer, lr=lr,
-             epochs=epochs, steps=steps, batch_size=batch_size, weights=weights, eval_every=eval_every),
-        dict(seeds=seeds),
-    )  # fmt: skip
+    overrides = _fields(fields, many=True)
+    if seeds is not None:
+        overrides["seeds"] = check("seeds", seeds, "--seeds")
     overrides = with_sets(overrides, set_)
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     loaded = load_spec(spec) if spec else empty_spec()
@@ -553,7 +555,7 @@ def report(
     plots: bool = typer.Option(
         True,
         show_default=False,
-        help="Write the figures the spec asks for (some retrain a few models). (default: on)",
+        help="Write the figures the spec asks for (from stored runs and their artefacts). (default: on)",
     ),
     to: str | None = typer.Option(
         None, "--to", help="Write the report here instead of into each results folder (one folder only)."
@@ -575,8 +577,13 @@ def report(
         raise FlxError(f"--to takes the report of one results folder; {len(dirs)} were given")
     console = _console()
     for d in dirs:
+        notes: list[str] = []
         with console.status(f"report {d}..."):
-            written = write_report(d, formats=formats, plots=plots, to=Path(to) if to else None)
+            written = write_report(
+                d, formats=formats, plots=plots, to=Path(to) if to else None, on_note=notes.append
+            )
+        for note in notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
         console.print(f"{d}: " + ", ".join(str(p) for p in written.values()))
     if index:
         console.print(f"index: {write_index(Path(index), dirs)}")
@@ -619,17 +626,19 @@ def runs(
             raise FlxError(
                 "flx runs show takes a run key and, optionally, a results folder: flx runs show KEY [DIR]"
             )
-        record = find(open_store(args[2] if len(args) == 3 else out or default_out()), args[1])
-        parts = sections(record)
+        store = open_store(args[2] if len(args) == 3 else out or default_out())
+        record = find(store, args[1])
+        parts = sections(record, store.artefact_sizes(record["key"]))
         if as_json or as_csv:
             typer.echo(json.dumps(record, indent=2, default=str) if as_json else _csv([record]))
             return
         console = _console()
         for title, fields in parts.items():
             console.print(f"[bold]{title}[/]")
-            if title == "curve":  # validation AP every eval_every steps, on wrapped lines
+            if title in ("curve", "train_curve"):  # by step or epoch, on wrapped lines
+                what = "validation AP" if title == "curve" else "training loss"
                 text = ", ".join(f"{step}: {_cell(value)}" for step, value in fields.items())
-                console.print(f"  validation AP by step: {text}", markup=False, highlight=False)
+                console.print(f"  {what} by step: {text}", markup=False, highlight=False)
                 continue
             for name, value in fields.items():
                 console.print(f"  {name}: {_cell(value)}", markup=False, highlight=False)

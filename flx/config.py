@@ -134,6 +134,8 @@ class DatasetSpec:
     description: str = ""
     defaults: dict = field(default_factory=lambda: dict(CLASSIFICATION_DEFAULTS))
     task: str = "classification"
+    choices: dict = field(default_factory=dict)  # parameter -> the values this data set accepts for it
+    required: tuple = ()  # parameters without a default that a user must give
 
     def load(self, **kwargs):
         return _resolve(self.loader)(**kwargs)
@@ -147,6 +149,15 @@ IMAGE_DEFAULTS = {
     "lr": 1e-3,
     "steps": 1500,
     "batch_size": 128,
+    "eval_every": 100,
+}
+# Your tables: training length in steps, the best checkpoint on validation AP (tables of any size).
+TABLE_DEFAULTS = {
+    "hidden": 64,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "steps": 2000,
+    "batch_size": 256,
     "eval_every": 100,
 }
 BACKBONES = ("indomain", "resnet18", "resnet50", "scratch")  # flx.features
@@ -183,6 +194,7 @@ DATASETS: dict[str, DatasetSpec] = {
             needs_data_dir=True,
             description="Dogs vs. Cats photos from a folder; heads on frozen features; train split cut to 1:ratio",
             defaults=IMAGE_DEFAULTS,
+            choices={"positive": ("dog", "cat")},
         ),
         DatasetSpec(
             "cifar_catsdogs",
@@ -192,6 +204,28 @@ DATASETS: dict[str, DatasetSpec] = {
             needs_data_dir=True,
             description="CIFAR-10 cats and dogs; heads on frozen features; train split cut to 1:ratio",
             defaults=IMAGE_DEFAULTS,
+            choices={"positive": ("dog", "cat")},
+        ),
+        DatasetSpec(
+            "table",
+            "flx.tables:load_table",
+            {"data": None, "label": None, "positive": None, "test": None, "split_column": None},
+            model="mlp",
+            description="your CSV or parquet table (--data): numeric features, a --label column (flx.tables)",
+            defaults=TABLE_DEFAULTS,
+            required=("data", "label"),
+        ),
+        DatasetSpec(
+            "images",
+            "flx.data:load_folder",
+            {
+                **{"data": None, "test": None, "positive": None, "ratio": None, "image_size": 32},
+                **{"backbone": "indomain", "weights": None},
+            },
+            model="mlp",
+            description="your image folder (--data): one subfolder per class, any names; heads on frozen features",
+            defaults=IMAGE_DEFAULTS,
+            required=("data",),
         ),
         DatasetSpec(
             "shapes",
@@ -210,11 +244,11 @@ OPTIMIZERS = ("adam", "sgd")
 FIGURES = {
     "ap_vs_param": "mean AP against the most-swept hyperparameter",
     "loss_vs_pt": "the paper's Figure 1: focal loss against p_t",
-    "pr_curves": "precision-recall curves of the three best settings (retrains them)",
-    "loss_cdf": "the paper's Figure 4: loss CDF of trained models (retrains them)",
+    "pr_curves": "precision-recall curves of the three best settings (from their stored test scores)",
+    "loss_cdf": "the paper's Figure 4: loss CDF of trained models (from their stored test scores)",
     "learning_curves": "validation AP against training steps (runs with eval_every)",
-    "detection_loss_cdf": "the paper's Figure 4 on the detector's anchors (retrains the FL runs, seed 0)",
-    "examples": "test images with ground truth and the detections of CE and FL (retrains them, seed 0)",
+    "detection_loss_cdf": "the paper's Figure 4 on the detector's anchors (the FL run's stored anchor logits)",
+    "examples": "test images with ground truth and the detections of CE and FL (stored with the runs)",
 }
 PAPER_TABLES = ("table1a", "table1b", "table1c", "table1d")
 
@@ -328,7 +362,33 @@ PARAMS: dict[str, Param] = {
         Param("hard_frac", float, "synthetic: fraction of negatives that are hard.", 0, 1),
         Param("image_size", int, "Image sets: images are resized to SIZE x SIZE pixels.", 8, 1024),
         Param("n_images", int, "shapes: training images.", 1, 1_000_000),
-        Param("positive", str, "Image sets: the minority (positive) class.", choices=lambda: ("dog", "cat")),
+        Param(
+            "data",
+            str,
+            "Your data: a CSV/parquet table (dataset table) or a folder with one subfolder of images per class "
+            "(dataset images); sets --dataset.",
+            text="the path of a .csv, .tsv or .parquet file or of an image folder",
+        ),
+        Param("label", str, "Tables: the column holding each row's class.", text="a column name"),
+        Param(
+            "positive",
+            str,
+            "The minority (positive) class: dog or cat (catsdogs, cifar_catsdogs), a label value (table) or a "
+            "class folder's name (images); every other class is negative.",
+            text="a class name or label value",
+        ),
+        Param(
+            "test",
+            str,
+            "Your data: a second table or image folder holding the test split.",
+            text="the path of a file or folder",
+        ),
+        Param(
+            "split_column",
+            str,
+            "Tables: a column whose values (train, val, test) say each row's split.",
+            text="a column name",
+        ),
         Param("data_seed", int, "Seed of data generation and splitting.", 0, 2**31 - 1),
         Param(
             "backbone",
@@ -418,8 +478,9 @@ DATA_COLUMNS = (
 )
 DATA_PARAMS = (
     *("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images"),
-    *("backbone", "weights"),
+    *("backbone", "weights", "data", "label", "test", "split_column"),
 )  # per data set
+PATH_PARAMS = ("data", "test")  # stored as absolute paths, left out of the run key (the fingerprint has them)
 LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms")  # set per loss
 RUN_PARAMS = (
     *("hidden", "optimizer", "lr", "epochs", "steps", "batch_size"),
@@ -439,6 +500,10 @@ class Config:
     positive: str | None = None  # image sets: the minority (positive) class, "dog" or "cat"
     backbone: str | None = None  # image sets: frozen features (flx.features) or scratch
     weights: str | None = None  # resnet backbones: imagenet, random or a state-dict path
+    data: str | None = None  # your data: a table file or an image folder (datasets table, images)
+    label: str | None = None  # tables: the label column
+    test: str | None = None  # your data: a table or folder holding the test split
+    split_column: str | None = None  # tables: a column naming each row's split
     data_seed: int = 0
     # model
     model: str | None = None  # None = the data set's (mlp for vectors, cnn for images)
@@ -466,9 +531,14 @@ class Config:
 
     def normalized(self) -> Config:
         """Defaults filled in, non-applicable parameters set to None, values checked and in canonical types."""
-        data = get_dataset(self.dataset)
-        loss = get_loss(self.loss)
         values = dataclasses.asdict(self)
+        if values["data"] is not None and values["dataset"] == "synthetic":  # --data picks table or images
+            values["dataset"] = "images" if Path(values["data"]).expanduser().is_dir() else "table"
+        data = get_dataset(values["dataset"])
+        loss = get_loss(self.loss)
+        for name in PATH_PARAMS:
+            if values[name] is not None and name in data.params:
+                values[name] = os.path.abspath(Path(values[name]).expanduser())
         for names, defaults in (
             (DATA_PARAMS, data.params),
             (LOSS_PARAMS, loss.params),
@@ -481,9 +551,19 @@ class Config:
             values["weights"] = None
         elif values["weights"] is None:
             values["weights"] = "imagenet"
+        for name, accepted in data.choices.items():
+            if values[name] not in accepted:
+                raise ConfigError(
+                    f"{name} got {values[name]!r} for {data.name}; accepted: one of {', '.join(accepted)}"
+                )
+        for name in data.required:
+            if values[name] is None:
+                raise ConfigError(
+                    f"dataset {data.name} needs {PARAMS[name].option}: {PARAMS[name].accepted()}"
+                )
         images = values["backbone"] == "scratch" or (data.model == "cnn" and values["backbone"] is None)
         values["model"] = values["model"] or ("cnn" if images else data.model)
-        _check_model(self.dataset, values["model"], values["backbone"], images, data.task)
+        _check_model(data.name, values["model"], values["backbone"], images, data.task)
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, value in values.items():  # None only where the default is None (or "none" is accepted)
             if value is not None or PARAMS[name].none or defaults[name] is not None:
@@ -502,9 +582,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The normalized fields that differ from :data:`KEY_BASELINE`: what makes this run this run."""
+        """The normalized fields that differ from :data:`KEY_BASELINE`: what makes this run this run. Paths
+        (:data:`PATH_PARAMS`) are left out: the data's fingerprint says what was in them."""
         values = self.normalized().to_dict()
-        return {k: v for k, v in sorted(values.items()) if v != KEY_BASELINE[k]}
+        return {k: v for k, v in sorted(values.items()) if v != KEY_BASELINE[k] and k not in PATH_PARAMS}
 
     def config_key(self) -> str:
         """Hash of :meth:`identity` alone (data aside): matches planned runs to stored ones in a report."""
@@ -520,6 +601,16 @@ class Config:
 
     def data_params(self) -> tuple:
         return tuple(sorted((n, getattr(self, n)) for n in get_dataset(self.dataset).params))
+
+    def check_paths(self) -> None:
+        """ConfigError when a path the run reads (``data``, ``test``) does not exist: checked when a run is
+        planned (not in :meth:`normalized`: a stored run's report never needs its data)."""
+        for name in PATH_PARAMS:
+            value = getattr(self, name)
+            if value is not None and not Path(value).exists():
+                raise ConfigError(
+                    f"{PARAMS[name].option} got {value!r}: no such file or folder; accepted: {PARAMS[name].accepted()}"
+                )
 
 
 def _check_model(dataset: str, model: str, backbone: str | None, images: bool, task: str) -> None:

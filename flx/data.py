@@ -220,7 +220,8 @@ def files_fingerprint(root: Path, files: list[Path]) -> str:
     stats = [(p, p.stat()) for p in files]
     signature = hashlib.sha256()
     for p, st in stats:
-        signature.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        rel = Path(os.path.relpath(p, root)).as_posix()  # the names are in the digest: so in its memo key
+        signature.update(f"{p.resolve()}|{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     memo = _cache_dir() / "fingerprints" / signature.hexdigest()[:32]
     try:
         return memo.read_text().strip()
@@ -228,7 +229,7 @@ def files_fingerprint(root: Path, files: list[Path]) -> str:
         pass
     h = hashlib.sha256()
     for p, st in stats:
-        h.update(f"{p.relative_to(root).as_posix()}|{st.st_size}|".encode())
+        h.update(f"{Path(os.path.relpath(p, root)).as_posix()}|{st.st_size}|".encode())
         h.update(hashlib.sha256(p.read_bytes()).digest())
     digest = "sha256:" + h.hexdigest()[:32]
     _write_cache(memo, lambda p: p.write_text(digest))
@@ -360,7 +361,8 @@ def _assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, 
     g = torch.Generator().manual_seed(data_seed)
     parts = carve(y[train_idx], g, meta["location"])
     parts = {k: train_idx[v] for k, v in parts.items()}
-    parts["train"] = parts["train"][_imbalance(y[parts["train"]], ratio, g)]
+    if ratio is not None:  # None: the data's own balance
+        parts["train"] = parts["train"][_imbalance(y[parts["train"]], ratio, g)]
     parts["test"] = test_idx
     meta = dict(meta, members={k: [names[i] for i in v.tolist()] for k, v in parts.items()})
     meta["extra"] = {}
@@ -417,6 +419,87 @@ def load_catsdogs(
         "fingerprint": fingerprint,
     }
     names = [p.relative_to(found.root).as_posix() for p, _ in files]
+    return _assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, data_seed, progress)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Your own image folder: one subfolder per class, any names (torchvision's ImageFolder layout)
+# ------------------------------------------------------------------------------------------------------------
+def folder_images(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, (path, class index) pairs) of an ImageFolder-style ``folder``, read with torchvision's
+    ``find_classes`` and ``make_dataset`` (image extensions only); DataError when it holds no class folder."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, class_to_idx = find_classes(str(folder))
+        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"{folder}: {exc}; give a folder with one subfolder of images per class") from None
+    return classes, [(Path(p), i) for p, i in samples]
+
+
+def load_folder(
+    data, image_size, positive=None, ratio=None, backbone=None, weights=None, test=None, data_seed=0,
+    copies=1, progress=None, **_,
+):  # fmt: skip
+    """The ``images`` data set: a user's folder of class subfolders (any names). An existing split is used as
+    given (``train/`` with ``test/``, ``val/`` or ``validation/`` inside it, or ``test`` naming a second folder);
+    otherwise flx splits it 80/20 per class. ``positive`` names the minority class (default: the class with
+    the fewest training images); every other class is negative. ``ratio`` (optional) cuts the positives of the
+    heads' training images to 1:ratio; without it the folder's own balance is kept."""
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder")
+    subdirs = _subdirs(root)
+    test_dir = (
+        Path(test) if test is not None else next((subdirs[n] for n in _TEST_DIRS if n in subdirs), None)
+    )
+    train_dir = subdirs["train"] if test is None and test_dir is not None and "train" in subdirs else root
+    if test is None and train_dir is root:
+        test_dir = None
+    classes, train = folder_images(train_dir)
+    where = str(train_dir)
+    counts = {c: 0 for c in classes}
+    for _, i in train:
+        counts[classes[i]] += 1
+    present = [c for c in classes if counts[c]]
+    if len(present) < 2:
+        found = ", ".join(f"{c} ({counts[c]})" for c in classes) or "none"
+        raise DataError(
+            f"{where}: images of {len(present)} class(es) found (folders: {found}); two are needed"
+        )
+    if positive is None:
+        positive = min(sorted(present, reverse=True), key=lambda c: counts[c])
+    elif positive not in present:
+        raise DataError(
+            f"{where}: --positive {positive!r} is not a class folder with images; classes: {', '.join(present)}"
+        )
+    files = [(p, int(classes[i] == positive)) for p, i in train]
+    n_train = len(files)
+    if test_dir is not None:
+        test_classes, tested = folder_images(test_dir)
+        files += [(p, int(test_classes[i] == positive)) for p, i in tested]
+    others = [c for c in present if c != positive]
+    negative = others[0] if len(others) == 1 else f"not {positive}"
+    check_memory(len(files), image_size, copies)
+    fingerprint = files_fingerprint(root, [p for p, _ in files])
+    x = decode_images(files, image_size, fingerprint, progress)
+    y = torch.tensor([label for _, label in files], dtype=torch.float32)
+    if test_dir is None:
+        train_idx, test_idx = _stratified_split(y, 0.2, torch.Generator().manual_seed(data_seed))
+        split, location = "80/20 by flx", str(root.resolve())
+    else:
+        train_idx, test_idx = torch.arange(n_train), torch.arange(n_train, len(files))
+        split = f"given ({train_dir.name}/ + {test_dir.name}/)"
+        location = f"{train_dir.resolve()} + {test_dir.resolve()}"
+    for name, idx in (("train", train_idx), ("test", test_idx)):
+        n_pos = int(y[idx].sum())
+        if n_pos == 0 or n_pos == len(idx):
+            raise DataError(
+                f"{location}: the {name} split holds {len(idx)} images of one class; both are needed"
+            )
+    meta = {"location": location, "split": split, "classes": (negative, positive), "fingerprint": fingerprint}
+    names = [os.path.relpath(p, root) for p, _ in files]
     return _assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, data_seed, progress)
 
 
@@ -536,5 +619,5 @@ def info_line(config, info: dict) -> str:
         f"test {info['n_test_neg']:,} {neg} + {info['n_test_pos']:,} {pos}"
     )
     where = "" if info["data_location"] == "generated" else f" from {info['data_location']}"
-    params = ", ".join(f"{k}={v}" for k, v in config.data_params())
+    params = ", ".join(f"{k}={v}" for k, v in config.data_params() if v is not None)
     return f"data: {config.dataset} ({params}){where}, split {info['data_split']}: {counts}"

@@ -26,6 +26,7 @@ import io
 import math
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection import RetinaNet
@@ -230,8 +231,8 @@ def _batch(split, idx, flip):
 
 def train_detector(config, train, evaluate_every: int = 0, on_eval=None):
     """Train per ``config`` for ``config.steps`` steps; returns (model, status, mean loss of the last 10% of
-    steps, steps run). ``evaluate_every`` > 0 calls ``on_eval(step, model)`` on a schedule
-    (the learning-curve check)."""
+    steps, steps run). ``evaluate_every`` > 0 calls ``on_eval(step, model, mean training loss of the steps
+    since the last call)`` on a schedule (the learning-curve check)."""
     from flx.train import EXPLODE_FACTOR, EXPLODE_FLOOR
 
     torch.manual_seed(config.seed)
@@ -271,7 +272,8 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None):
         loss.backward()
         opt.step()
         if evaluate_every and (step + 1) % evaluate_every == 0 and on_eval is not None:
-            on_eval(step + 1, model)
+            since = losses[-evaluate_every:]
+            on_eval(step + 1, model, sum(since) / len(since))
     if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
         status = "diverged"
     tail = losses[-max(1, len(losses) // 10) :]
@@ -345,9 +347,10 @@ def anchor_labels(model, split, anchors):
     return torch.stack(labels)
 
 
-def evaluate(model, split, prefix: str = "") -> dict:
+def evaluate(model, split, prefix: str = "", artefacts: dict | None = None) -> dict:
     """COCO AP/AP50/AP75, anchor-level AP (object anchors against background ones, ignored left out) and the
-    number of detections, with keys prefixed by ``prefix``."""
+    number of detections, with keys prefixed by ``prefix``. ``artefacts`` (a dict) receives the stored form of
+    the evaluation (:mod:`flx.artefacts`): ``detections`` and ``anchors``."""
     from sklearn.metrics import average_precision_score
 
     dets, logits, anchors = predict_split(model, split)
@@ -358,9 +361,54 @@ def evaluate(model, split, prefix: str = "") -> dict:
     out["anchor_ap"] = float(average_precision_score(labels[keep].numpy(), scores))
     out["detections"] = sum(len(d["scores"]) for d in dets)
     finite = bool(torch.isfinite(logits).all())
+    if artefacts is not None:
+        artefacts.update(detection_artefacts(split, dets, logits[keep], labels[keep]))
     out = {f"{prefix}{k}": v for k, v in out.items()}
     out["_finite"] = finite
     return out
+
+
+def detection_artefacts(split, dets, logits, labels) -> dict:
+    """The stored form of a detector's test evaluation: every detection with the ground truth (COCO AP, the
+    examples figure, with the first test images) and the anchors' logit histogram per class (Figure 4)."""
+    from flx.artefacts import N_EXAMPLE_IMAGES, encode, logit_histogram
+
+    image = np.concatenate([np.full(len(d["scores"]), i, dtype=np.int32) for i, d in enumerate(dets)])
+    boxes = torch.cat([d["boxes"] for d in dets]).reshape(-1, 4).float().numpy()
+    scores = torch.cat([d["scores"] for d in dets]).float().numpy()
+    truth = torch.cat(split.boxes).reshape(-1, 4).float().numpy()
+    truth_image = np.concatenate([np.full(len(b), i, dtype=np.int32) for i, b in enumerate(split.boxes)])
+    detections = encode(
+        {
+            "image": image,
+            "boxes": boxes,
+            "scores": scores,
+            "truth_image": truth_image,
+            "truth_boxes": truth,
+            "n_images": np.array([len(split)]),
+            "images": split.images[:N_EXAMPLE_IMAGES].numpy(),
+        }
+    )
+    anchors = encode(logit_histogram(logits.float().numpy(), labels.numpy()))
+    return {"detections": detections, "anchors": anchors}
+
+
+def stored_detections(arrays: dict) -> tuple[list, list]:
+    """(ground-truth boxes per image, detections per image) of a ``detections`` artefact, as
+    :func:`coco_metrics` takes them."""
+    n = int(arrays["n_images"][0])
+    truth = [torch.from_numpy(arrays["truth_boxes"][arrays["truth_image"] == i].copy()) for i in range(n)]
+    dets = []
+    for i in range(n):
+        at = arrays["image"] == i
+        dets.append(
+            {
+                "boxes": torch.from_numpy(arrays["boxes"][at].copy()),
+                "scores": torch.from_numpy(arrays["scores"][at].copy()),
+                "labels": torch.zeros(int(at.sum()), dtype=torch.int64),
+            }
+        )
+    return truth, dets
 
 
 def example_losses(model, split, config) -> tuple:

@@ -1,5 +1,7 @@
-"""Figures (matplotlib, PNG). Figures from trained models retrain the chosen configs (seed 0): a run is
-deterministic, so this gives the stored run's model back without storing every example's score."""
+"""Figures (matplotlib, PNG), each a function ``(runs, out, spec, store)`` of the runs' records (a DataFrame) and
+their results store. Figures of trained models (PR curves, loss CDFs, example detections) read the runs' stored
+artefacts (:mod:`flx.artefacts`): nothing is retrained and the data is not read again; a run without them
+raises :class:`MissingArtefacts` and the report says which figure it left out."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def ap_vs_param(runs, out: Path, spec) -> Path | None:
+def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
     """Mean AP ± std against the first swept hyperparameter, one line per value of the other settings."""
 
     keys = setting_columns(runs)
@@ -53,7 +55,7 @@ def ap_vs_param(runs, out: Path, spec) -> Path | None:
     return _save(fig, out / f"ap_vs_{x}.png")
 
 
-def loss_vs_pt(runs, out: Path, spec) -> Path:
+def loss_vs_pt(runs, out: Path, spec, store=None) -> Path:
     """The paper's Figure 1: FL(p_t) = -(1 - p_t)^gamma log p_t against p_t for several gamma."""
     import numpy as np
 
@@ -70,82 +72,97 @@ def loss_vs_pt(runs, out: Path, spec) -> Path:
     return _save(fig, out / "loss_vs_pt.png")
 
 
-def _best_configs(runs, n: int):
-    """Configs (seed 0) of the n settings with the highest mean AP."""
-    from flx.config import config_from_record
+class MissingArtefacts(Exception):
+    """A figure needs a run's stored artefacts (:mod:`flx.artefacts`) and the results folder has none for it."""
 
+
+def _stored(store, row: dict, name: str) -> dict:
+    """The ``name`` artefact of the run ``row``, decoded; MissingArtefacts when it is not stored."""
+    from flx.artefacts import decode
+
+    blob = store.artefacts(row["key"]).get(name) if store is not None else None
+    if blob is None:
+        where = (
+            "this results folder has runs.csv but no runs.sqlite"
+            if store is None
+            else "a run stored before flx kept artefacts"
+        )
+        raise MissingArtefacts(
+            f"run {row['key']} has no stored {name!r} artefact ({where}); rerun it into a new --out"
+        )
+    return decode(blob)
+
+
+def _best_rows(runs, n: int) -> list[dict]:
+    """The records (first seed) of the n settings with the highest mean AP."""
     ok = runs[runs["status"] == "ok"]
     if ok.empty:
         return []
     keys = setting_columns(runs)
     table = summarize(ok, keys=keys).sort_values("ap_mean", ascending=False).head(n)
-    configs = []
+    rows = []
     for row in table.to_dict("records"):
         match = ok
         for k in keys:
             match = match[match[k].map(cell) == cell(row[k])]
-        first = match.sort_values("seed").iloc[0].to_dict()
-        configs.append(config_from_record(first).normalized())
-    return configs
+        rows.append(match.sort_values("seed").iloc[0].to_dict())
+    return rows
 
 
-def _label(config) -> str:
-
-    ratio = f" ratio={cell(config.ratio)}" if config.dataset != "synthetic" else ""
-    return run_label(config.to_dict()) + ratio
-
-
-def _scores(config, data_dir=None):
-    import torch
-
-    from flx.train import predict, train_model
-
-    model, test, _, _, _ = train_model(config, data_dir)
-    return torch.sigmoid(predict(model, test.x)).double().numpy(), test.y.numpy()
+def _label(row: dict) -> str:
+    ratio = f" ratio={cell(row.get('ratio'))}" if row.get("dataset") != "synthetic" else ""
+    return run_label(row) + ratio
 
 
-def pr_curves(runs, out: Path, spec, data_dir=None) -> Path | None:
-    """Precision-recall curves of the three best settings (each retrained at its first seed)."""
+def pr_curves(runs, out: Path, spec, store=None) -> Path | None:
+    """Precision-recall curves of the three best settings (their first seeds), from the stored test scores."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    configs = _best_configs(runs, 3)
-    if not configs:
+    from flx.artefacts import stored_scores
+
+    rows = _best_rows(runs, 3)
+    if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    for config in configs:
-        scores, y = _scores(config, data_dir)
+    for row in rows:
+        y, scores = stored_scores(_stored(store, row, "test"))
         precision, recall, _ = precision_recall_curve(y, scores)
-        ax.plot(recall, precision, label=f"{_label(config)} (AP {average_precision_score(y, scores):.3f})")
+        ax.plot(recall, precision, label=f"{_label(row)} (AP {average_precision_score(y, scores):.3f})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title(f"{spec.name}: PR curves of the best settings (seed {configs[0].seed})")
+    ax.set_title(f"{spec.name}: PR curves of the best settings (seed {rows[0]['seed']})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _save(fig, out / "pr_curves.png")
 
 
-def loss_cdf(runs, out: Path, spec, data_dir=None) -> Path | None:
-    """The paper's Figure 4: cumulative distribution of normalized focal loss over positive and negative test
-    examples, for models trained with several gamma (the spec's alpha closest to 0.25, seed 0)."""
-    import dataclasses
-
+def loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
+    """The paper's Figure 4 for classifiers: cumulative distribution of normalized focal loss (alpha off, the
+    model's own gamma) over positive and negative test examples, for the stored models trained with several
+    gamma (the best setting at the alpha closest to 0.25, first seed), from their stored test scores."""
     import numpy as np
     import torch
 
+    from flx.artefacts import stored_scores
     from flx.losses import sigmoid_focal_loss
 
     ok = runs[(runs["status"] == "ok") & (runs["loss"] == "focal")]
     if ok.empty:
         return None
     alpha = min(ok["alpha"].dropna().unique(), key=lambda a: abs(a - 0.25))
-    base = _best_configs(ok[ok["alpha"] == alpha], 1)[0]
+    base = _best_rows(ok[ok["alpha"] == alpha], 1)[0]
+    others = [k for k in setting_columns(ok) if k != "gamma"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for gamma in (0.0, 0.5, 1.0, 2.0):
-        if not (ok["gamma"] == gamma).any():
+        match = ok[ok["gamma"] == gamma]
+        for k in others:
+            match = match[match[k].map(cell) == cell(base[k])]
+        if match.empty:
             continue
-        config = dataclasses.replace(base, gamma=gamma, seed=0).normalized()
-        scores, y = _scores(config, data_dir)
-        logits = torch.logit(torch.from_numpy(scores).clamp(1e-12, 1 - 1e-12))
+        row = match.sort_values("seed").iloc[0].to_dict()
+        stored = _stored(store, row, "test")
+        y, _ = stored_scores(stored)
+        logits = torch.from_numpy(stored["logits"].astype(np.float64))
         loss = sigmoid_focal_loss(logits, torch.from_numpy(y).double(), alpha=-1, gamma=gamma).numpy()
         for ax, cls, name in ((axes[0], 1, "positive"), (axes[1], 0, "negative")):
             values = np.sort(loss[y == cls])
@@ -192,7 +209,7 @@ def plateau_steps(row, share: float = 0.95) -> tuple:
     return next(s for s, ap in before if ap >= share * best), best
 
 
-def learning_curves(runs, out: Path, spec) -> Path | None:
+def learning_curves(runs, out: Path, spec, store=None) -> Path | None:
     """Validation AP against training steps (or epochs): one line per run with a stored curve, or with several
     seeds per setting the mean over its ok runs, one panel per training ratio."""
     rows = [r for r in runs.to_dict("records") if _curve(r)]
@@ -249,24 +266,6 @@ def _mean_curves(runs, rows, out: Path, spec) -> Path:
     return _save(fig, out / "learning_curves.png")
 
 
-_RETRAINED: dict = {}
-
-
-def _retrain(row):
-    """A stored detection run's model, retrained (runs are deterministic; once per report process), and its
-    test images."""
-    from flx.config import config_from_record
-    from flx.data import load
-    from flx.detection import train_detector
-
-    config = config_from_record(row).normalized()
-    if config not in _RETRAINED:
-        train, test, meta = load(config.dataset, config.data_params(), config.data_seed, None)
-        model, *_ = train_detector(config, train)
-        _RETRAINED[config] = (config, model, test)
-    return _RETRAINED[config]
-
-
 def _first_run(runs, **where):
     """The first seed's run of the setting ``where`` names: an ok one if there is one, else any stored one."""
     match = runs[runs["status"] != "missing"]
@@ -281,33 +280,35 @@ def _first_run(runs, **where):
     )
 
 
-def detection_loss_cdf(runs, out: Path, spec) -> Path | None:
+def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
     """The paper's Figure 4: one converged FL model (gamma 2, seed 0), the loss of its test anchors under FL
     with several gamma; the share of the total loss carried by the hardest fraction of positive and of negative
-    anchors. The x axis is logarithmic so the negatives' curves, all crowded at the hardest end, separate."""
+    anchors. From the run's stored histogram of anchor logits (:mod:`flx.artefacts`: each anchor's loss to the
+    bin's width). The x axis is logarithmic so the negatives' curves, all crowded at the hardest end, separate."""
     import numpy as np
+    import torch
 
+    from flx.artefacts import histogram_centres
     from flx.config import get_loss
-    from flx.detection import anchor_labels, predict_split
 
     row = _first_run(runs, loss="focal", gamma=2.0, alpha=0.25)
     if row is None:
         return None
-    config, model, test = _retrain(row)
-    _, logits, anchors = predict_split(model, test)
-    labels = anchor_labels(model, test, anchors)
-    keep = labels >= 0
-    logits, y = logits[keep], labels[keep].float()
+    stored = _stored(store, row, "anchors")
+    centres = torch.from_numpy(histogram_centres(stored))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for gamma in (0.0, 0.5, 1.0, 2.0, 5.0):
-        loss = get_loss("focal")(logits, y, reduction="none", alpha=-1.0, gamma=gamma).double().numpy()
         for ax, cls, name in ((axes[0], 1, "positive"), (axes[1], 0, "negative")):
-            values = np.sort(loss[y.numpy() == cls])[::-1]  # hardest first
-            share = np.cumsum(values) / max(values.sum(), 1e-300)
-            frac = np.arange(1, len(values) + 1) / len(values)
-            at = np.unique(np.geomspace(1, len(values), 400).astype(int)) - 1  # log-spaced points
-            ax.plot(frac[at], share[at], label=f"γ = {gamma:g}")
-            ax.set_title(f"{name} anchors ({len(values):,})")
+            counts = stored["counts"][cls].astype(np.float64)
+            y = torch.full_like(centres, float(cls))
+            loss = get_loss("focal")(centres, y, reduction="none", alpha=-1.0, gamma=gamma).numpy()
+            order = np.argsort(-loss, kind="stable")  # hardest first
+            counts, loss = counts[order], loss[order]
+            keep = counts > 0
+            share = np.cumsum(loss * counts)[keep] / max(float((loss * counts).sum()), 1e-300)
+            frac = np.cumsum(counts)[keep] / counts.sum()
+            ax.plot(frac, share, label=f"γ = {gamma:g}")
+            ax.set_title(f"{name} anchors ({int(counts.sum()):,})")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("fraction of anchors, hardest first (log scale)")
@@ -318,41 +319,35 @@ def detection_loss_cdf(runs, out: Path, spec) -> Path | None:
     return _save(fig, out / "loss_cdf.png")
 
 
-def examples(runs, out: Path, spec) -> Path | None:
+def examples(runs, out: Path, spec, store=None) -> Path | None:
     """Test images with their ground truth (green) and the detections scoring >= 0.3 of the first CE-like run
-    (gamma 0 or ce) and of FL (gamma 2), each retrained at its first seed."""
+    (gamma 0 or ce) and of FL (gamma 2), from their stored test detections (first seed)."""
     candidates = {
         "ground truth": None,
         "CE (γ = 0)": _first_run(runs, loss="focal", gamma=0.0) or _first_run(runs, loss="balanced_ce"),
         "FL (γ = 2)": _first_run(runs, loss="focal", gamma=2.0, alpha=0.25),
     }
-    models = {name: _retrain(row) for name, row in candidates.items() if row is not None}
-    if not models:
+    stored = {name: _stored(store, row, "detections") for name, row in candidates.items() if row is not None}
+    if not stored:
         return None
-    _, _, test = next(iter(models.values()))
-    n = 6
+    first = next(iter(stored.values()))
+    images = first["images"]
+    n = len(images)
     fig, axes = plt.subplots(len(candidates), n, figsize=(2 * n, 2.1 * len(candidates)), squeeze=False)
     for r, name in enumerate(candidates):
-        dets = None
-        if name in models:
-            from flx.detection import predict_split
-
-            dets, _, _ = predict_split(models[name][1], type(test)(test.images[:n], test.boxes[:n]))
         for i in range(n):
             ax = axes[r][i]
-            ax.imshow(test.images[i].permute(1, 2, 0).numpy())
-            for b in test.boxes[i].tolist():
+            ax.imshow(images[i].transpose(1, 2, 0))
+            for b in first["truth_boxes"][first["truth_image"] == i].tolist():
                 ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="lime", lw=1))
-            if dets is not None:
-                d = dets[i]
-                for b, sc in zip(d["boxes"].tolist(), d["scores"].tolist(), strict=True):
-                    if sc >= 0.3:
-                        ax.add_patch(
-                            plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="red", lw=1)
-                        )
+            if name in stored:
+                d = stored[name]
+                at = (d["image"] == i) & (d["scores"] >= 0.3)
+                for b in d["boxes"][at].tolist():
+                    ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="red", lw=1))
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[r][0].set_ylabel(name if name in models or r == 0 else f"{name}: no run", fontsize=8)
+        axes[r][0].set_ylabel(name if name in stored or r == 0 else f"{name}: no run", fontsize=8)
     fig.suptitle(
         "shapes test images: rings (green: ground truth) among disks and boxes; red: detections ≥ 0.3"
     )

@@ -73,7 +73,7 @@ def read_spec(results_dir: Path) -> ReportSpec:
         best_over=report.get("best_over"),
         paper=report.get("paper"),
         figures=list(report.get("figures", [])),
-        planned=plan(spec),
+        planned=plan(spec, paths=False),  # a report never reads the data
         claims=list(report.get("claims", [])),
     )
 
@@ -274,10 +274,12 @@ def write_readme(path: Path, results_dirs: list[Path]) -> Path:
 
 
 def write_report(
-    results_dir: Path, formats=("md", "csv"), plots: bool = True, to: Path | None = None
+    results_dir: Path, formats=("md", "csv"), plots: bool = True, to: Path | None = None, on_note=None
 ) -> dict:
     """Write runs.csv, table.csv / table.md (/ table.tex) and the spec's figures into ``to`` (default: the
-    results directory). Reads only from ``results_dir``, so it works on a read-only store."""
+    results directory). Reads only from ``results_dir`` (records and the runs' stored artefacts: never the
+    data), so it works on a read-only store. A figure whose runs have no stored artefacts is left out and
+    ``on_note(text)`` says so."""
     results_dir = Path(results_dir)
     to = Path(to or results_dir)
     spec = read_spec(results_dir)
@@ -294,8 +296,16 @@ def write_report(
         from flx import plots as P
 
         runs = with_missing(df, spec.planned)
+        from flx.store import Store
+
+        store = Store(results_dir) if Store(results_dir).exists() else None
         for name in spec.figures:
-            path = P.FIGURES[name](runs, to, spec)
+            try:
+                path = P.FIGURES[name](runs, to, spec, store)
+            except P.MissingArtefacts as exc:
+                if on_note is not None:
+                    on_note(f"figure {name} left out: {exc}")
+                continue
             if path is not None:
                 written[name] = path
     return written

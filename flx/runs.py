@@ -167,19 +167,23 @@ def find(store: Store, prefix: str) -> dict:
     return hits[0]
 
 
-def sections(record: dict) -> dict[str, dict]:
-    """One run's record split for display: config, metrics, curve, data, provenance (and the error, if any)."""
+def _curve(text) -> list:
+    if isinstance(text, str):
+        try:
+            text = json.loads(text)
+        except ValueError:
+            return []
+    return text if isinstance(text, list) else []
+
+
+def sections(record: dict, artefacts: dict[str, int] | None = None) -> dict[str, dict]:
+    """One run's record split for display: config, metrics, curves, data, provenance, the error (if any) and
+    its stored artefacts (``artefacts``: name -> bytes)."""
     config = {f: record[f] for f in CONFIG_FIELDS if record.get(f) is not None}
     metrics = {m: record[m] for m in METRICS if record.get(m) is not None}
-    curve = record.get("curve")
-    if isinstance(curve, str):
-        try:
-            curve = json.loads(curve)
-        except ValueError:
-            pass
     rest = {k: v for k, v in record.items() if k not in CONFIG_FIELDS and k not in metrics and v is not None}
     data = {k: v for k, v in rest.items() if k.startswith(("data_", "n_", "backbone_"))}
-    shown = {*data, "curve", "key", "status", "error"}
+    shown = {*data, "curve", "train_curve", "key", "status", "error"}
     provenance = {k: v for k, v in rest.items() if k not in shown}
     out = {
         "run": {"key": record.get("key"), "status": record.get("status")},
@@ -190,6 +194,11 @@ def sections(record: dict) -> dict[str, dict]:
     }
     if record.get("error"):
         out["run"]["error"] = record["error"]
-    if curve:
-        out["curve"] = {str(step): value for step, value in curve}
+    curve, train_curve = _curve(record.get("curve")), _curve(record.get("train_curve"))
+    if curve:  # [step, validation AP, (AP50)]
+        out["curve"] = {str(c[0]): c[1] for c in curve}
+    if train_curve:
+        out["train_curve"] = {str(c[0]): c[1] for c in train_curve}
+    if artefacts:
+        out["artefacts"] = {name: f"{size / 1024:.1f} KB" for name, size in artefacts.items()}
     return out

@@ -33,6 +33,7 @@ DB_NAME = "runs.sqlite"
 FINAL = ("ok", "diverged", "collapsed")
 SCHEMA_VERSION = 2  # 2: run keys include the data's fingerprint (flx 0.2)
 CLAIM_TTL_S = 300.0
+ARTEFACTS = "artefacts"  # the record key under which a run hands its artefacts to Store.put
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -40,6 +41,12 @@ CREATE TABLE IF NOT EXISTS runs (
     status     TEXT NOT NULL,
     record     TEXT NOT NULL,
     created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artefacts (
+    key  TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (key, name)
 );
 CREATE TABLE IF NOT EXISTS claims (
     key       TEXT PRIMARY KEY,
@@ -198,6 +205,16 @@ class Store:
         rows = self._read("SELECT record, created_at FROM runs ORDER BY created_at, key")
         return [json.loads(r) | ({"created_at": t} if with_time else {}) for r, t in rows]
 
+    def artefacts(self, key: str) -> dict[str, bytes]:
+        """A run's stored artefacts, name -> blob (decode with :func:`flx.artefacts.decode`); {} if none."""
+        return {n: bytes(b) for n, b in self._read("SELECT name, data FROM artefacts WHERE key = ?", (key,))}
+
+    def artefact_sizes(self, key: str | None = None) -> dict[str, int]:
+        """name -> bytes of one run's artefacts, or (no ``key``) key -> bytes of every run's."""
+        if key is not None:
+            return dict(self._read("SELECT name, LENGTH(data) FROM artefacts WHERE key = ?", (key,)))
+        return dict(self._read("SELECT key, SUM(LENGTH(data)) FROM artefacts GROUP BY key"))
+
     def version(self) -> int:
         return self._read("PRAGMA user_version")[0][0] if self.exists() else SCHEMA_VERSION
 
@@ -270,8 +287,11 @@ class Store:
         self._connect().close()
 
     def put(self, record: dict) -> bool:
-        """Store one finished run and drop its claim, in one transaction; False if a final record with that key
-        was already there."""
+        """Store one finished run, its artefacts (``record["artefacts"]``: name -> bytes, :mod:`flx.artefacts`;
+        not part of the JSON record) and drop its claim, in one transaction; False if a final record with that
+        key was already there (its artefacts are kept too)."""
+        record = dict(record)
+        artefacts = record.pop(ARTEFACTS, None) or {}
         con = self._connect()
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -281,9 +301,16 @@ class Store:
                 f"created_at = excluded.created_at WHERE runs.status NOT IN {FINAL!r}",
                 (record["key"], record["status"], _encode(record), datetime.now(timezone.utc).isoformat()),
             )
+            written = cur.rowcount > 0
+            if written:
+                con.execute("DELETE FROM artefacts WHERE key = ?", (record["key"],))
+                con.executemany(
+                    "INSERT INTO artefacts (key, name, data) VALUES (?, ?, ?)",
+                    [(record["key"], name, sqlite3.Binary(blob)) for name, blob in artefacts.items()],
+                )
             con.execute("DELETE FROM claims WHERE key = ?", (record["key"],))
             con.execute("COMMIT")
-            return cur.rowcount > 0
+            return written
         finally:
             con.close()
 

@@ -164,15 +164,19 @@ def expand(base: Config, grids: list[dict[str, list]], seeds: Iterable[int]) -> 
     return list(out.values())
 
 
-def plan(spec: dict | None = None, overrides: dict | None = None) -> list[Config]:
-    """The distinct runs of a spec with its overrides, checked; ConfigError above MAX_RUNS grid points."""
+def plan(spec: dict | None = None, overrides: dict | None = None, paths: bool = True) -> list[Config]:
+    """The distinct runs of a spec with its overrides, checked; ConfigError above MAX_RUNS grid points, or
+    (``paths``: when the runs are to train) when a data path they read does not exist."""
     spec = merge(spec, overrides)
     size = plan_size(spec)
     if size > MAX_RUNS:
         raise ConfigError(
             f"the sweep has {size:,} grid points x seeds; at most {MAX_RUNS:,} are accepted: give fewer values or seeds"
         )
-    return expand(Config(**spec["config"]), spec["grid"], range(spec["seeds"]))
+    configs = expand(Config(**spec["config"]), spec["grid"], range(spec["seeds"]))
+    for config in {(c.data, c.test): c for c in configs}.values() if paths else ():  # each path once
+        config.check_paths()
+    return configs
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from flx.config import Config, get_dataset, get_loss
 from flx.data import describe, load
 from flx.metrics import METRICS, classification_metrics
 from flx.models import build_model
+from flx.store import ARTEFACTS
 
 EXPLODE_FACTOR = 100.0
 EXPLODE_FLOOR = 0.01
@@ -89,8 +90,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 8192) -> 
 def train_model(config: Config, data_dir: str | None = None, on_eval=None):
     """Train per ``config``; returns (model, test split, mean loss of the last epoch, progress, status): progress
     is the steps run (``config.steps``) or else the epochs run, the status "ok", "diverged" or "collapsed"
-    (training stops at the first sign of either). ``on_eval(at, model)`` is called every ``eval_every`` steps
-    and after the last (with steps), or after each epoch (with epochs), while training is ok: the learning curve.
+    (training stops at the first sign of either). ``on_eval(at, model, train_loss)`` is called every
+    ``eval_every`` steps and after the last (with steps), or after each epoch (with epochs), while training is
+    ok, with the mean training loss of the steps since the previous call: the learning curve.
 
     An epoch is a pass over the shuffled training split. A loss with per-epoch weights (``focal_detached``)
     gets them from the model's predictions on the whole split at each epoch's start, in eval mode, detached."""
@@ -109,6 +111,7 @@ def train_model(config: Config, data_dir: str | None = None, on_eval=None):
     total = config.steps or config.epochs * per_epoch
     every = (config.eval_every or 0) if config.steps else 0
     epoch_loss, status, epochs_run, step, first = math.nan, "ok", 0, 0, None
+    since = [0.0, 0]  # training loss summed over the steps since the last on_eval, and their number
     while step < total and status == "ok":
         weights = None
         if loss_fn.epoch_weight is not None:
@@ -130,12 +133,16 @@ def train_model(config: Config, data_dir: str | None = None, on_eval=None):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running += loss.item()
+            value = loss.item()
+            running += value
             batches += 1
             step += 1
+            since[0] += value
+            since[1] += 1
             first = running if first is None else first
             if on_eval is not None and every and (step % every == 0 or step == total):
-                on_eval(step, model)
+                on_eval(step, model, since[0] / since[1])
+                since[:] = [0.0, 0]
             if step == total:
                 break
         epochs_run += 1
@@ -143,7 +150,8 @@ def train_model(config: Config, data_dir: str | None = None, on_eval=None):
         if status == "ok" and first is not None and epoch_loss > EXPLODE_FACTOR * max(first, EXPLODE_FLOOR):
             status = "collapsed"
         if on_eval is not None and not config.steps and status == "ok":
-            on_eval(epochs_run, model)
+            on_eval(epochs_run, model, since[0] / max(since[1], 1))
+            since[:] = [0.0, 0]
     if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
         status = "diverged"
     return model, test, epoch_loss, step if config.steps else epochs_run, status
@@ -158,11 +166,12 @@ def run_detection(config: Config, train, test, meta) -> dict:
     """
     from flx.detection import anchor_imbalance, evaluate, train_detector
 
-    curve = []
+    curve, train_curve = [], []
 
-    def on_eval(step, model):
+    def on_eval(step, model, train_loss):
         m = evaluate(model, meta["val"], "val_")
         curve.append([step, round(m["val_ap"], 5), round(m["val_ap50"], 5)])
+        train_curve.append([step, _round(train_loss)])
 
     model, status, train_loss, steps_run = train_detector(
         config, train, evaluate_every=config.eval_every or 0, on_eval=on_eval
@@ -173,7 +182,9 @@ def run_detection(config: Config, train, test, meta) -> dict:
         **anchor_imbalance(meta["val"], config, model),
     }
     if status == "ok":
-        val, tested = evaluate(model, meta["val"], "val_"), evaluate(model, test)
+        artefacts: dict = {}
+        val, tested = evaluate(model, meta["val"], "val_"), evaluate(model, test, artefacts=artefacts)
+        record[ARTEFACTS] = artefacts
         if config.eval_every and (not curve or curve[-1][0] != steps_run):  # a curve ends at the last step
             curve.append([steps_run, round(val["val_ap"], 5), round(val["val_ap50"], 5)])
         finite = val.pop("_finite") and tested.pop("_finite")
@@ -185,8 +196,15 @@ def run_detection(config: Config, train, test, meta) -> dict:
         record.update({k: v for k, v in metrics.items() if k in METRICS or k == "detections"})
     if curve:
         record["curve"] = json.dumps(curve)
+    if train_curve:
+        record["train_curve"] = json.dumps(train_curve)
     record["status"] = status
     return record
+
+
+def _round(value: float) -> float | None:
+    """A curve's value in JSON: 6 significant digits, None for NaN or inf."""
+    return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
 def _scores(model, split) -> np.ndarray:
@@ -204,10 +222,13 @@ def run_classification(config: Config, test, meta, data_dir=None) -> dict:
 
     from sklearn.metrics import average_precision_score
 
-    val = meta.get("val")
-    curve, best = [], {"ap": -math.inf, "step": None, "state": None}
+    from flx.artefacts import scores_artefact
 
-    def on_eval(at, model):  # validation AP: shows where training levels off
+    val = meta.get("val")
+    curve, train_curve, best = [], [], {"ap": -math.inf, "step": None, "state": None}
+
+    def on_eval(at, model, train_loss):  # validation AP: shows where training levels off
+        train_curve.append([at, _round(train_loss)])
         if val is None:
             return
         ap = float(average_precision_score(val.y.numpy(), _scores(model, val)))
@@ -220,11 +241,15 @@ def run_classification(config: Config, test, meta, data_dir=None) -> dict:
     record = {"train_loss": train_loss, ("steps_run" if config.steps else "epochs_run"): progress}
     if curve:
         record["curve"] = json.dumps(curve)
+    if train_curve:
+        record["train_curve"] = json.dumps(train_curve)
     if status == "ok" and best["state"] is not None:
         model.load_state_dict(best["state"])
         record["best_step"] = best["step"]
     if status == "ok":
-        scores = _scores(model, test)
+        logits = predict(model, test.x)
+        scores = torch.sigmoid(logits).double().numpy()
+        record[ARTEFACTS] = {"test": scores_artefact(logits.numpy(), test.y.numpy())}
         if not np.isfinite(scores).all():
             status = "diverged"
         elif float(scores.max() - scores.min()) <= 1e-7:

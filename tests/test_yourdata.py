@@ -1,0 +1,189 @@
+"""Your own data: CSV / parquet tables and image folders with any class names, end to end, and every kind of
+bad data refused in one line."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from flx.cli import app
+from flx.config import Config, ConfigError
+from flx.errors import DataError
+from flx.store import Store
+from flx.tables import load_table
+
+runner = CliRunner()
+TABLE_RUN = ["--steps", "40", "--eval-every", "20", "--workers", "1"]
+
+
+def make_table(n: int = 1200, rare: float = 0.08, seed: int = 0) -> pd.DataFrame:
+    """Three numeric features, a text label (minority 'fraud') and an integer-coded column."""
+    rng = np.random.default_rng(seed)
+    fraud = rng.random(n) < rare
+    x = rng.normal(size=(n, 3)) + fraud[:, None] * 1.5
+    df = pd.DataFrame(x, columns=["amount", "age", "score"])
+    df["n_items"] = rng.integers(1, 5, n)
+    df["class"] = np.where(fraud, "fraud", "ok")
+    return df
+
+
+def make_folder(root, counts: dict, size: int = 12, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for i, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for j in range(n):
+            pixels = np.clip(rng.normal(70 + 90 * i, 30, (size, size, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{j}.png")
+    return root
+
+
+def sweep(*args):
+    return runner.invoke(app, ["sweep", *args])
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_table_runs_end_to_end_and_its_key_follows_its_content(tmp_path, suffix):
+    path = tmp_path / f"transactions.{suffix}"
+    df = make_table()
+    df.to_csv(path, index=False) if suffix == "csv" else df.to_parquet(path)
+    out = tmp_path / "runs"
+    result = sweep(
+        "--data", str(path), "--label", "class", "--loss", "ce,focal", "--out", str(out), *TABLE_RUN
+    )
+    assert result.exit_code == 0, result.output
+    assert "data: table" in result.output and "fraud" in result.output
+    runs = Store(out).to_dataframe()
+    assert len(runs) == 2 and set(runs["status"]) == {"ok"}
+    assert set(runs["dataset"]) == {"table"} and set(runs["data_classes"]) == {"ok/fraud"}
+    assert (runs["n_train_pos"] < runs["n_train_neg"] / 5).all()  # the rare class is the positive one
+    assert runs["ap"].between(0, 1).all() and (runs["ap"] > 0.3).all()  # learnable: far above the base rate
+    # the same content under another name and folder is the same run; other content is not
+    moved = tmp_path / "elsewhere" / f"renamed.{suffix}"
+    moved.parent.mkdir()
+    moved.write_bytes(path.read_bytes())
+    again = sweep(
+        "--data", str(moved), "--label", "class", "--loss", "ce,focal", "--out", str(out), *TABLE_RUN
+    )
+    assert again.exit_code == 0 and "0 to run" in again.output, again.output
+    changed = make_table(seed=1)
+    changed.to_csv(path, index=False) if suffix == "csv" else changed.to_parquet(path)
+    dry = sweep(
+        "--data", str(path), "--label", "class", "--loss", "ce", "--out", str(out), "--dry-run", *TABLE_RUN
+    )
+    assert dry.exit_code == 0 and "1 to run" in dry.output, dry.output
+
+
+def test_table_splits_given_by_a_column_or_a_test_file(tmp_path):
+    df = make_table(n=1000)
+    df["part"] = np.where(np.arange(1000) < 700, "train", np.where(np.arange(1000) < 800, "val", "test"))
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    train, test, meta = load_table(str(path), "class", split_column="part")
+    assert (len(train), len(meta["val"]), len(test)) == (700, 100, 200)
+    assert meta["features"] == ["amount", "age", "score", "n_items"]  # the split column is not a feature
+    assert "given" in meta["split"]
+    # features are standardized with the training rows' statistics
+    assert train.x.mean(0).abs().max() < 1e-5 and (train.x.std(0, unbiased=False) - 1).abs().max() < 1e-4
+    df.iloc[:800].drop(columns="part").to_csv(tmp_path / "a.csv", index=False)
+    df.iloc[800:].drop(columns="part").to_csv(tmp_path / "b.csv", index=False)
+    first, test, meta = load_table(str(tmp_path / "a.csv"), "class", test=str(tmp_path / "b.csv"))
+    assert len(test) == 200 and len(first) + len(meta["val"]) == 800
+    # positive given explicitly: the other class becomes the positive one
+    train2, _, meta2 = load_table(str(path), "class", positive="ok", split_column="part")
+    assert meta2["classes"] == ("fraud", "ok") and train2.n_pos == train.n_neg
+
+
+def test_numeric_labels_and_positive_values_match(tmp_path):
+    df = make_table()
+    df["class"] = (df["class"] == "fraud").astype(float)  # 0.0 / 1.0
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    train, _, meta = load_table(str(path), "class", positive="1")
+    assert meta["classes"] == ("0", "1") and train.n_pos < train.n_neg
+
+
+@pytest.mark.parametrize(
+    "change, args, message",
+    [
+        (
+            None,
+            dict(label="klass"),
+            "--label 'klass' is not a column; columns: amount, age, score, n_items, class",
+        ),
+        (None, dict(label="class", positive="nope"), "--positive 'nope' is not a value of 'class'"),
+        ("one_class", dict(label="class"), "holds one class ('ok'); two are needed"),
+        ("text_feature", dict(label="class"), "non-numeric feature column(s) 'city'"),
+        ("missing", dict(label="class"), "missing or infinite values in feature column(s) 'age' (3)"),
+        ("bad_split", dict(label="class", split_column="part"), "accepted values: train, val"),
+        (None, dict(label=None), "give --label, the column holding the class"),
+    ],
+)
+def test_bad_tables_are_one_line_errors_naming_the_file(tmp_path, change, args, message):
+    df = make_table()
+    if change == "one_class":
+        df["class"] = "ok"
+    elif change == "text_feature":
+        df["city"] = "paris"
+    elif change == "missing":
+        df.loc[:2, "age"] = np.nan
+    elif change == "bad_split":
+        df["part"] = "training"
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match="t.csv") as err:
+        load_table(str(path), **args)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_table_files_are_refused_by_the_cli_with_exit_2(tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
+    (tmp_path / "notes.txt").write_text("a,b\n1,2\n")
+    cases = [
+        (["--data", str(tmp_path / "missing.csv"), "--label", "a"], "no such file or folder"),
+        (["--data", str(tmp_path / "notes.txt"), "--label", "a"], "not a table flx reads"),
+        (["--data", str(tmp_path / "broken.parquet"), "--label", "a"], "cannot be read as parquet"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["run", *args, "--no-store", "--steps", "5"])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+
+
+def test_an_image_folder_with_any_class_names_runs_end_to_end(tmp_path):
+    root = make_folder(tmp_path / "scans", {"healthy tissue": 60, "lesion": 16})
+    out = tmp_path / "runs"
+    args = ["--data", str(root), "--backbone", "scratch", "--image-size", "12", "--loss", "ce,focal"]
+    result = sweep(*args, "--steps", "12", "--eval-every", "6", "--out", str(out), "--workers", "1")
+    assert result.exit_code == 0, result.output
+    runs = Store(out).to_dataframe()
+    assert set(runs["status"]) == {"ok"} and set(runs["dataset"]) == {"images"}
+    assert set(runs["data_classes"]) == {"healthy tissue/lesion"}  # the rarer class is positive by default
+    assert (runs["n_test_pos"] + runs["n_test_neg"] == 15).all()  # 80/20 per class: 12 + 3
+
+
+def test_an_image_folder_with_its_own_split_and_a_chosen_positive(tmp_path):
+    from flx.data import load_folder
+
+    for part, n in (("train", 20), ("test", 6)):
+        make_folder(tmp_path / "d" / part, {"a": n, "b": n, "c": n // 2})
+    train, test, meta = load_folder(str(tmp_path / "d"), 12, positive="c", backbone="scratch")
+    assert meta["classes"] == ("not c", "c") and "given (train/ + test/)" == meta["split"]
+    assert len(test) == 15 and test.n_pos == 3
+    with pytest.raises(DataError, match="'z' is not a class folder with images; classes: a, b, c"):
+        load_folder(str(tmp_path / "d"), 12, positive="z", backbone="scratch")
+    make_folder(tmp_path / "one", {"only": 5})
+    with pytest.raises(DataError, match="images of 1 class"):
+        load_folder(str(tmp_path / "one"), 12, backbone="scratch")
+
+
+def test_data_picks_the_data_set_and_paths_stay_out_of_the_key(tmp_path):
+    (tmp_path / "f").mkdir()
+    table = Config(data=str(tmp_path / "x.csv"), label="y").normalized()
+    folder = Config(data=str(tmp_path / "f")).normalized()
+    assert (table.dataset, folder.dataset) == ("table", "images")
+    assert table.data == str(tmp_path / "x.csv") and "data" not in table.identity()
+    with pytest.raises(ConfigError, match="dataset table needs --label"):
+        Config(dataset="table", data="x.csv").normalized()
+    with pytest.raises(ConfigError, match="positive got 'lesion' for catsdogs; accepted: one of dog, cat"):
+        Config(dataset="catsdogs", positive="lesion").normalized()
