@@ -1,3 +1,7 @@
 """flx: an experiment runner for focal loss and friends on imbalanced classification."""
 
 __version__ = "0.1.0"
+
+from flx.registry import register_dataset, register_loss, register_model  # noqa: E402
+
+__all__ = ["register_dataset", "register_loss", "register_model", "__version__"]

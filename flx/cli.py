@@ -78,8 +78,22 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version."
     ),
+    plugin: list[str] = typer.Option(
+        [],
+        "--plugin",
+        help="Import this module first: its flx.register_loss/_dataset/_model entries become options "
+        "(repeatable; also FLX_PLUGINS=mod1,mod2). Sweep workers import it too.",
+    ),
 ) -> None:
     """Experiment runner for focal loss and friends on imbalanced classification."""
+    import os
+
+    from flx.registry import PLUGINS_ENV, load_plugins
+
+    if plugin:  # through the environment: spawned workers see it as well
+        listed = [m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+        os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys([*listed, *plugin]))
+    load_plugins()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -313,6 +327,7 @@ def run(
     set_: list[str] = typer.Option(
         [], "--set", help="FIELD=VALUE: any config field (repeatable), e.g. data_seed=1."
     ),
+    device: str | None = _opt("device", default="auto"),
     data_dir: str | None = DataDirOpt,
     out: str | None = OutOpt,
     store: bool = typer.Option(
@@ -325,14 +340,15 @@ def run(
     from flx.sweep import inapplicable, run_one, with_sets
 
     fields = with_sets(_fields(fields, many=False), set_, many=False)
+    device = check("device", device or "auto", "--device")
     config = Config(**fields).normalized()
-    config.check_paths()
+    config.check_runnable()
     console = _console()
     note = inapplicable([config], [k for k in fields if k != "loss"])
     if note:
         console.print(f"note: {note}", highlight=False)
     with console.status(f"training {config.loss} on {config.dataset}..."):
-        record = run_one(config, Store(out or default_out()) if store else None, data_dir)
+        record = run_one(config, Store(out or default_out()) if store else None, data_dir, device)
     from rich.table import Table
 
     table = Table(title=f"run {record['key']}", show_header=False)
@@ -357,7 +373,9 @@ def sweep(
     fields: dict,
     spec: str | None = typer.Argument(None, help="TOML spec (experiments/NAME.toml); options override it."),
     seeds: str | None = _opt("seeds", default="1, or the spec's"),
-    workers: str | None = _opt("workers", default="the available cores"),
+    workers: str | None = _opt("workers", default="the available cores; on GPUs --per-gpu per GPU"),
+    device: str | None = _opt("device", default="auto"),
+    per_gpu: str | None = _opt("per_gpu", default="1"),
     set_: list[str] = typer.Option(
         [],
         "--set",
@@ -379,6 +397,8 @@ def sweep(
         overrides["seeds"] = check("seeds", seeds, "--seeds")
     overrides = with_sets(overrides, set_)
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
+    device = check("device", device or "auto", "--device")
+    n_per_gpu = check("per_gpu", per_gpu or 1, "--per-gpu")
     loaded = load_spec(spec) if spec else empty_spec()
     effective = merge(loaded, overrides)
     configs = plan(effective)  # checked and sized before torch is imported
@@ -397,6 +417,8 @@ def sweep(
             spec=effective if spec else None,
             dry_run=dry_run,
             on_event=view.event,
+            device=device,
+            per_gpu=n_per_gpu,
         )
     if dry_run:
         _print_plan(console, result, store)
@@ -470,7 +492,8 @@ class SweepView:
             self.pending = f["pending"]
             done = self.planned - f["pending"]
             self._print(
-                f"sweep: {self.planned} runs, {done} already done, {f['pending']} to run on {f['workers']} worker(s)"
+                f"sweep: {self.planned} runs, {done} already done, {f['pending']} to run on {f['workers']} worker(s), "
+                f"device {f.get('device', 'cpu')}"
             )
             if f["pending"]:
                 self.task = self.progress.add_task("training", total=f["pending"], tally=self._tally())

@@ -21,6 +21,8 @@ import importlib
 import json
 import math
 import os
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +35,31 @@ from flx.errors import ConfigError  # noqa: F401 (part of this module's interfac
 # ------------------------------------------------------------------------------------------------------------
 # Registries: losses and data sets (plain data; functions are imported only when a run needs them)
 # ------------------------------------------------------------------------------------------------------------
+def import_path(module: str):
+    """``importlib.import_module`` that also looks in the working folder, as ``python -m`` does (flx's console
+    script does not put it on ``sys.path``), so ``--model mymodels:build`` finds ./mymodels.py."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        here = os.getcwd()
+        if here in sys.path or exc.name != module.split(".")[0]:
+            raise
+        sys.path.append(here)
+        return importlib.import_module(module)
+
+
+def _resolve(path: str | Callable) -> Callable:
+    """The function a registry entry names: itself (registered with flx.registry) or ``module:name``."""
+    return path if callable(path) else _resolve_path(path)
+
+
 @functools.cache
-def _resolve(path: str) -> Callable:
+def _resolve_path(path: str) -> Callable:
     module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
+    target = import_path(module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
 
 
 @dataclass(frozen=True)
@@ -238,7 +261,27 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     ]
 }
-MODELS = ("linear", "mlp", "cnn", "retinanet")
+MODELS = ("linear", "mlp", "cnn", "retinanet")  # built in; also: registered, torchvision's, module:function
+MODEL_REGISTRY: dict[str, Callable] = {}  # flx.register_model: name -> fn(input_shape, hidden) -> nn.Module
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def model_kind(name: str) -> str:
+    """builtin, registered, import (module:function) or torchvision (any other name: checked when planned)."""
+    if name in MODELS:
+        return "builtin"
+    if name in MODEL_REGISTRY:
+        return "registered"
+    return "import" if ":" in name else "torchvision"
+
+
+def torchvision_models() -> list[str]:
+    """torchvision's classification models (imports torchvision)."""
+    import torchvision.models as tvm
+
+    return tvm.list_models(module=tvm)
+
+
 OPTIMIZERS = ("adam", "sgd")
 # Figures a spec's [report] table may ask for (drawn by flx.plots.FIGURES, which must match these names).
 FIGURES = {
@@ -258,14 +301,18 @@ def get_loss(name: str) -> LossSpec:
     try:
         return LOSSES[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"loss got {name!r}; accepted: one of {', '.join(LOSSES)}") from None
+        raise ConfigError(
+            f"loss got {name!r}; accepted: one of {', '.join(LOSSES)} (or one registered in a module: --plugin)"
+        ) from None
 
 
 def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"dataset got {name!r}; accepted: one of {', '.join(DATASETS)}") from None
+        raise ConfigError(
+            f"dataset got {name!r}; accepted: one of {', '.join(DATASETS)} (or one registered in a module: --plugin)"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -286,6 +333,7 @@ class Param:
     choices: Callable[[], tuple] | None = None
     none: bool = False
     text: str = ""  # a str parameter without choices: any non-empty text, described by this
+    pattern: str = ""  # a str parameter's regular expression (full match), if any
 
     @property
     def option(self) -> str:
@@ -315,6 +363,8 @@ class Param:
             if not isinstance(value, str) or not value.strip():
                 raise bad
             if self.choices is not None and value not in self.choices():
+                raise bad
+            if self.pattern and not re.fullmatch(self.pattern, value):
                 raise bad
             return value
         if isinstance(value, str):  # command-line text
@@ -404,7 +454,14 @@ PARAMS: dict[str, Param] = {
             text="imagenet, random, or the path of a state-dict file",
         ),
         # model
-        Param("model", str, "Model.", choices=lambda: MODELS),
+        Param(
+            "model",
+            str,
+            "Model: linear, mlp (feature vectors), cnn (images), retinanet (shapes), a model registered with "
+            "flx.register_model, a torchvision classification model (e.g. resnet18: trains on the images; "
+            "--weights) or module:function returning an nn.Module.",
+            text="a model name or module:function",
+        ),
         Param("hidden", int, "Model width: MLP (CNN: hidden/4; RetinaNet: FPN and head channels).", 1, 4096),
         Param("prior", float, "Bias-init prior pi of the classifier.", 0, 1, True, True, none=True),
         Param("anchor_scales", int, "Detection: anchor scales per location (octaves 2^(i/N)).", 1, 4),
@@ -440,7 +497,22 @@ PARAMS: dict[str, Param] = {
         Param("seed", int, "Seed of initialisation and batch order.", 0, 2**31 - 1),
         # a sweep
         Param("seeds", int, "Seeds 0..N-1 per setting.", 1, MAX_RUNS),
-        Param("workers", int, "Parallel worker processes (capped at the available cores).", 1, 4096),
+        Param(
+            "workers",
+            int,
+            "Parallel worker processes (on CPU capped at the available cores; on GPUs: --per-gpu per GPU).",
+            1,
+            4096,
+        ),
+        Param(
+            "device",
+            str,
+            "Where runs train: auto (a CUDA or MPS GPU if torch finds one, else cpu), cpu, cuda (every GPU, "
+            "workers spread over them), cuda:N or mps.",
+            text="auto, cpu, cuda, cuda:N or mps",
+            pattern=r"auto|cpu|mps|cuda(:\d+)?",
+        ),
+        Param("per_gpu", int, "Workers per GPU when runs train on GPUs.", 1, 64),
     ]
 }
 
@@ -547,7 +619,12 @@ class Config:
             for name in names:  # the default where the parameter applies, None where it does not
                 given = values[name] if values[name] is not None else defaults.get(name)
                 values[name] = given if name in defaults else None
-        if values["backbone"] not in PRETRAINED_BACKBONES:
+        kind = model_kind(values["model"]) if values["model"] else "builtin"
+        if kind == "torchvision" and self.backbone is None and "backbone" in data.params:
+            values["backbone"] = "scratch"  # a torchvision classifier trains on the images themselves
+        if kind == "torchvision" and "weights" in data.params:
+            pass  # its weights as given (none: random initialisation)
+        elif values["backbone"] not in PRETRAINED_BACKBONES:
             values["weights"] = None
         elif values["weights"] is None:
             values["weights"] = "imagenet"
@@ -602,9 +679,32 @@ class Config:
     def data_params(self) -> tuple:
         return tuple(sorted((n, getattr(self, n)) for n in get_dataset(self.dataset).params))
 
-    def check_paths(self) -> None:
-        """ConfigError when a path the run reads (``data``, ``test``) does not exist: checked when a run is
-        planned (not in :meth:`normalized`: a stored run's report never needs its data)."""
+    def check_runnable(self) -> None:
+        """ConfigError when a path the run reads (``data``, ``test``) does not exist or its model cannot be
+        found (a module:function that does not import, a name torchvision does not know). Checked when a run
+        is planned, not in :meth:`normalized`: a stored run's report needs neither its data nor its model."""
+        kind = model_kind(self.model) if self.model else "builtin"
+        if kind == "import":
+            try:
+                model = _resolve_path(self.model)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(
+                    f"model got {self.model!r}, which cannot be imported ({type(exc).__name__}: {exc}); accepted: "
+                    "module:function of an importable module (on PYTHONPATH or in the working folder)"
+                ) from None
+            if not callable(model):
+                raise ConfigError(
+                    f"model got {self.model!r}, which is not a function; accepted: module:function"
+                )
+        elif kind == "torchvision" and self.model not in torchvision_models():
+            import difflib
+
+            close = difflib.get_close_matches(self.model, torchvision_models() + list(MODELS), 3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(
+                f"model got {self.model!r}{hint}; accepted: {', '.join(MODELS)}, a registered model, a torchvision "
+                "classification model or module:function"
+            )
         for name in PATH_PARAMS:
             value = getattr(self, name)
             if value is not None and not Path(value).exists():
@@ -614,7 +714,23 @@ class Config:
 
 
 def _check_model(dataset: str, model: str, backbone: str | None, images: bool, task: str) -> None:
-    """ConfigError when the model cannot take the data: cnn needs images, linear and mlp feature vectors."""
+    """ConfigError when the model cannot take the data: cnn and torchvision's need images, linear and mlp
+    feature vectors; a module:function path must look like one. Registered models take any classification."""
+    kind = model_kind(model)
+    if kind == "import" and not IMPORT_PATH.match(model):
+        raise ConfigError(f"model got {model!r}; accepted: module:function, e.g. mymodels:build")
+    if kind in ("registered", "import") and task != "detection":
+        return
+    if kind == "torchvision":
+        ok, accepted = (
+            images and task != "detection",
+            "linear or mlp on feature vectors (--backbone scratch: images)",
+        )
+        if not ok:
+            raise ConfigError(
+                f"model got {model!r} for {dataset}: torchvision's models take images; accepted: {accepted}"
+            )
+        return
     if task == "detection":
         ok, accepted = model == "retinanet", "retinanet"
     elif images:

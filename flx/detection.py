@@ -229,14 +229,14 @@ def _batch(split, idx, flip):
     return images, targets
 
 
-def train_detector(config, train, evaluate_every: int = 0, on_eval=None):
+def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device: str = "cpu"):
     """Train per ``config`` for ``config.steps`` steps; returns (model, status, mean loss of the last 10% of
     steps, steps run). ``evaluate_every`` > 0 calls ``on_eval(step, model, mean training loss of the steps
     since the last call)`` on a schedule (the learning-curve check)."""
     from flx.train import EXPLODE_FACTOR, EXPLODE_FLOOR
 
     torch.manual_seed(config.seed)
-    model = build_detector(config)
+    model = build_detector(config).to(device)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if name.endswith("bias") or ".bn" in name or p.dim() == 1 else decay).append(p)
@@ -257,7 +257,10 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None):
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(step, config.steps)
         model.train()
-        out = model(*_batch(train, idx, flip))
+        images, targets = _batch(train, idx, flip)
+        images = [img.to(device) for img in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        out = model(images, targets)
         loss = out["classification"] + out["bbox_regression"]
         if not torch.isfinite(loss):
             status = "diverged"
@@ -286,12 +289,13 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None):
 def predict_split(model, split, batch_size: int = 64):
     """Detections per image, and per-anchor logits (N, A), for every image of ``split``."""
     dets, logits, anchors = [], [], None
+    device = next(model.parameters()).device
     for start in range(0, len(split), batch_size):
-        images = [img.float().div(255) for img in split.images[start : start + batch_size]]
+        images = [img.to(device).float().div(255) for img in split.images[start : start + batch_size]]
         d, lg, anchors = model.predict(images)
-        dets += d
-        logits.append(lg)
-    return dets, torch.cat(logits), anchors[0]
+        dets += [{k: v.cpu() for k, v in det.items()} for det in d]
+        logits.append(lg.cpu())
+    return dets, torch.cat(logits), anchors[0].cpu()
 
 
 def coco_metrics(boxes_true, detections) -> dict:

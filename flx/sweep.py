@@ -174,8 +174,8 @@ def plan(spec: dict | None = None, overrides: dict | None = None, paths: bool = 
             f"the sweep has {size:,} grid points x seeds; at most {MAX_RUNS:,} are accepted: give fewer values or seeds"
         )
     configs = expand(Config(**spec["config"]), spec["grid"], range(spec["seeds"]))
-    for config in {(c.data, c.test): c for c in configs}.values() if paths else ():  # each path once
-        config.check_paths()
+    for config in {(c.data, c.test, c.model): c for c in configs}.values() if paths else ():  # each once
+        config.check_runnable()
     return configs
 
 
@@ -257,12 +257,22 @@ def _begin_worker() -> int:
     return threads
 
 
-def _init_worker(parent: int) -> None:
-    """A pool worker: signals are the parent's to handle, and it exits with its parent."""
+_DEVICE = "cpu"  # where this process trains (a pool worker takes one of the sweep's device slots)
+
+
+def _init_worker(parent: int, plugins: list[str], slots) -> None:
+    """A pool worker: signals are the parent's to handle, it exits with its parent, it imports the modules
+    that registered losses, data sets or models in the parent (:mod:`flx.registry`), and it trains on the
+    device slot it takes from ``slots`` (a queue: each GPU gets its share of the workers)."""
+    from flx.registry import load_plugins
+
+    global _DEVICE
+    _DEVICE = slots.get()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = "1"
+    load_plugins(plugins)
     _begin_worker()
 
 
@@ -273,7 +283,7 @@ def _run_task(task: Task, data_dir: str | None) -> dict:
 
     startup = time.perf_counter() - _WORKER_STARTED if _WORKER_STARTED is not None else 0.0
     _WORKER_STARTED = None
-    record = run(task.config, data_dir, data=task.data)
+    record = run(task.config, data_dir, data=task.data, device=_DEVICE)
     record["startup_s"] = startup
     return record
 
@@ -281,35 +291,49 @@ def _run_task(task: Task, data_dir: str | None) -> dict:
 class SerialExecutor:
     """Runs tasks one after another in this process (workers = 1; also what tests use)."""
 
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
     def map(self, tasks, data_dir):
         import torch
 
-        threads = _begin_worker()
+        global _DEVICE
+        threads, before = _begin_worker(), _DEVICE
+        _DEVICE = self.device
         try:
             for task in tasks:
                 yield _run_task(task, data_dir)
         finally:
             torch.set_num_threads(threads)
+            _DEVICE = before
 
     def shutdown(self) -> None:
         pass
 
 
 class LocalPoolExecutor:
-    """A persistent pool of spawned worker processes, each importing torch once and running many tasks."""
+    """A persistent pool of spawned worker processes, each importing torch once and running many tasks, each
+    on its own entry of ``devices`` (default: all on the CPU)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, devices: list[str] | None = None):
         self.workers = workers
+        self.devices = devices or ["cpu"] * workers
         self._pool: ProcessPoolExecutor | None = None
 
     def _start(self) -> ProcessPoolExecutor:
         import multiprocessing as mp
 
+        from flx.registry import plugin_modules
+
+        context = mp.get_context("spawn")
+        slots = context.Queue()
+        for device in self.devices:
+            slots.put(device)
         self._pool = ProcessPoolExecutor(
             self.workers,
-            mp_context=mp.get_context("spawn"),
+            mp_context=context,
             initializer=_init_worker,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), plugin_modules(), slots),
         )
         return self._pool
 
@@ -366,8 +390,23 @@ def _failed(task: Task, error: str) -> dict:
     }
 
 
-def make_executor(workers: int) -> Executor:
-    return SerialExecutor() if workers <= 1 else LocalPoolExecutor(workers)
+def make_executor(workers: int, devices: list[str] | None = None) -> Executor:
+    devices = devices or ["cpu"] * workers
+    return SerialExecutor(devices[0]) if workers <= 1 else LocalPoolExecutor(workers, devices)
+
+
+def device_slots(device: str, workers: int | None, per_gpu: int = 1, cores: int = 1) -> list[str]:
+    """One device per worker. ``device`` is resolved (:func:`flx.train.resolve_device`): on ``cuda`` the
+    workers take the GPUs in turn (default: ``per_gpu`` per GPU), on ``cuda:N`` or ``mps`` they share the one
+    (default: ``per_gpu``), on ``cpu`` each takes a core (default: every core)."""
+    if device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        return [f"cuda:{i % gpus}" for i in range(workers or gpus * per_gpu)]
+    if device != "cpu":
+        return [device] * (workers or per_gpu)
+    return ["cpu"] * (workers or cores)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -405,9 +444,12 @@ def run_sweep(
     spec: dict | None = None,
     dry_run: bool = False,
     on_event: Event = _quiet,
+    device: str = "cpu",
+    per_gpu: int = 1,
 ) -> SweepResult:
-    """Train every config not yet final in ``store`` on ``workers`` processes (None: the available cores);
-    returns counts and whether it was interrupted.
+    """Train every config not yet final in ``store`` on ``workers`` processes (None: the available cores, or
+    ``per_gpu`` per GPU) on ``device`` (auto, cpu, cuda, cuda:N, mps: :func:`device_slots`); returns counts
+    and whether it was interrupted.
 
     Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
     is checked and described once. ``spec`` (the effective spec) is then saved as ``store.out/spec.toml``.
@@ -418,11 +460,15 @@ def run_sweep(
         store.done()  # a corrupt store is reported, a read-only one is fine
     else:
         store.check_writable()
+    from flx.train import resolve_device
+
+    device = resolve_device(device)
     cores = available_cores()
-    workers = cores if workers is None else workers
-    if workers > cores:
+    if device == "cpu" and workers is not None and workers > cores:
         on_event("note", text=f"--workers {workers} is more than the {cores} available cores; using {cores}")
         workers = cores
+    slots = device_slots(device, workers, per_gpu, cores)
+    workers = len(slots)
     tasks = prepare(configs, data_dir, copies=min(workers, len(configs)) + 1, on_event=on_event)
     done = store.done()
     result = SweepResult(tasks, done_before=sum(t.key in done for t in tasks))
@@ -434,10 +480,10 @@ def run_sweep(
     # provenance: the grid that really runs (overrides included); flx report reads it back
     if spec is not None:
         write_atomic(store.out / "spec.toml", lambda p: p.write_text(dump_spec(spec)))
-    on_event("start", pending=len(pending), workers=result.workers)
+    on_event("start", pending=len(pending), workers=result.workers, device=device)
     if not pending:
         return result
-    executor = executor or make_executor(result.workers)
+    executor = executor or make_executor(result.workers, slots[: result.workers])
     owner = new_owner()
     stop_heartbeat = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(store, owner, stop_heartbeat), daemon=True)
@@ -499,15 +545,18 @@ def _on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def run_one(config: Config, store: Store | None = None, data_dir: str | None = None) -> dict:
-    """``flx run``: one config trained in this process; the store (if any) is checked before training, so a
-    result is never trained only to be lost, and the record stored after."""
-    from flx.train import run
+def run_one(
+    config: Config, store: Store | None = None, data_dir: str | None = None, device: str = "cpu"
+) -> dict:
+    """``flx run``: one config trained in this process on ``device`` (auto resolved here); the store (if any) is
+    checked before training, so a result is never trained only to be lost, and the record stored after."""
+    from flx.train import resolve_device, run
 
+    device = resolve_device(device)
     if store is not None:
         store.check_writable()
     (task,) = prepare([config], data_dir)
-    record = run(task.config, data_dir, data=task.data)
+    record = run(task.config, data_dir, data=task.data, device=device)
     if store is not None:
         store.put(record)
     return record

@@ -80,14 +80,53 @@ def _prepare(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255).sub_(0.5).div_(0.25) if x.dtype == torch.uint8 else x
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> cuda, mps or cpu (what torch finds); others checked: DeviceError (one line) when torch
+    finds no such device here."""
+    from flx.errors import ConfigError
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            raise ConfigError(
+                f"--device got {device!r}, but torch finds {count} CUDA device(s) here; accepted: "
+                + (
+                    f"cuda or cuda:0 to cuda:{count - 1}"
+                    if count
+                    else "cpu or auto (this machine has no CUDA GPU)"
+                )
+            )
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("--device got 'mps', but torch finds no MPS device here; accepted: cpu or auto")
+    return device
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters(), torch.zeros(0)).device
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Logits for every row of ``x``, in eval mode."""
+    """Logits for every row of ``x``, in eval mode, on the model's device; returned on the CPU."""
     model.eval()
-    return torch.cat([model(_prepare(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+    device = _device_of(model)
+    return torch.cat(
+        [
+            model(_prepare(x[i : i + batch_size].to(device))).float().cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+    )
 
 
-def train_model(config: Config, data_dir: str | None = None, on_eval=None):
+def train_model(config: Config, data_dir: str | None = None, on_eval=None, device: str = "cpu"):
     """Train per ``config``; returns (model, test split, mean loss of the last epoch, progress, status): progress
     is the steps run (``config.steps``) or else the epochs run, the status "ok", "diverged" or "collapsed"
     (training stops at the first sign of either). ``on_eval(at, model, train_loss)`` is called every
@@ -95,10 +134,14 @@ def train_model(config: Config, data_dir: str | None = None, on_eval=None):
     ok, with the mean training loss of the steps since the previous call: the learning curve.
 
     An epoch is a pass over the shuffled training split. A loss with per-epoch weights (``focal_detached``)
-    gets them from the model's predictions on the whole split at each epoch's start, in eval mode, detached."""
+    gets them from the model's predictions on the whole split at each epoch's start, in eval mode, detached.
+    ``device``: where the model and the training split live (batch order and flips are drawn on the CPU, so a
+    run sees the same examples in the same order on every device)."""
     torch.manual_seed(config.seed)
     train, test, _ = load(config.dataset, config.data_params(), config.data_seed, data_dir)
-    model = build_model(config.model, tuple(train.x.shape[1:]), config.hidden, config.prior)
+    model = build_model(config.model, tuple(train.x.shape[1:]), config.hidden, config.prior, config.weights)
+    model = model.to(device)
+    x_train, y_train = train.x.to(device), train.y.to(device)
     if config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     else:
@@ -115,18 +158,18 @@ def train_model(config: Config, data_dir: str | None = None, on_eval=None):
     while step < total and status == "ok":
         weights = None
         if loss_fn.epoch_weight is not None:
-            weights = loss_fn.epoch_weights(predict(model, train.x), train.y, **hparams)
+            weights = loss_fn.epoch_weights(predict(model, train.x), train.y, **hparams).to(device)
         model.train()
         order = torch.randperm(len(train), generator=g)
         running, batches = 0.0, 0
         for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            xb = _prepare(train.x[idx])
+            idx = order[start : start + config.batch_size].to(device)
+            xb = _prepare(x_train[idx])
             if images:  # random horizontal flips
-                flip = torch.rand(len(idx), generator=g) < 0.5
+                flip = (torch.rand(len(idx), generator=g) < 0.5).to(device)
                 xb[flip] = xb[flip].flip(-1)
             w = weights[idx] if weights is not None else None
-            loss = loss_fn(model(xb), train.y[idx], weight=w, **hparams)
+            loss = loss_fn(model(xb), y_train[idx], weight=w, **hparams)
             if not torch.isfinite(loss):
                 status = "diverged"
                 break
@@ -157,7 +200,7 @@ def train_model(config: Config, data_dir: str | None = None, on_eval=None):
     return model, test, epoch_loss, step if config.steps else epochs_run, status
 
 
-def run_detection(config: Config, train, test, meta) -> dict:
+def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dict:
     """Train the tiny RetinaNet (:mod:`flx.detection`) and evaluate it on the validation and test images.
 
     "collapsed" also covers a detector that ends with no detection above the score threshold on the test
@@ -174,7 +217,7 @@ def run_detection(config: Config, train, test, meta) -> dict:
         train_curve.append([step, _round(train_loss)])
 
     model, status, train_loss, steps_run = train_detector(
-        config, train, evaluate_every=config.eval_every or 0, on_eval=on_eval
+        config, train, evaluate_every=config.eval_every or 0, on_eval=on_eval, device=device
     )
     record = {
         "train_loss": train_loss,
@@ -211,7 +254,7 @@ def _scores(model, split) -> np.ndarray:
     return torch.sigmoid(predict(model, split.x)).double().numpy()
 
 
-def run_classification(config: Config, test, meta, data_dir=None) -> dict:
+def run_classification(config: Config, test, meta, data_dir=None, device: str = "cpu") -> dict:
     """Train a classifier and evaluate it on the validation and test splits. The validation AP is recorded
     after each epoch (``epochs``) or every ``eval_every`` steps (``steps``) as ``curve`` (JSON: [[epoch or
     step, val AP], ...]). With steps (the image sets), the model tested is the checkpoint with the best
@@ -236,7 +279,7 @@ def run_classification(config: Config, test, meta, data_dir=None) -> dict:
         if config.steps and ap > best["ap"]:
             best.update(ap=ap, step=at, state=copy.deepcopy(model.state_dict()))
 
-    model, test, train_loss, progress, status = train_model(config, data_dir, on_eval)
+    model, test, train_loss, progress, status = train_model(config, data_dir, on_eval, device)
     train, _, _ = load(config.dataset, config.data_params(), config.data_seed, data_dir)
     record = {"train_loss": train_loss, ("steps_run" if config.steps else "epochs_run"): progress}
     if curve:
@@ -263,8 +306,10 @@ def run_classification(config: Config, test, meta, data_dir=None) -> dict:
     return record
 
 
-def run(config: Config, data_dir: str | None = None, data: dict | None = None) -> dict:
-    """Train one model and return its record: key, config, status, metrics, data, timings and provenance.
+def run(config: Config, data_dir: str | None = None, data: dict | None = None, device: str = "cpu") -> dict:
+    """Train one model on ``device`` (a resolved one: cpu, cuda, cuda:N, mps) and return its record: key,
+    config, status, metrics, data, timings, provenance and the device, with its artefacts (bytes, under
+    ``record["artefacts"]``: :meth:`flx.store.Store.put` stores them beside the JSON record).
 
     ``data`` is what :func:`flx.data.describe` says of the config's data, when the caller (a sweep's parent) has
     it; otherwise it is computed here. ``data_time_s`` is the time spent loading data in this run (0 when this
@@ -284,14 +329,18 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None) -
     started = time.perf_counter()
     if record.get("status") != "failed" and get_dataset(config.dataset).task == "detection":
         try:
-            record.update(run_detection(config, train, test, meta), error=None)
+            record.update(run_detection(config, train, test, meta, device), error=None)
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
     elif record.get("status") != "failed":
         try:
-            record.update(run_classification(config, test, meta, data_dir), error=None)
+            record.update(run_classification(config, test, meta, data_dir, device), error=None)
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", epochs_run=0)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
     record["wall_time_s"] = time.perf_counter() - started
-    record.update(provenance())
+    record.update(provenance(), device=device)
+    if device.startswith("cuda"):
+        record["device_name"] = torch.cuda.get_device_name(device)
     return record
