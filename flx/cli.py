@@ -291,10 +291,8 @@ def config_options(many: bool):
 
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
-            fields = {n: kwargs.pop(n) for n in names if kwargs.get(n) is not None}
-            for n in names:
-                kwargs.pop(n, None)
-            return command(*args, fields=fields, **kwargs)
+            given = {n: kwargs.pop(n, None) for n in names}
+            return command(*args, fields={n: v for n, v in given.items() if v is not None}, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=[*first, *added, *rest])
         return wrapper

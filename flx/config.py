@@ -334,6 +334,7 @@ class Param:
     none: bool = False
     text: str = ""  # a str parameter without choices: any non-empty text, described by this
     pattern: str = ""  # a str parameter's regular expression (full match), if any
+    path: bool = False  # a file or folder: made absolute (relative to the working folder) when checked
 
     @property
     def option(self) -> str:
@@ -366,7 +367,7 @@ class Param:
                 raise bad
             if self.pattern and not re.fullmatch(self.pattern, value):
                 raise bad
-            return value
+            return os.path.abspath(os.path.expanduser(value)) if self.path else value
         if isinstance(value, str):  # command-line text
             try:
                 value = float(value.strip())
@@ -418,6 +419,7 @@ PARAMS: dict[str, Param] = {
             "Your data: a CSV/parquet table (dataset table) or a folder with one subfolder of images per class "
             "(dataset images); sets --dataset.",
             text="the path of a .csv, .tsv or .parquet file or of an image folder",
+            path=True,
         ),
         Param("label", str, "Tables: the column holding each row's class.", text="a column name"),
         Param(
@@ -432,6 +434,7 @@ PARAMS: dict[str, Param] = {
             str,
             "Your data: a second table or image folder holding the test split.",
             text="the path of a file or folder",
+            path=True,
         ),
         Param(
             "split_column",
@@ -608,9 +611,12 @@ class Config:
             values["dataset"] = "images" if Path(values["data"]).expanduser().is_dir() else "table"
         data = get_dataset(values["dataset"])
         loss = get_loss(self.loss)
-        for name in PATH_PARAMS:
-            if values[name] is not None and name in data.params:
-                values[name] = os.path.abspath(Path(values[name]).expanduser())
+        if values["data"] is not None and "data" not in data.params:
+            raise ConfigError(
+                f"data got {values['data']!r} for dataset {data.name}; --data is your own data (datasets table, "
+                "images: leave --dataset out)"
+                + (", catsdogs reads --data-dir" if data.needs_data_dir else "")
+            )
         for names, defaults in (
             (DATA_PARAMS, data.params),
             (LOSS_PARAMS, loss.params),
@@ -665,8 +671,10 @@ class Config:
         return {k: v for k, v in sorted(values.items()) if v != KEY_BASELINE[k] and k not in PATH_PARAMS}
 
     def config_key(self) -> str:
-        """Hash of :meth:`identity` alone (data aside): matches planned runs to stored ones in a report."""
-        return _digest(self.identity())
+        """Hash of :meth:`identity` and the data's paths (not its content): tells the planned runs apart and
+        matches them to stored ones in a report."""
+        paths = {k: getattr(self.normalized(), k) for k in PATH_PARAMS}
+        return _digest(self.identity() | {k: v for k, v in paths.items() if v is not None})
 
     def key(self, data_fingerprint: str) -> str:
         """The run's identity in the store: its config (:meth:`identity`) and its data's fingerprint."""

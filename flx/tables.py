@@ -167,6 +167,10 @@ def load_table(
             raise DataError(
                 f"{test_path}: column(s) {', '.join(map(repr, missing))} of {path.name} are missing"
             )
+        if tdf[label].isna().any():
+            raise DataError(
+                f"{test_path}: the label column {label!r} has {int(tdf[label].isna().sum())} empty value(s)"
+            )
         tlabels = _label_text(tdf[label])
         xs, ys = {"test": torch.from_numpy(_features(tdf, features, str(test_path)))}, {}
         ys["test"] = torch.from_numpy((tlabels == positive).to_numpy(dtype=np.float32))

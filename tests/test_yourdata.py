@@ -187,3 +187,16 @@ def test_data_picks_the_data_set_and_paths_stay_out_of_the_key(tmp_path):
         Config(dataset="table", data="x.csv").normalized()
     with pytest.raises(ConfigError, match="positive got 'lesion' for catsdogs; accepted: one of dog, cat"):
         Config(dataset="catsdogs", positive="lesion").normalized()
+    with pytest.raises(ConfigError, match="--data is your own data"):
+        Config(dataset="catsdogs", data=str(tmp_path / "f")).normalized()
+
+
+def test_a_sweep_over_two_tables(tmp_path):
+    for seed in (0, 1):
+        make_table(n=400, seed=seed).to_csv(tmp_path / f"t{seed}.csv", index=False)
+    both = f"{tmp_path / 't0.csv'},{tmp_path / 't1.csv'}"
+    result = sweep(
+        "--data", both, "--label", "class", "--loss", "ce", "--dry-run", "--out", str(tmp_path / "r")
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 runs planned" in result.output and result.output.count("data: table") == 2
