@@ -27,6 +27,8 @@ bench_app = typer.Typer(
     help="Benchmarks: speed and memory, measured (never asserted in tests).", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+export_app = typer.Typer(help="Export stored runs to other tools.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 
 def user_errors(command):
@@ -374,6 +376,19 @@ def sweep(
     workers: str | None = _opt("workers", default="the available cores; on GPUs --per-gpu per GPU"),
     device: str | None = _opt("device", default="auto"),
     per_gpu: str | None = _opt("per_gpu", default="1"),
+    executor: str = typer.Option(
+        "local",
+        "--executor",
+        show_default=False,
+        help="Where runs train: local (worker processes here) or ray (Ray tasks; pip install 'flx[ray]'). "
+        "(default: local)",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --executor ray: join this cluster (HOST:PORT of `ray start --head`, or auto). "
+        "(default: RAY_ADDRESS if set, else start a local Ray instance)",
+    ),
     set_: list[str] = typer.Option(
         [],
         "--set",
@@ -397,6 +412,10 @@ def sweep(
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     device = check("device", device or "auto", "--device")
     n_per_gpu = check("per_gpu", per_gpu or 1, "--per-gpu")
+    if executor not in ("local", "ray"):
+        raise FlxError(f"--executor got {executor!r}; accepted: local or ray")
+    if ray_address is not None and executor != "ray":
+        raise FlxError("--ray-address is for --executor ray; add --executor ray or leave it out")
     loaded = load_spec(spec) if spec else empty_spec()
     effective = merge(loaded, overrides)
     configs = plan(effective)  # checked and sized before torch is imported
@@ -417,6 +436,8 @@ def sweep(
             on_event=view.event,
             device=device,
             per_gpu=n_per_gpu,
+            backend=executor,
+            ray_address=ray_address,
         )
     if dry_run:
         _print_plan(console, result, store)
@@ -699,6 +720,41 @@ def _csv(records: list[dict]) -> str:
     import pandas as pd
 
     return pd.DataFrame(records).to_csv(index=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# flx export mlflow
+# ------------------------------------------------------------------------------------------------------------
+@export_app.command("mlflow")
+@user_errors
+def export_mlflow(
+    results_dir: str | None = typer.Argument(None, help="Results folder. (default: --out / ./runs)"),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking store, e.g. sqlite:///mlflow.db or http://host:5000. (default: MLflow's)",
+    ),
+    experiment: str | None = typer.Option(
+        None, "--experiment", help="MLflow experiment name. (default: the results folder's name)"
+    ),
+    out: str | None = OutOpt,
+) -> None:
+    """Log every stored run as an MLflow run: config as params, metrics and learning curves, key, status and
+    provenance as tags, stored scores as artefacts. Runs exported before (same flx key) are skipped."""
+    from flx.export import export_mlflow as export
+    from flx.store import default_out
+
+    folder = results_dir or out or default_out()
+    console = _console()
+    with console.status(f"exporting {folder} to MLflow..."):
+        counts = export(folder, tracking_uri, experiment)
+    console.print(
+        f"{folder}: {counts['logged']} runs logged, {counts['replaced']} replaced (status changed), "
+        f"{counts['skipped']} already in MLflow",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -167,10 +167,9 @@ def build_table(df, spec: ReportSpec):
     return table
 
 
-def render_markdown(table, spec: ReportSpec) -> str:
-    """The table as markdown: mean ± std per metric, the best value of each metric in bold, counts, paper AP."""
-    from flx.paper import CITATION
-
+def table_cells(table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """The rendered table, whatever the format: (header, rows of cell texts, which cells are best). Cells:
+    mean ± std per metric (the best mean of each metric marked), counts, settings, the paper's AP."""
     settings = [
         c for c in table if c not in {"runs", *STATUSES, "paper_ap"} and not c.endswith(("_mean", "_std"))
     ]
@@ -179,11 +178,10 @@ def render_markdown(table, spec: ReportSpec) -> str:
     for m in metrics:
         values = table[f"{m}_mean"].dropna()
         best[m] = values.max() if METRICS[m].higher_is_better else values.min()
-    lines = []
     header = [*settings, "n", "diverged", *(METRICS[m].label for m in metrics)]
     if "paper_ap" in table:
         header.append("paper AP")
-    rows = []
+    rows, bold = [], []
     for row in table.to_dict("records"):
         cells = [setting_cell({**table.attrs["context"], **row}, c) for c in settings]
         n = f"{row['ok']}"
@@ -193,20 +191,25 @@ def render_markdown(table, spec: ReportSpec) -> str:
             if row.get(status):
                 n += f" ({row[status]} {status})"
         cells += [n, str(row["diverged"])]
+        marks = [False] * len(cells)
         for m in metrics:
             text = format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], METRICS[m].digits)
             if row["ok"] == 0:
                 text = "missing" if row["missing"] else "–"
-            elif m in best and row[f"{m}_mean"] == best[m]:
-                text = f"**{text}**"
             cells.append(text)
+            marks.append(row["ok"] > 0 and m in best and row[f"{m}_mean"] == best[m])
         if "paper_ap" in table:
             cells.append(cell(row["paper_ap"]))
+            marks.append(False)
         rows.append(cells)
-    lines.append(f"## {spec.name}")
-    if spec.description:
-        lines += ["", spec.description + "."]
-    lines += ["", _markdown_table(header, rows), ""]
+        bold.append(marks)
+    return header, rows, bold
+
+
+def table_notes(table, spec: ReportSpec) -> str:
+    """What the table's cells mean: one paragraph under (markdown) or in the caption of (LaTeX) the table."""
+    from flx.paper import CITATION
+
     notes = [
         "n = ok runs (seeds) per setting; mean ± sample std (ddof = 1) over them; best value of each column in bold."
     ]
@@ -229,7 +232,19 @@ def render_markdown(table, spec: ReportSpec) -> str:
         )
     if "paper_ap" in table:
         notes.append(f"paper AP: {CITATION}; compare the shape, not the values.")
-    lines.append(" ".join(notes))
+    return " ".join(notes)
+
+
+def render_markdown(table, spec: ReportSpec) -> str:
+    """The table as markdown: mean ± std per metric, the best value of each metric in bold, counts, paper AP."""
+    header, rows, bold = table_cells(table)
+    rows = [
+        [f"**{c}**" if b else c for c, b in zip(r, m, strict=True)] for r, m in zip(rows, bold, strict=True)
+    ]
+    lines = [f"## {spec.name}"]
+    if spec.description:
+        lines += ["", spec.description + "."]
+    lines += ["", _markdown_table(header, rows), "", table_notes(table, spec)]
     if spec.claims and "verdicts" in table.attrs:
         from flx.claims import render
 
@@ -243,8 +258,46 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
 
 
-def render_latex(table) -> str:
-    return table.style.format(precision=4, na_rep="–").hide(axis="index").to_latex(hrules=True)
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}  # fmt: skip
+LATEX_UNICODE = {
+    "±": r"$\pm$", "–": "--", "—": "---", "−": "-", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$",
+    "×": r"$\times$", "→": r"$\rightarrow$", "α": r"$\alpha$", "γ": r"$\gamma$", "ε": r"$\varepsilon$",
+    "π": r"$\pi$", "·": r"$\cdot$",
+}  # fmt: skip
+LATEX_NAMES = {"alpha": r"$\alpha$", "gamma": r"$\gamma$", "epsilon": r"$\varepsilon$"}
+
+
+def latex_text(text: str) -> str:
+    """Plain text as LaTeX that pdflatex takes: special characters escaped, ± and – as LaTeX."""
+    return "".join(LATEX_SPECIAL.get(ch, LATEX_UNICODE.get(ch, ch)) for ch in str(text))
+
+
+def render_latex(table, spec: ReportSpec) -> str:
+    """The table as a booktabs LaTeX table (pandas' Styler): the cells of :func:`table_cells` ("mean ± std",
+    the best of each metric in bold), names escaped, settings left-aligned and numbers right-aligned, a caption
+    from the spec (its name, description and :func:`table_notes`) and the label ``tab:NAME``. Needs
+    ``\\usepackage{booktabs}``."""
+    import pandas as pd
+
+    header, rows, bold = table_cells(table)
+    frame = pd.DataFrame([[latex_text(c) for c in r] for r in rows], columns=range(len(header)))
+    styles = pd.DataFrame([["textbf:--rwrap;" if b else "" for b in m] for m in bold], columns=frame.columns)
+    n_settings = header.index("n")
+    styler = frame.style.hide(axis="index").apply(lambda _: styles, axis=None)
+    styler = styler.format_index(lambda i: LATEX_NAMES.get(header[i], latex_text(header[i])), axis=1)
+    caption = f"{spec.name}" + (f": {spec.description}." if spec.description else ".")
+    return styler.to_latex(
+        environment="table",
+        position="t",
+        position_float="centering",
+        hrules=True,
+        column_format="l" * n_settings + "r" * (len(header) - n_settings),
+        caption=latex_text(f"{caption} {table_notes(table, spec)}"),
+        label=f"tab:{''.join(ch if ch.isalnum() else '-' for ch in spec.name)}",
+    )
 
 
 FORMATS = ("md", "csv", "tex")
@@ -291,7 +344,7 @@ def write_report(
     if "md" in formats:
         written["md"] = _write(to / "table.md", lambda p: p.write_text(render_markdown(table, spec)))
     if "tex" in formats:
-        written["tex"] = _write(to / "table.tex", lambda p: p.write_text(render_latex(table)))
+        written["tex"] = _write(to / "table.tex", lambda p: p.write_text(render_latex(table, spec)))
     if plots and spec.figures:
         from flx import plots as P
 

@@ -390,6 +390,9 @@ def _failed(task: Task, error: str) -> dict:
     }
 
 
+BACKENDS = ("local", "ray")  # flx sweep --executor
+
+
 def make_executor(workers: int, devices: list[str] | None = None) -> Executor:
     devices = devices or ["cpu"] * workers
     return SerialExecutor(devices[0]) if workers <= 1 else LocalPoolExecutor(workers, devices)
@@ -446,10 +449,13 @@ def run_sweep(
     on_event: Event = _quiet,
     device: str = "cpu",
     per_gpu: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> SweepResult:
     """Train every config not yet final in ``store`` on ``workers`` processes (None: the available cores, or
     ``per_gpu`` per GPU) on ``device`` (auto, cpu, cuda, cuda:N, mps: :func:`device_slots`); returns counts
-    and whether it was interrupted.
+    and whether it was interrupted. ``backend`` "ray" runs them as Ray tasks instead (:mod:`flx.cluster`; on
+    the cluster at ``ray_address``, or a local instance), sized by the cluster's CPUs or GPUs.
 
     Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
     is checked and described once. ``spec`` (the effective spec) is then saved as ``store.out/spec.toml``.
@@ -460,26 +466,41 @@ def run_sweep(
         store.done()  # a corrupt store is reported, a read-only one is fine
     else:
         store.check_writable()
-    from flx.train import resolve_device
+    if backend not in BACKENDS:
+        raise ConfigError(f"--executor got {backend!r}; accepted: one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        from flx.cluster import _import_ray
 
-    device = resolve_device(device)
-    cores = available_cores()
-    if device == "cpu" and workers is not None and workers > cores:
-        on_event("note", text=f"--workers {workers} is more than the {cores} available cores; using {cores}")
-        workers = cores
-    slots = device_slots(device, workers, per_gpu, cores)
-    workers = len(slots)
-    tasks = prepare(configs, data_dir, copies=min(workers, len(configs)) + 1, on_event=on_event)
+        _import_ray()  # a missing Ray is said before the data is loaded
+        slots = [device]  # the cluster's resources size it, once it is joined
+    else:
+        from flx.train import resolve_device
+
+        device = resolve_device(device)
+        cores = available_cores()
+        if device == "cpu" and workers is not None and workers > cores:
+            on_event(
+                "note", text=f"--workers {workers} is more than the {cores} available cores; using {cores}"
+            )
+            workers = cores
+        slots = device_slots(device, workers, per_gpu, cores)
+    copies = 1 if backend == "ray" else min(len(slots), len(configs))
+    tasks = prepare(configs, data_dir, copies=copies + 1, on_event=on_event)
     done = store.done()
     result = SweepResult(tasks, done_before=sum(t.key in done for t in tasks))
     pending = [t for t in tasks if t.key not in done]
-    result.workers = max(1, min(workers, len(pending)))
+    result.workers = max(1, min(len(slots), len(pending)))
     if dry_run:
         return result
     store.create()
     # provenance: the grid that really runs (overrides included); flx report reads it back
     if spec is not None:
         write_atomic(store.out / "spec.toml", lambda p: p.write_text(dump_spec(spec)))
+    if pending and backend == "ray" and executor is None:
+        from flx.cluster import RayExecutor
+
+        executor = RayExecutor(ray_address, device, per_gpu, workers).start(len(pending))
+        result.workers, device = executor.slots, executor.device
     on_event("start", pending=len(pending), workers=result.workers, device=device)
     if not pending:
         return result

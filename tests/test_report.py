@@ -93,7 +93,7 @@ def test_report_on_fixture_store_gives_exact_table(tmp_path):
     result = runner.invoke(app, ["report", str(out), "--format", "md,csv,tex"])
     assert result.exit_code == 0, result.output
     assert (out / "table.md").read_text() == EXPECTED.format(name="fx")
-    assert (out / "table.tex").read_text().startswith("\\begin{tabular}")
+    assert (out / "table.tex").read_text() == (ROOT / "tests" / "data" / "fixture_table.tex").read_text()
     table = build_table(Store(out).to_dataframe(), read_spec(out))
     full = build_table(
         Store(out).to_dataframe(), read_spec(out).__class__(name="fx", planned=read_spec(out).planned)
@@ -112,6 +112,38 @@ def test_report_on_fixture_store_gives_exact_table(tmp_path):
         shutil.copy(out / name, tmp_path / "csv_only" / name)
     write_report(tmp_path / "csv_only", formats=("md",), plots=False)
     assert (tmp_path / "csv_only" / "table.md").read_text() == EXPECTED.format(name="csv_only")
+
+
+LATEX_DOCUMENT = r"""\documentclass{article}
+\usepackage[utf8]{inputenc}
+\usepackage{booktabs}
+\begin{document}
+\input{table.tex}
+\end{document}
+"""
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_the_latex_table_compiles_with_pdflatex(tmp_path):
+    import subprocess
+
+    shutil.copy(ROOT / "tests" / "data" / "fixture_table.tex", tmp_path / "table.tex")
+    (tmp_path / "doc.tex").write_text(LATEX_DOCUMENT)
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def test_latex_text_escapes_what_latex_rejects():
+    from flx.report import latex_text
+
+    assert latex_text("ohem_k & 50% #1 {x} ~ ^ $ \\") == (
+        r"ohem\_k \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}"
+    )
+    assert latex_text("0.5 ± 0.1 – ≥ 5") == r"0.5 $\pm$ 0.1 -- $\geq$ 5"
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path):

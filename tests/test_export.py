@@ -1,0 +1,82 @@
+"""flx export mlflow: every stored run once in MLflow, with its metrics, curves, tags and scores."""
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from flx.cli import app
+from flx.store import Store
+
+from .conftest import TINY
+
+mlflow = pytest.importorskip("mlflow")
+runner = CliRunner()
+
+
+def test_export_to_mlflow_twice_holds_each_run_once(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts artefacts under the working folder for a sqlite store
+    out = tmp_path / "runs"
+    swept = runner.invoke(
+        app, ["sweep", "--loss", "ce,focal", *TINY, "--epochs", "2", "--workers", "1", "--out", str(out)]
+    )
+    assert swept.exit_code == 0, swept.output
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["export", "mlflow", str(out), "--tracking-uri", uri, "--experiment", "flx-test"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "2 runs logged, 0 replaced (status changed), 0 already in MLflow" in first.output
+    second = runner.invoke(app, args)
+    assert (
+        second.exit_code == 0
+        and "0 runs logged, 0 replaced (status changed), 2 already in MLflow" in second.output
+    )
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("flx-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    stored = {r["key"]: r for r in Store(out).records()}
+    for run in runs:
+        record = stored[run.data.tags["flx.key"]]
+        assert run.info.status == "FINISHED" and run.data.tags["flx.status"] == "ok"
+        assert run.data.metrics["ap"] == pytest.approx(record["ap"], abs=0, rel=1e-12)
+        assert (
+            run.data.params["loss"] == record["loss"]
+            and run.data.tags["flx.git_commit"] == record["git_commit"]
+        )
+        history = client.get_metric_history(run.info.run_id, "curve_val_ap")
+        assert [m.step for m in history] == [1, 2]  # the per-epoch validation curve
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["test.npz"]
+
+
+def test_a_changed_status_replaces_the_mlflow_run(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from flx.export import export_mlflow
+
+    monkeypatch.chdir(tmp_path)
+    store = Store(tmp_path / "runs")
+    store.put({"key": "k1", "status": "failed", "loss": "ce", "seed": 0, "error": "boom", "ap": float("nan")})
+    store.put({"key": "k2", "status": "ok", "loss": "focal", "seed": 0, "ap": 0.5, "wall_time_s": 2.0})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert export_mlflow(store.out, uri) == {"logged": 2, "replaced": 0, "skipped": 0}
+    store.put({"key": "k1", "status": "ok", "loss": "ce", "seed": 0, "ap": 0.7})  # the retried run
+    assert export_mlflow(store.out, uri) == {"logged": 0, "replaced": 1, "skipped": 1}
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("runs").experiment_id])
+    by_key = {r.data.tags["flx.key"]: r for r in runs}
+    assert (
+        len(runs) == 2 and by_key["k1"].data.metrics["ap"] == 0.7 and by_key["k1"].info.status == "FINISHED"
+    )
+
+
+def test_export_without_mlflow_or_runs_is_one_line(tmp_path, monkeypatch):
+    result = runner.invoke(app, ["export", "mlflow", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "no runs in" in result.output
+    Store(tmp_path / "runs").put({"key": "k", "status": "ok"})
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if it were not installed
+    result = runner.invoke(app, ["export", "mlflow", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "flx export mlflow needs MLflow" in result.output and "pip install 'flx[mlflow]'" in result.output
