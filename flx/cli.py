@@ -223,6 +223,34 @@ def bench_losses(
     console.print(extra)
 
 
+@bench_app.command("executors")
+@user_errors
+def bench_executors(
+    workers: int = typer.Option(2, min=1, show_default=False, help="Workers / Ray CPUs. (default: 2)"),
+) -> None:
+    """Time the same 40-run sweep with the local process pool and with --executor ray (a local Ray instance
+    of --workers CPUs, its start-up included), one after the other."""
+    from rich.table import Table
+
+    from flx.bench import bench_executors as run_bench
+    from flx.cluster import _import_ray
+
+    _import_ray()
+    console = _console()
+    rows = run_bench(workers, progress=lambda line: console.print(f"[dim]  {line}[/]"))
+    table = Table(
+        title="the same 40-run sweep (focal, 5 gammas x 2 alphas x 4 seeds, 50,000 examples, 3 epochs)"
+    )
+    for col in ("executor", "runs ok", "wall s", "sum of run times s", "vs local"):
+        table.add_column(col, justify="right")
+    local = rows[0].wall_s
+    for r in rows:
+        table.add_row(
+            r.executor, f"{r.ok}/{r.runs}", f"{r.wall_s:.1f}", f"{r.train_s:.1f}", f"{r.wall_s / local:.2f}x"
+        )
+    console.print(table)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Options of run and sweep: help and checks from the constraint table (flx.config.PARAMS)
 # ------------------------------------------------------------------------------------------------------------

@@ -22,10 +22,11 @@ import sys
 
 from flx.errors import ConfigError
 
-MAX_RETRIES = (
-    3  # Ray's retries of a task whose worker or node died (a run's own errors are recorded, not retried)
-)
+MAX_RETRIES = 3  # Ray's retries of a task whose worker or node died (a run's own errors are recorded)
 MAX_BATCH = 8
+TASK_SECONDS = (
+    2.0  # runs per task: as many as take about this long (one at a time until runs have been timed)
+)
 _READY = False  # this Ray worker process has paid the one-off start-up costs
 
 
@@ -59,6 +60,34 @@ def _run_batch(tasks: list, data_dir: str | None, env: dict, device: str) -> lis
     return [sweep._run_task(task, data_dir) for task in tasks]
 
 
+def _wait(ray, refs: list) -> list:
+    """The finished ones of ``refs``, waiting at most half a second (so Ctrl-C and SIGTERM are seen). A signal
+    handler's exception raised inside Ray's Cython wait comes back wrapped in a SystemError: it is unwrapped."""
+    try:
+        return ray.wait(refs, num_returns=1, timeout=0.5)[0]
+    except SystemError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, KeyboardInterrupt) or type(cause).__name__ == "Interrupted":  # Ctrl-C, SIGTERM
+            raise cause from None
+        raise
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConfigError at once when nothing listens at a HOST:PORT address (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms: Ray resolves them
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--ray-address got {address!r}, but nothing answers there ({exc.strerror or exc}); start the head with "
+            "`ray start --head` and give the address it prints (HOST:6379)"
+        ) from None
+
+
 class RayExecutor:
     """Runs tasks as Ray tasks on a local instance (``address`` None) or a cluster; see the module's doc.
     :meth:`start` connects and sizes it (``slots``: runs trained at once; ``device`` as the tasks see it)."""
@@ -71,7 +100,7 @@ class RayExecutor:
         self.per_gpu = per_gpu
         self.workers = workers
         self.slots = 1
-        self.batch = 1
+        self._most = 1
         self._ray = None
         self._remote = None
         self._owned = False  # this executor started Ray (and shuts it down)
@@ -79,6 +108,9 @@ class RayExecutor:
 
     def start(self, pending: int) -> RayExecutor:
         ray = self._ray = _import_ray()
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # not its connection retries, line by line
+        if not ray.is_initialized() and self.address:
+            _check_reachable(self.address)
         if not ray.is_initialized():
             try:
                 ray.init(
@@ -87,7 +119,10 @@ class RayExecutor:
                 )  # fmt: skip
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-                raise ConfigError(f"cannot start or join {where}: {exc}") from None
+                hint = ""
+                if self.address and "RAY_AUTH_MODE" not in os.environ:
+                    hint = " (a cluster that checks tokens needs RAY_AUTH_MODE=token here; `ray get-auth-token` prints it)"
+                raise ConfigError(f"cannot start or join {where}: {str(exc).splitlines()[0]}{hint}") from None
             self._owned = True
         self._remote = ray.remote(_run_batch)
         resources = ray.cluster_resources()
@@ -102,9 +137,18 @@ class RayExecutor:
             raise ConfigError("--device cuda: the Ray cluster has no GPU; accepted: cpu or auto")
         capacity = int(gpus * self.per_gpu) if self.device == "cuda" else cpus
         self.slots = max(1, min(self.workers or capacity, capacity, pending))
-        # a few runs per task, so Ray's per-task cost is shared, yet at least ~3 tasks per slot to balance load
-        self.batch = max(1, min(MAX_BATCH, pending // (3 * self.slots)))
+        self._most = max(
+            1, min(MAX_BATCH, pending // (3 * self.slots))
+        )  # yet ~3 tasks per slot: balanced load
         return self
+
+    def _batch_size(self, seconds: list[float]) -> int:
+        """Runs per task: one until runs have been timed, then as many as take :data:`TASK_SECONDS` (short runs
+        share Ray's per-task cost; long ones report one by one)."""
+        if not seconds:
+            return 1
+        mean = sum(seconds) / len(seconds)
+        return max(1, min(self._most, int(TASK_SECONDS / max(mean, 1e-3))))
 
     def _submit(self, batch: list, data_dir: str | None, env: dict) -> None:
         gpu = 1.0 / self.per_gpu if self.device == "cuda" else 0
@@ -122,17 +166,18 @@ class RayExecutor:
             **{k: os.environ[k] for k in ("FLX_CACHE_DIR", "FLX_CHECK_TARGETS") if k in os.environ},
         }
         source = iter(tasks)
+        seconds: list[float] = []  # the runs' times so far: how many go in a task
 
         def fill():  # two batches per slot in flight: a slot never waits for the driver
             while len(self._in_flight) < 2 * self.slots:
-                batch = list(itertools.islice(source, self.batch))
+                batch = list(itertools.islice(source, self._batch_size(seconds)))
                 if not batch:
                     return
                 self._submit(batch, data_dir, env)
 
         fill()
         while self._in_flight:
-            ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=0.5)  # Ctrl-C stays responsive
+            ready = _wait(ray, list(self._in_flight))
             for ref in ready:
                 batch = self._in_flight.pop(ref)
                 try:
@@ -140,6 +185,7 @@ class RayExecutor:
                 except ray.exceptions.RayError as exc:  # its worker or node died more than MAX_RETRIES times
                     why = f"the Ray task training this run was lost ({type(exc).__name__}); a later sweep retries it"
                     records = [_failed(task, why) for task in batch]
+                seconds += [r.get("wall_time_s", 0.0) + r.get("data_time_s", 0.0) for r in records]
                 yield from records
             fill()
 

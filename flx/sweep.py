@@ -469,9 +469,11 @@ def run_sweep(
     if backend not in BACKENDS:
         raise ConfigError(f"--executor got {backend!r}; accepted: one of {', '.join(BACKENDS)}")
     if backend == "ray":
-        from flx.cluster import _import_ray
+        from flx.cluster import _check_reachable, _import_ray
 
-        _import_ray()  # a missing Ray is said before the data is loaded
+        _import_ray()  # a missing Ray, or no cluster at the address, is said before the data is loaded
+        if ray_address:
+            _check_reachable(ray_address)
         slots = [device]  # the cluster's resources size it, once it is joined
     else:
         from flx.train import resolve_device
@@ -492,15 +494,15 @@ def run_sweep(
     result.workers = max(1, min(len(slots), len(pending)))
     if dry_run:
         return result
-    store.create()
-    # provenance: the grid that really runs (overrides included); flx report reads it back
-    if spec is not None:
-        write_atomic(store.out / "spec.toml", lambda p: p.write_text(dump_spec(spec)))
-    if pending and backend == "ray" and executor is None:
+    if pending and backend == "ray" and executor is None:  # joined (or started) before anything is written
         from flx.cluster import RayExecutor
 
         executor = RayExecutor(ray_address, device, per_gpu, workers).start(len(pending))
         result.workers, device = executor.slots, executor.device
+    store.create()
+    # provenance: the grid that really runs (overrides included); flx report reads it back
+    if spec is not None:
+        write_atomic(store.out / "spec.toml", lambda p: p.write_text(dump_spec(spec)))
     on_event("start", pending=len(pending), workers=result.workers, device=device)
     if not pending:
         return result

@@ -78,12 +78,28 @@ def test_a_missing_ray_is_one_line(tmp_path, monkeypatch):
         assert result.exit_code == 2 and message in result.output, result.output
 
 
+def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path):
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["sweep", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--loss", "ce"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "but nothing answers there" in result.output, result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_ray_batches_runs_and_sizes_itself_by_the_cluster(ray_session):
     from flx.cluster import RayExecutor
 
     executor = RayExecutor(device="auto").start(pending=40)
-    assert executor.slots == 2 and executor.device == "cpu" and executor.batch == 6  # 40 runs / (3 x 2 slots)
-    assert RayExecutor(device="cpu").start(pending=3).batch == 1
+    assert executor.slots == 2 and executor.device == "cpu"
+    assert executor._batch_size([]) == 1  # until runs have been timed: one run per task
+    assert executor._batch_size([0.1, 0.3]) == 6  # short runs: ~2 s per task, at most 40 / (3 x 2 slots)
+    assert executor._batch_size([0.5]) == 4 and executor._batch_size([30.0]) == 1
+    assert RayExecutor(device="cpu").start(pending=3)._batch_size([0.01]) == 1
     with pytest.raises(Exception, match="no GPU"):
         RayExecutor(device="cuda").start(pending=3)
     assert Config().normalized()  # the executor left the config machinery alone
