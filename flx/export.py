@@ -76,7 +76,6 @@ def export_mlflow(
         )
     records = store.records(with_time=True)
     client_class = _mlflow()
-    from mlflow.entities import Metric, Param, RunTag
 
     try:
         client = client_class(tracking_uri)
@@ -105,17 +104,18 @@ def export_mlflow(
                 continue
             client.delete_run(run_id)
             what = "replaced"
-        _log_run(client, experiment_id, record, store.artefacts(key), Metric, Param, RunTag)
+        _log_run(client, experiment_id, record, store.artefacts(key))
         counts[what] += 1
         if on_run is not None:
             on_run(key, what)
     return counts
 
 
-def _log_run(client, experiment_id: str, record: dict, artefacts: dict, Metric, Param, RunTag) -> None:
+def _log_run(client, experiment_id: str, record: dict, artefacts: dict) -> None:
     import json
 
     import numpy as np
+    from mlflow.entities import Metric, Param
 
     from flx.artefacts import decode
     from flx.summary import run_label
