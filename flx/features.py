@@ -30,10 +30,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from flx.config import PRETRAINED_BACKBONES
 from flx.errors import DataError
+from flx.models import imagenet_checkpoint, load_torchvision_weights, missing_imagenet
 
 BACKBONES = ("indomain", "resnet18", "resnet50", "scratch")
-PRETRAINED = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
+PRETRAINED = PRETRAINED_BACKBONES  # torchvision's ImageNet classifiers, without their classifier
 # The in-domain backbone's training: SmallCNN of this width, Adam, flips, cross-entropy on the balanced pool.
 INDOMAIN = {"width": 32, "epochs": 12, "batch_size": 128, "lr": 1e-3, "version": 1}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -60,11 +62,7 @@ def weights_identity(backbone: str, weights: str) -> str:
     if weights == "imagenet":
         path = imagenet_checkpoint(backbone)
         if not path.is_file():
-            raise DataError(
-                f"ImageNet weights for {backbone} are not in the torch hub cache ({path}); download them once "
-                f"with `python -c \"import torchvision; torchvision.models.{backbone}(weights='DEFAULT')\"` on a "
-                "machine with internet, or give --weights PATH (a state dict), or --weights random"
-            )
+            raise missing_imagenet(backbone, path)
         return path.name
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -74,29 +72,13 @@ def weights_identity(backbone: str, weights: str) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:24]
 
 
-def imagenet_checkpoint(backbone: str) -> Path:
-    """Where torchvision keeps the ImageNet checkpoint of ``backbone`` once downloaded."""
-    import torchvision.models as tvm
-
-    url = getattr(tvm, PRETRAINED[backbone]).DEFAULT.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
 def pretrained_body(backbone: str, weights: str) -> nn.Module:
     """torchvision's ``backbone`` with its classifier replaced by the identity: images -> feature vectors."""
     import torchvision.models as tvm
 
     model = getattr(tvm, backbone)(weights=None)
     if weights != "random":
-        path = imagenet_checkpoint(backbone) if weights == "imagenet" else Path(weights).expanduser()
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as exc:
-            raise DataError(
-                f"--weights {path}: cannot load it into torchvision's {backbone} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:120]}); give a state dict saved from that model"
-            ) from None
+        load_torchvision_weights(model, backbone, weights)
     model.fc = nn.Identity()
     return model
 

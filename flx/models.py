@@ -151,26 +151,33 @@ def _check_output(model: nn.Module, name: str, input_shape: tuple) -> None:
         )
 
 
-def torchvision_model(name: str, weights: str | None = None) -> nn.Module:
-    """torchvision's classifier ``name`` with one output; ``weights`` as :func:`build_model` says."""
+def imagenet_checkpoint(name: str) -> Path:
+    """Where torchvision keeps the ImageNet checkpoint of its model ``name`` once downloaded."""
     import torchvision.models as tvm
 
+    url = tvm.get_model_weights(name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def missing_imagenet(name: str, path: Path):
+    """The DataError for ImageNet weights of ``name`` that are not at ``path`` (this machine cannot download)."""
     from flx.errors import DataError
 
-    if weights in (None, "random"):
-        return tvm.get_model(name, weights=None, num_classes=1)
-    model = tvm.get_model(name, weights=None)
-    if weights == "imagenet":
-        url = tvm.get_model_weights(name).DEFAULT.url
-        path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-        if not path.is_file():
-            raise DataError(
-                f"ImageNet weights for {name} are not in the torch hub cache ({path}); download them once with "
-                f"`python -c \"import torchvision; torchvision.models.get_model('{name}', weights='DEFAULT')\"` "
-                "on a machine with internet, or give --weights PATH (a state dict)"
-            )
-    else:
-        path = Path(weights).expanduser()
+    return DataError(
+        f"ImageNet weights for {name} are not in the torch hub cache ({path}); download them once with "
+        f"`python -c \"import torchvision; torchvision.models.get_model('{name}', weights='DEFAULT')\"` on a "
+        "machine with internet, or give --weights PATH (a state dict), or --weights random"
+    )
+
+
+def load_torchvision_weights(model: nn.Module, name: str, weights: str) -> None:
+    """Load ``weights`` into torchvision's ``name``: ``imagenet`` (the hub checkpoint) or a state dict's path;
+    DataError (one line) when the checkpoint is missing or does not fit the model."""
+    from flx.errors import DataError
+
+    path = imagenet_checkpoint(name) if weights == "imagenet" else Path(weights).expanduser()
+    if weights == "imagenet" and not path.is_file():
+        raise missing_imagenet(name, path)
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:
@@ -178,6 +185,16 @@ def torchvision_model(name: str, weights: str | None = None) -> nn.Module:
             f"--weights {path}: cannot load it into torchvision's {name} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:120]}); give a state dict saved from that model"
         ) from None
+
+
+def torchvision_model(name: str, weights: str | None = None) -> nn.Module:
+    """torchvision's classifier ``name`` with one output; ``weights`` as :func:`build_model` says."""
+    import torchvision.models as tvm
+
+    if weights in (None, "random"):
+        return tvm.get_model(name, weights=None, num_classes=1)
+    model = tvm.get_model(name, weights=None)
+    load_torchvision_weights(model, name, weights)
     head = last_linear(model)
     parent_name, _, attr = next(n for n, m in model.named_modules() if m is head).rpartition(".")
     setattr(model.get_submodule(parent_name), attr, nn.Linear(head.in_features, 1))
