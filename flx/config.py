@@ -667,14 +667,14 @@ class Config:
     def identity(self) -> dict:
         """The normalized fields that differ from :data:`KEY_BASELINE`: what makes this run this run. Paths
         (:data:`PATH_PARAMS`) are left out: the data's fingerprint says what was in them."""
-        values = self.normalized().to_dict()
-        return {k: v for k, v in sorted(values.items()) if v != KEY_BASELINE[k] and k not in PATH_PARAMS}
+        return _identity(self.normalized().to_dict())
 
     def config_key(self) -> str:
         """Hash of :meth:`identity` and the data's paths (not its content): tells the planned runs apart and
         matches them to stored ones in a report."""
-        paths = {k: getattr(self.normalized(), k) for k in PATH_PARAMS}
-        return _digest(self.identity() | {k: v for k, v in paths.items() if v is not None})
+        values = self.normalized().to_dict()  # normalized once (planning calls this per grid point)
+        paths = {k: values[k] for k in PATH_PARAMS if values[k] is not None}
+        return _digest(_identity(values) | paths)
 
     def key(self, data_fingerprint: str) -> str:
         """The run's identity in the store: its config (:meth:`identity`) and its data's fingerprint."""
@@ -777,6 +777,11 @@ def check_epsilon(config: Config) -> None:
             f"epsilon got {config.epsilon:g}; accepted: a number >= {bound:g} for {where} (below it the loss "
             "falls as a prediction gets more wrong: epsilon >= -min(alpha, 1 - alpha), or -1 without alpha)"
         )
+
+
+def _identity(values: dict) -> dict:
+    """:meth:`Config.identity` of normalized ``values``."""
+    return {k: v for k, v in sorted(values.items()) if v != KEY_BASELINE[k] and k not in PATH_PARAMS}
 
 
 def _digest(obj) -> str:
