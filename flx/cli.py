@@ -88,14 +88,9 @@ def _root(
     ),
 ) -> None:
     """Experiment runner for focal loss and friends on imbalanced classification."""
-    import os
+    from flx.registry import use_plugins
 
-    from flx.registry import PLUGINS_ENV, load_plugins
-
-    if plugin:  # through the environment: spawned workers see it as well
-        listed = [m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
-        os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys([*listed, *plugin]))
-    load_plugins()
+    use_plugins(plugin)
 
 
 # ------------------------------------------------------------------------------------------------------------

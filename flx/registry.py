@@ -176,10 +176,21 @@ def _load_registered(fn: Callable, data_seed: int = 0, **kwargs):
     return train, test, meta
 
 
+def _listed() -> list[str]:
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+
+
 def plugin_modules() -> list[str]:
     """What a worker imports: the ``FLX_PLUGINS`` modules and every module that registered something here."""
-    listed = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
-    return list(dict.fromkeys([*listed, *_MODULES]))
+    return list(dict.fromkeys([*_listed(), *_MODULES]))
+
+
+def use_plugins(modules: list[str]) -> None:
+    """``flx --plugin``: add ``modules`` to ``FLX_PLUGINS`` (so spawned workers see them too) and import every
+    listed module (:func:`load_plugins`)."""
+    if modules:
+        os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys([*_listed(), *modules]))
+    load_plugins()
 
 
 def load_plugins(modules: list[str] | None = None) -> None:
