@@ -435,8 +435,6 @@ def sweep(
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     device = check("device", device or "auto", "--device")
     n_per_gpu = check("per_gpu", per_gpu or 1, "--per-gpu")
-    if executor not in ("local", "ray"):
-        raise FlxError(f"--executor got {executor!r}; accepted: local or ray")
     if ray_address is not None and executor != "ray":
         raise FlxError("--ray-address is for --executor ray; add --executor ray or leave it out")
     loaded = load_spec(spec) if spec else empty_spec()

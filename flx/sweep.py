@@ -467,7 +467,7 @@ def run_sweep(
     else:
         store.check_writable()
     if backend not in BACKENDS:
-        raise ConfigError(f"--executor got {backend!r}; accepted: one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"--executor got {backend!r}; accepted: {' or '.join(BACKENDS)}")
     if backend == "ray":
         from flx.cluster import _check_reachable, _import_ray
 
