@@ -36,6 +36,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check flx tests
 	$(BIN)/ruff format --check flx tests
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/flx bench losses

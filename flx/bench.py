@@ -45,7 +45,7 @@ def _loss_fn(impl: str) -> Callable:
     # "no CUDA runtime" warnings are irrelevant on a CPU
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if impl == "flx":
-        from flx.losses import sigmoid_focal_loss
+        from flx.losses.functional import sigmoid_focal_loss
 
         return sigmoid_focal_loss
     if impl == "bce":
@@ -147,9 +147,12 @@ def bench_losses(
     conditions: tuple[tuple[int, int], ...] = CONDITIONS,
     implementations: tuple[str, ...] = IMPLEMENTATIONS,
     progress: Callable[[str], None] | None = None,
+    busy: bool = True,
 ) -> list[BenchRow]:
     """Time every implementation at every size under every condition in this process; measure memory in child
-    processes, one per (implementation, size). ``progress`` is called with a line before each condition."""
+    processes, one per (implementation, size). ``progress`` is called with a line before each condition.
+    ``busy`` False leaves out the conditions with busy background processes."""
+    conditions = tuple(c for c in conditions if busy or c[1] == 0)
     import logging
 
     import torch
@@ -218,9 +221,12 @@ def bench_executors(workers: int = 2, grid: dict | None = None, progress=None) -
     with Ray (a local instance of ``workers`` CPUs, started and stopped inside the timing), one after the other."""
     import tempfile
 
-    from flx.store import Store
-    from flx.sweep import plan, run_sweep
+    from flx.experiment.plan import plan
+    from flx.results.store import Store
+    from flx.sweep.ray import import_ray
+    from flx.sweep.run import run_sweep
 
+    import_ray()  # no Ray: one line, before anything is timed
     configs = plan(None, grid or EXECUTOR_GRID)
     out = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,10 +1,8 @@
 """Errors that flx shows a user: a one-line message, exit code 2, no traceback.
 
-The library raises a :class:`UserError` subclass (naming the value and what is accepted); the CLI turns every
-one into a :class:`FlxError`. Nothing else is caught: a bug still shows its traceback.
+The library raises a :class:`UserError` subclass (naming the value and what is accepted); the CLI (:mod:`flx.cli.app`)
+turns every one into one line on stderr. Nothing else is caught: a bug still shows its traceback.
 """
-
-import typer
 
 
 class UserError(Exception):
@@ -25,15 +23,3 @@ class StoreError(UserError):
 
 class ReportError(UserError):
     """Runs that cannot be reported (none stored, a malformed runs.csv, a read-only output folder)."""
-
-
-class FlxError(typer.BadParameter):
-    """Bad input or missing data, told in one line; the CLI exits with code 2 and writes nothing.
-
-    A subclass of Typer's usage errors, so Typer (and its test runner) report it with exit code 2 too.
-    """
-
-    exit_code = 2
-
-    def format_message(self) -> str:
-        return self.message

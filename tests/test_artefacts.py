@@ -8,11 +8,11 @@ import torch
 from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
-from flx.artefacts import decode, encode, logit_histogram, scores_artefact, stored_scores
 from flx.cli import app
-from flx.config import Config
-from flx.store import Store
-from flx.train import run
+from flx.engine.run import run
+from flx.experiment.config import Config
+from flx.results.artefacts import decode, encode, logit_histogram, scores_artefact, stored_scores
+from flx.results.store import Store
 
 from .test_yourdata import make_table
 
@@ -58,8 +58,8 @@ def test_scores_artefact_keeps_labels_of_any_length():
 
 
 def test_detection_artefacts_give_coco_ap_back():
-    from flx.detection import coco_metrics, detection_artefacts, stored_detections
-    from flx.shapes import render
+    from flx.data.shapes import render
+    from flx.engine.coco import coco_metrics, detection_artefacts, stored_detections
 
     split = render(5, 32, seed=3)
     g = torch.Generator().manual_seed(0)

@@ -11,13 +11,17 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from flx import data as D
-from flx import features as F
-from flx.claims import judge
 from flx.cli import app
-from flx.config import Config, ConfigError, get_loss, validate_spec
-from flx.metrics import classification_metrics, expected_calibration_error, shift_prior
-from flx.store import Store
+from flx.data import features as F
+from flx.data.images import load_catsdogs
+from flx.data.load import load
+from flx.errors import ConfigError, DataError
+from flx.experiment.config import Config
+from flx.experiment.metrics import classification_metrics, expected_calibration_error, shift_prior
+from flx.experiment.registries import get_loss
+from flx.experiment.spec import validate_spec
+from flx.report.claims import judge
+from flx.results.store import Store
 
 from .test_faults import _flx, _one_line_error
 
@@ -41,9 +45,9 @@ def _images(folder, layout="flat", n=12, size=20, names=("cat", "dog")):
 
 
 def _load(root, **kw):
-    D.load.cache_clear()
+    load.cache_clear()
     params = {"ratio": 2.0, "image_size": 16, "positive": "dog", "backbone": "indomain", "weights": None}
-    return D.load_catsdogs(**(params | kw), data_dir=str(root))
+    return load_catsdogs(**(params | kw), data_dir=str(root))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -112,7 +116,7 @@ def test_pretrained_backbone_builds_and_extracts_with_random_weights(tmp_path):
     assert from_file.x.shape == train.x.shape
     bad = tmp_path / "bad.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
-    with pytest.raises(D.DataError, match=r"cannot load it into torchvision's resnet18"):
+    with pytest.raises(DataError, match=r"cannot load it into torchvision's resnet18"):
         _load(tmp_path / "data", backbone="resnet18", weights=str(bad))
 
 
@@ -125,10 +129,10 @@ def test_missing_imagenet_weights_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     _images(tmp_path / "data" / "train")
     with pytest.raises(
-        D.DataError, match=r"ImageNet weights for resnet50 are not in the torch hub cache .*--weights"
+        DataError, match=r"ImageNet weights for resnet50 are not in the torch hub cache .*--weights"
     ):
         _load(tmp_path / "data", backbone="resnet50", weights="imagenet")
-    with pytest.raises(D.DataError, match=r"--weights got '/nope.pt': no such file"):
+    with pytest.raises(DataError, match=r"--weights got '/nope.pt': no such file"):
         _load(tmp_path / "data", backbone="resnet18", weights="/nope.pt")
 
 
@@ -175,8 +179,8 @@ def test_detached_gradient_is_epoch_start_weight_times_ce_gradient():
 
 
 def test_detached_weights_are_taken_once_per_epoch(monkeypatch):
-    from flx.config import LossSpec
-    from flx.train import train_model
+    from flx.engine.classification import train_model
+    from flx.experiment.registries import LossSpec
 
     calls = []
     original = LossSpec.epoch_weights

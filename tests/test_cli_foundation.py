@@ -6,8 +6,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from flx.anatomy import focal_term, loss_anatomy
 from flx.cli import app
+from flx.losses.anatomy import focal_term, loss_anatomy
 
 runner = CliRunner()
 

@@ -7,9 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flx.cli import app
-from flx.config import Config
-from flx.store import Store
-from flx.sweep import plan, run_sweep
+from flx.experiment.config import Config
+from flx.experiment.plan import plan
+from flx.results.store import Store
+from flx.sweep.run import run_sweep
 
 runner = CliRunner()
 GRID = {"loss": ["ce", "focal"], "gamma": [0.0, 2.0], "n_samples": 3000, "ratio": 20.0, "dim": 4, "epochs": 1,
@@ -92,7 +93,7 @@ def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path):
 
 
 def test_ray_batches_runs_and_sizes_itself_by_the_cluster(ray_session):
-    from flx.cluster import RayExecutor
+    from flx.sweep.ray import RayExecutor
 
     executor = RayExecutor(device="auto").start(pending=40)
     assert executor.slots == 2 and executor.device == "cpu"

@@ -9,11 +9,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flx import config as C
 from flx.cli import app
-from flx.config import Config, ConfigError, Param, config_from_record
-from flx.store import Store
-from flx.sweep import plan, prepare, run_sweep
+from flx.errors import ConfigError
+from flx.experiment import config as C
+from flx.experiment import params as P
+from flx.experiment.config import Config, config_from_record
+from flx.experiment.params import Param
+from flx.experiment.plan import plan
+from flx.results.store import Store
+from flx.sweep.run import run_sweep
+from flx.sweep.worker import prepare
 
 from .conftest import TINY, flx_cmd, subprocess_env
 from .test_engine import TINY_CONFIG, _write_images
@@ -27,7 +32,7 @@ def test_a_new_field_with_a_default_keeps_every_key(monkeypatch):
     class Grown(Config):
         warmup_epochs: int = 0  # a field added later, with its default in the frozen key baseline
 
-    monkeypatch.setitem(C.PARAMS, "warmup_epochs", Param("warmup_epochs", int, "Warm-up epochs.", 0, 100))
+    monkeypatch.setitem(P.PARAMS, "warmup_epochs", Param("warmup_epochs", int, "Warm-up epochs.", 0, 100))
     monkeypatch.setattr(C, "KEY_BASELINE", {**C.KEY_BASELINE, "warmup_epochs": 0})
     for fields in ({}, {"loss": "ce"}, {"loss": "focal", "gamma": 1.0, "seed": 3}, TINY_CONFIG):
         old, new = Config(**fields), Grown(**fields)
@@ -81,11 +86,11 @@ def test_one_wording_for_a_bad_value_everywhere(tmp_path):
 
 
 def test_every_config_field_has_a_constraint_and_a_key_baseline():
-    assert set(C.CONFIG_FIELDS) <= set(C.PARAMS) and set(C.CONFIG_FIELDS) == set(C.KEY_BASELINE)
+    assert set(C.CONFIG_FIELDS) <= set(P.PARAMS) and set(C.CONFIG_FIELDS) == set(C.KEY_BASELINE)
     for name in C.CONFIG_FIELDS:
         default = getattr(Config(), name)
         if default is not None:
-            assert C.check(name, default) == default, name  # every default passes its own constraint
+            assert P.check(name, default) == default, name  # every default passes its own constraint
 
 
 def test_python_api_runs_a_sweep(tmp_path):
@@ -122,14 +127,14 @@ def test_an_old_store_is_refused_by_sweeps_until_migrated_and_reported_as_it_is(
     import json
     import sqlite3
 
-    from flx.train import run
+    from flx.engine.run import run
 
     out = tmp_path / "old"
     out.mkdir()
     config = Config(loss="ce", **TINY_CONFIG).normalized()
     record = run(config)
     old = {
-        k: v for k, v in record.items() if k not in (*C.DATA_COLUMNS, "artefacts")
+        k: v for k, v in record.items() if k not in (*P.DATA_COLUMNS, "artefacts")
     }  # flx < 0.2: no artefacts
     old["key"] = "0123456789abcdef"  # flx < 0.2: a hash of the config alone
     con = sqlite3.connect(out / "runs.sqlite")

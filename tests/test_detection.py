@@ -7,17 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from flx.claims import judge
-from flx.config import Config, ConfigError, epsilon_bound, validate_spec
-from flx.detection import (
-    anchor_imbalance,
-    build_detector,
-    coco_metrics,
-    ohem_select,
-    train_detector,
-)
-from flx.losses import poly1_cross_entropy, poly1_focal_loss
-from flx.shapes import render
+from flx.data.shapes import render
+from flx.engine.coco import coco_metrics
+from flx.engine.detection import anchor_imbalance, train_detector
+from flx.errors import ConfigError
+from flx.experiment.config import Config
+from flx.experiment.spec import validate_spec
+from flx.losses.bounds import epsilon_bound
+from flx.losses.functional import poly1_cross_entropy, poly1_focal_loss
+from flx.models.retinanet import build_detector, ohem_select
+from flx.report.claims import judge
 
 
 def test_shapes_boxes_lie_inside_the_image_and_generation_is_deterministic():
@@ -210,7 +209,7 @@ def test_poly1_epsilon_bound_is_where_the_loss_stops_falling_as_predictions_get_
 
 def test_below_the_bound_the_poly1_focal_loss_falls_as_a_positive_gets_more_wrong():
     """Why the bound exists: at epsilon = -1 with alpha 0.25 (the stored run that was an inverted classifier)."""
-    from flx.losses import sigmoid_focal_loss
+    from flx.losses.functional import sigmoid_focal_loss
 
     x = torch.linspace(2, 12, 101, dtype=torch.float64)
     fl = sigmoid_focal_loss(x, torch.ones_like(x), alpha=0.25, gamma=2.0)

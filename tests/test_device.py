@@ -6,10 +6,11 @@ import torch
 from typer.testing import CliRunner
 
 from flx.cli import app
-from flx.config import Config
-from flx.store import Store
-from flx.sweep import device_slots
-from flx.train import resolve_device, run
+from flx.engine.device import resolve_device
+from flx.engine.run import run
+from flx.experiment.config import Config
+from flx.results.store import Store
+from flx.sweep.executors import device_slots
 
 from .conftest import TINY
 

@@ -12,12 +12,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from flx import data as D
 from flx.cli import app
-from flx.config import Config
-from flx.store import Store
-from flx.sweep import expand
-from flx.train import run
+from flx.data.cifar import load_cifar_catsdogs
+from flx.data.images import load_catsdogs
+from flx.data.synthetic import load_synthetic
+from flx.engine.run import run
+from flx.errors import DataError
+from flx.experiment.config import Config
+from flx.experiment.plan import expand
+from flx.results.store import Store
 
 from .conftest import SHARED_DATA, TINY, flx_cmd, subprocess_env
 
@@ -249,14 +252,14 @@ def test_expand_collapses_inapplicable_parameters():
 def test_synthetic_default_ratio_and_positives():
     t0 = time.perf_counter()
     config = Config().normalized()
-    train, test, _ = D.load_synthetic(**dict(config.data_params()))
+    train, test, _ = load_synthetic(**dict(config.data_params()))
     elapsed = time.perf_counter() - t0
     for split in (train, test):
         n_pos = split.n_pos
         assert n_pos >= 500
         assert (len(split) - n_pos) / n_pos == pytest.approx(1000, rel=0.01)
     assert elapsed < 10  # generation is fast (about 0.3 s here); a loose bound for slow CI machines
-    again, _, _ = D.load_synthetic(**dict(config.data_params()))
+    again, _, _ = load_synthetic(**dict(config.data_params()))
     assert torch.equal(again.x, train.x)
 
 
@@ -279,23 +282,23 @@ def _write_fake_cifar(root, per_class=30):
 
 def test_cifar_cat_dog_filter_and_imbalance(tmp_path):
     root = _write_fake_cifar(tmp_path)
-    train, test, _ = D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
+    train, test, _ = load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
     assert test.x.shape == (60, 3, 32, 32) and test.n_pos == 30  # natural balance: 30 cats, 30 dogs
     n_cats = (
         5 * 30 - 75 - 15
     )  # the rest of the 150 train cats after the backbone pool (50%) and validation (10%)
     assert len(train) - train.n_pos == n_cats and train.n_pos == n_cats // 10
-    swapped, _, _ = D.load_cifar_catsdogs(ratio=10, positive="cat", data_dir=str(root))
+    swapped, _, _ = load_cifar_catsdogs(ratio=10, positive="cat", data_dir=str(root))
     assert swapped.n_pos == 6 and len(swapped) - swapped.n_pos == 60
 
 
 def test_cifar_missing_or_malformed(tmp_path):
-    with pytest.raises(D.DataError, match=r"CIFAR-10 not found at .*flx download cifar10"):
-        D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"CIFAR-10 not found at .*flx download cifar10"):
+        load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(tmp_path))
     root = _write_fake_cifar(tmp_path / "c")
     (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage")
-    with pytest.raises(D.DataError, match="test_batch is missing or malformed"):
-        D.load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
+    with pytest.raises(DataError, match="test_batch is missing or malformed"):
+        load_cifar_catsdogs(ratio=10, positive="dog", data_dir=str(root))
 
 
 def _write_images(folder, n=20, layout="flat", size=24):
@@ -316,13 +319,13 @@ def test_folder_loader_layouts_split_and_cache(tmp_path, layout):
     root = tmp_path / "data"
     target = root / "dogs-vs-cats" / "train" if layout == "flat" else root
     _write_images(target, layout=layout)
-    train, test, _ = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
+    train, test, _ = load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
     assert train.x.shape[1:] == (3, 16, 16) and train.x.dtype == torch.uint8
     assert test.n_pos == 4 and len(test) == 8  # 20% of each class, balanced
     # of 16 train images per class: 8 to the backbone pool, 2 to validation, 6 to the heads; dogs cut to 6 / 4
     assert len(train) - train.n_pos == 6 and train.n_pos == 2
     assert list(Path(os.environ["FLX_CACHE_DIR"]).glob("images-16-*.pt")), "decoded images are cached"
-    again, _, _ = D.load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
+    again, _, _ = load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
     assert torch.equal(again.x, train.x)
 
 
@@ -358,13 +361,13 @@ def test_catsdogs_run_through_cli_on_generated_images(tmp_path):
 
 
 def test_missing_image_folder_message(tmp_path):
-    with pytest.raises(D.DataError, match=r"no cat/dog images found \(looked in .*FLX_DATA_DIR"):
-        D.load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"no cat/dog images found \(looked in .*FLX_DATA_DIR"):
+        load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(tmp_path))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "dogs-vs-cats" / "train").is_dir(), reason="../shared/data is absent")
 def test_shared_dogs_vs_cats_integration():
-    train, test, _ = D.load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(SHARED_DATA))
+    train, test, _ = load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(SHARED_DATA))
     assert len(test) == 4000 and test.n_pos == 2000
     # 8,000 train images per class: 4,000 to the backbone pool, 800 to validation, 3,200 to the heads
     assert len(train) - train.n_pos == 3200 and train.n_pos == 320

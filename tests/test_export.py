@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flx.cli import app
-from flx.store import Store
+from flx.results.store import Store
 
 from .conftest import TINY
 
@@ -54,7 +54,7 @@ def test_export_to_mlflow_twice_holds_each_run_once(tmp_path, monkeypatch):
 def test_a_changed_status_replaces_the_mlflow_run(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from flx.export import export_mlflow
+    from flx.results.export import export_mlflow
 
     monkeypatch.chdir(tmp_path)
     store = Store(tmp_path / "runs")

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flx import data as D
 from flx.cli import app
-from flx.store import Store
+from flx.data import base as D
+from flx.data.images import load_catsdogs
+from flx.results.store import Store
 
 from .conftest import TINY, flx_cmd, subprocess_env, sweep_cmd
 from .test_engine import _count, _start_sweep_and_wait, _write_images
@@ -249,7 +250,7 @@ def test_a_folder_with_its_own_split_is_used_as_given(tmp_path, test_name):
     _write_images(data / "train", n=12, layout="per_class")
     _write_images(data / test_name, n=5, layout="per_class")
     (data / test_name / "dogs").rename(data / test_name / "DOG")  # any case, singular or plural
-    train, test, meta = D.load_catsdogs(ratio=3, image_size=16, positive="dog", data_dir=str(data))
+    train, test, meta = load_catsdogs(ratio=3, image_size=16, positive="dog", data_dir=str(data))
     assert len(test) == 10 and test.n_pos == 5  # the given test set, whole
     # of 12 train images per class: 6 to the backbone pool, 1 to validation, 5 to the heads; dogs cut to 5 / 3
     assert len(train) - train.n_pos == 5 and train.n_pos == 2 and len(meta["val"]) == 2

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
 from flx import losses as L
+from flx.experiment.registries import LOSSES, get_loss
+from flx.losses import _kernel as K
 
 ALPHAS = [-1, 0.25, 0.5, 0.75]
 GAMMAS = [0, 0.5, 1, 2, 5]
@@ -83,10 +85,10 @@ def test_multidimensional_input_keeps_shape():
 def test_chunked_path_matches_single_pass(monkeypatch):
     """Inputs much larger than a chunk give the same values and gradients as one chunk."""
     x, y = _binary(n=10_001, dtype=torch.float64)
-    monkeypatch.setattr(L, "_CHUNK", 1_000)
+    monkeypatch.setattr(K, "_CHUNK", 1_000)
     small_chunks = L.sigmoid_focal_loss(x, y, 0.25, 2.0, "mean")
     (g_small,) = torch.autograd.grad(small_chunks, x)
-    monkeypatch.setattr(L, "_CHUNK", 1 << 20)
+    monkeypatch.setattr(K, "_CHUNK", 1 << 20)
     one_chunk = L.sigmoid_focal_loss(x, y, 0.25, 2.0, "mean")
     (g_one,) = torch.autograd.grad(one_chunk, x)
     torch.testing.assert_close(small_chunks, one_chunk)
@@ -162,7 +164,7 @@ def test_gradcheck_every_loss():
         assert torch.autograd.gradcheck(lambda a: L.poly1_focal_loss(a, t, None, gamma, epsilon=-1.0), (z,))
     assert torch.autograd.gradcheck(lambda a: L.poly1_cross_entropy(a, y, epsilon=2.0), (x,))
     assert torch.autograd.gradcheck(lambda a: L.poly1_cross_entropy(a, t, epsilon=2.0), (z,))
-    for name, spec in L.LOSSES.items():
+    for name, spec in LOSSES.items():
         params = {"ohem_k": 5, "ohem_ratio": 3} if name == "ohem" else {}
         if spec.epoch_weight is not None:  # the weight is a constant taken at the epoch's start: no gradient
             params = {"weight": spec.epoch_weights(x.detach(), y)}
@@ -336,7 +338,7 @@ def _checked(fn, *args):
         (lambda x, y: L.poly1_cross_entropy(x, y, epsilon=math.inf), r"epsilon got inf"),
         (lambda x, y: L.ohem_select(x, 0), r"k got 0"),
         (lambda x, y: L.ohem_select(x, 3, neg_pos_ratio=3), r"needs targets"),
-        (lambda x, y: L.get_loss("hinge"), r"loss got 'hinge'; accepted: one of ce, balanced_ce"),
+        (lambda x, y: get_loss("hinge"), r"loss got 'hinge'; accepted: one of ce, balanced_ce"),
     ],
 )
 def test_invalid_arguments_raise_value_error(call, match):
@@ -346,10 +348,10 @@ def test_invalid_arguments_raise_value_error(call, match):
 
 
 def test_registry_hyperparameters():
-    assert set(L.LOSSES) == {"ce", "balanced_ce", "focal", "focal_detached", "poly1", "poly1_focal", "ohem"}
-    assert L.LOSSES["focal"].params == {"alpha": 0.25, "gamma": 2.0}
-    assert L.LOSSES["ce"].params == {}
+    assert set(LOSSES) == {"ce", "balanced_ce", "focal", "focal_detached", "poly1", "poly1_focal", "ohem"}
+    assert LOSSES["focal"].params == {"alpha": 0.25, "gamma": 2.0}
+    assert LOSSES["ce"].params == {}
     x, y = _binary(dtype=torch.float64)
-    torch.testing.assert_close(L.get_loss("focal")(x, y, gamma=1.0), tv_focal(x, y, 0.25, 1.0, "mean"))
+    torch.testing.assert_close(get_loss("focal")(x, y, gamma=1.0), tv_focal(x, y, 0.25, 1.0, "mean"))
     with pytest.raises(ValueError, match="takes no hyperparameters"):
-        L.get_loss("ce")(x, y, gamma=2.0)
+        get_loss("ce")(x, y, gamma=2.0)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
 from flx import losses as L
+from flx.losses import _kernel as K
 
 ALPHA4 = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
 
@@ -362,8 +363,8 @@ def test_thread_count_does_not_change_a_bit():
 def test_accelerator_path_matches_torchvision(monkeypatch):
     """The path a GPU takes (general soft-target formulas, no host reads, sums kept as tensors, big chunks), run
     here on the CPU by declaring the CPU not a host."""
-    monkeypatch.setattr(L, "_on_host", lambda device: False)
-    monkeypatch.setattr(L, "_DEVICE_CHUNK", 1000)
+    monkeypatch.setattr(K, "_on_host", lambda device: False)
+    monkeypatch.setattr(K, "_DEVICE_CHUNK", 1000)
     g = torch.Generator().manual_seed(7)
     x = (torch.randn(4321, generator=g) * 5).requires_grad_()
     y = (torch.rand(4321, generator=g) < 0.1).float()

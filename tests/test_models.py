@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from flx.cli import app
-from flx.config import Config, ConfigError
-from flx.errors import DataError
-from flx.models import build_model, prior_bias
-from flx.store import Store
+from flx.errors import ConfigError, DataError
+from flx.experiment.config import Config
+from flx.models.classifiers import build_model, prior_bias
+from flx.results.store import Store
 
 from .conftest import TINY, subprocess_env
 from .test_yourdata import make_folder

@@ -7,10 +7,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flx.cli import app
-from flx.config import Config, load_spec
-from flx.report import build_table, read_spec, render_index, splice_readme, write_report
-from flx.store import Store
-from flx.sweep import expand
+from flx.experiment.config import Config
+from flx.experiment.plan import expand
+from flx.experiment.spec import load_spec
+from flx.report.index import render_index, splice_readme
+from flx.report.tables import build_table, read_spec
+from flx.report.write import write_report
+from flx.results.store import Store
 
 from .test_engine import TINY, _write_fake_cifar, _write_images
 
@@ -138,7 +141,7 @@ def test_the_latex_table_compiles_with_pdflatex(tmp_path):
 
 
 def test_latex_text_escapes_what_latex_rejects():
-    from flx.report import latex_text
+    from flx.report.render import latex_text
 
     assert latex_text("ohem_k & 50% #1 {x} ~ ^ $ \\") == (
         r"ohem\_k \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}"

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flx.cli import app, main
-from flx.runs import Condition, parse_where, select
-from flx.store import Store
+from flx.results.browse import Condition, parse_where, select
+from flx.results.store import Store
 
 runner = CliRunner()
 
@@ -115,8 +115,8 @@ def test_store_has_one_column_per_config_field_and_metric_for_read_sql(tmp_path)
 
     import pandas as pd
 
-    from flx.config import CONFIG_FIELDS
-    from flx.metrics import METRICS
+    from flx.experiment.config import CONFIG_FIELDS
+    from flx.experiment.metrics import METRICS
 
     store = _store(tmp_path)
     df = pd.read_sql("SELECT * FROM runs_flat ORDER BY key", sqlite3.connect(store.path))

@@ -7,8 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flx.cli import app, main
-from flx.config import CONFIG_FIELDS, PARAMS, Config
-from flx.sweep import inapplicable, parse_sets
+from flx.experiment.config import CONFIG_FIELDS, Config
+from flx.experiment.params import PARAMS
+from flx.experiment.plan import inapplicable, parse_sets
 
 runner = CliRunner()
 

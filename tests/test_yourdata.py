@@ -8,10 +8,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flx.cli import app
-from flx.config import Config, ConfigError
-from flx.errors import DataError
-from flx.store import Store
-from flx.tables import load_table
+from flx.data.tables import load_table
+from flx.errors import ConfigError, DataError
+from flx.experiment.config import Config
+from flx.results.store import Store
 
 runner = CliRunner()
 TABLE_RUN = ["--steps", "40", "--eval-every", "20", "--workers", "1"]
@@ -163,7 +163,7 @@ def test_an_image_folder_with_any_class_names_runs_end_to_end(tmp_path):
 
 
 def test_an_image_folder_with_its_own_split_and_a_chosen_positive(tmp_path):
-    from flx.data import load_folder
+    from flx.data.images import load_folder
 
     for part, n in (("train", 20), ("test", 6)):
         make_folder(tmp_path / "d" / part, {"a": n, "b": n, "c": n // 2})

@@ -1,0 +1,323 @@
+"""Views: how the commands render what the library returns (progress, records, plans, summaries, run lists).
+They print; they decide nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import typer
+
+
+class SweepView:
+    """Renders a sweep's events: the data it uses, image decoding, a progress bar with ETA and tallies on a
+    terminal, and one line per finished run (above the bar on a terminal, alone in a log)."""
+
+    def __init__(self, console, planned: int = 0):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.planned = planned
+        self.live = console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[tally]}"),
+            console=console, disable=not self.live,
+        )  # fmt: skip
+        self.counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0}
+        self.task, self.decode = None, {}
+        self.finished = self.pending = 0
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def _tally(self) -> str:
+        return " · ".join(f"{k} {v}" for k, v in self.counts.items())
+
+    def _print(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, soft_wrap=True)
+
+    def event(self, kind: str, **f) -> None:
+        from flx.data.load import info_line
+
+        if kind == "note":
+            self._print(f"note: {f['text']}")
+        elif kind == "plan":
+            self.planned = f["planned"]
+        elif kind == "decode":
+            stage = f.get("stage", "decoding images")
+            if stage not in self.decode:
+                self.decode[stage] = self.progress.add_task(stage, total=f["total"], tally="")
+                if not self.live:
+                    what = "images" if stage == "decoding images" else "epochs"
+                    self._print(f"{stage}: {f['total']:,} {what} (cached for later runs)...")
+            self.progress.update(self.decode[stage], completed=f["done"])
+        elif kind == "data":
+            self._print(info_line(f["config"], f["info"]))
+        elif kind == "start":
+            self.pending = f["pending"]
+            done = self.planned - f["pending"]
+            self._print(
+                f"sweep: {self.planned} runs, {done} already done, {f['pending']} to run on {f['workers']} worker(s), "
+                f"device {f.get('device', 'cpu')}"
+            )
+            if f["pending"]:
+                self.task = self.progress.add_task("training", total=f["pending"], tally=self._tally())
+        elif kind in ("record", "elsewhere"):
+            self.finished += 1
+            if kind == "record":
+                r = f["record"]
+                self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
+                self._print(f"[{self.finished}/{self.pending}] {_record_line(r)}")
+            else:
+                self._print(f"[{self.finished}/{self.pending}] {f['key']}: stored meanwhile by another sweep")
+            self.progress.update(self.task, advance=1, tally=self._tally())
+        elif kind == "waiting":
+            pass  # another sweep on this store trains these runs; the bar waits for them
+
+
+def note_printer(console):
+    """An ``on_event`` that prints the library's notes and ignores the rest."""
+
+    def on_event(kind: str, **f) -> None:
+        if kind == "note":
+            console.print(f"note: {f['text']}", highlight=False)
+
+    return on_event
+
+
+def print_record(console, record: dict, stored: bool) -> None:
+    """One run's record as a two-column table (artefacts by size)."""
+    from rich.table import Table
+
+    from flx.results.store import ARTEFACTS
+
+    table = Table(title=f"run {record['key']}", show_header=False)
+    for k, v in record.items():
+        if k == ARTEFACTS:
+            sizes = ", ".join(f"{name} {len(blob) / 1024:.1f} KB" for name, blob in v.items())
+            table.add_row(k, sizes + ("" if stored else " (not stored: --no-store)"))
+        elif v is not None:
+            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+def _record_line(record: dict) -> str:
+    from flx.results.summary import format_mean_std, run_label
+
+    metric = f"AP {format_mean_std(record['ap'], math.nan)}" if record["status"] == "ok" else record["status"]
+    if record["status"] == "failed" and record.get("error"):
+        metric += f" ({record['error'][:120]})"
+    return f"{run_label(record)} seed={record['seed']}: {metric} ({record.get('wall_time_s', math.nan):.1f}s)"
+
+
+def print_plan(console, result, store) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    from flx.results.summary import cell, setting_columns
+
+    done = store.done()
+    df = pd.DataFrame([t.config.to_dict() for t in result.tasks])
+    cols = setting_columns(df) + ["seed"]
+    table = Table(title="planned runs")
+    for col in ["key", *cols, "status"]:
+        table.add_column(col)
+    for t, row in zip(result.tasks, df.to_dict("records"), strict=True):
+        table.add_row(t.key, *(cell(row[k]) for k in cols), "done" if t.key in done else "pending")
+    console.print(table)
+    console.print(
+        f"{len(result.tasks)} runs planned, {result.done_before} already in {store.path}, "
+        f"{len(result.tasks) - result.done_before} to run"
+    )
+
+
+def print_summary(console, df) -> None:
+    from rich.table import Table
+
+    from flx.experiment.metrics import METRICS, SUMMARY_METRICS
+    from flx.results.summary import cell, format_mean_std, setting_columns, summarize
+
+    summary = summarize(df)
+    if summary.empty:
+        console.print("no runs stored yet")
+        return
+    table = Table(title="summary (mean ± sample std over seeds, ok runs only)")
+    cols = setting_columns(df)
+    for col in [*cols, "n ok", "not ok", *(METRICS[m].label for m in SUMMARY_METRICS)]:
+        table.add_column(col, justify="right")
+    for row in summary.to_dict("records"):
+        other = ", ".join(f"{row[s]} {s}" for s in ("diverged", "collapsed", "failed") if row[s]) or "–"
+        table.add_row(
+            *(cell(row[c]) for c in cols),
+            str(row["ok"]),
+            other,
+            *(format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], METRICS[m].digits) for m in SUMMARY_METRICS),
+        )
+    console.print(table)
+
+
+def cell_text(value) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return "–" if value is None else str(value)
+
+
+def records_csv(records: list[dict]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(records).to_csv(index=False)
+
+
+def print_run(console, record: dict, parts: dict[str, dict], fmt: str) -> None:
+    """One stored run: as JSON, CSV, or section by section (curves on wrapped lines, by step or epoch)."""
+    import json
+
+    if fmt != "table":
+        typer.echo(json.dumps(record, indent=2, default=str) if fmt == "json" else records_csv([record]))
+        return
+    for title, fields in parts.items():
+        console.print(f"[bold]{title}[/]")
+        if title in ("curve", "train_curve"):
+            what = "validation AP" if title == "curve" else "training loss"
+            text = ", ".join(f"{step}: {cell_text(value)}" for step, value in fields.items())
+            console.print(f"  {what} by step: {text}", markup=False, highlight=False)
+            continue
+        for name, value in fields.items():
+            console.print(f"  {name}: {cell_text(value)}", markup=False, highlight=False)
+
+
+def print_runs(console, store, df, fmt: str) -> None:
+    """Stored runs: as JSON, CSV, or a table of the columns that tell them apart."""
+    import json
+
+    from rich.table import Table
+
+    from flx.results.browse import list_columns
+
+    if fmt == "json":
+        typer.echo(json.dumps(df.to_dict(orient="records"), indent=2, default=str))
+        return
+    if fmt == "csv":
+        typer.echo(df.to_csv(index=False), nl=False)
+        return
+    if df.empty:
+        console.print(f"no runs in {store.out} match")
+        return
+    columns = list_columns(df)
+    table = Table(title=f"{len(df)} runs in {store.out}")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("key", "status", "dataset", "loss") else "right")
+    for row in df[columns].itertuples(index=False):
+        table.add_row(
+            *(str(v)[:10] if c == "key" else cell_text(v) for c, v in zip(columns, row, strict=True))
+        )
+    console.print(table)
+
+
+def report_printer(console):
+    """``on_event`` of :func:`flx.report.report`: notes, then what was written where."""
+
+    def on_event(kind: str, **f) -> None:
+        if kind == "note":
+            console.print(f"note: {f['text']}", markup=False, highlight=False)
+        elif kind == "written":
+            console.print(f"{f['folder']}: " + ", ".join(str(p) for p in f["paths"]))
+        else:
+            console.print(f"{kind}: {f['path']}")
+
+    return on_event
+
+
+def print_anatomy(console, rows, easy_count: int, hard_count: int, easy_pt: float, hard_pt: float) -> None:
+    """flx anatomy's table: each gamma's easy and hard totals, their ratio and the easy share."""
+    from rich.table import Table
+
+    table = Table(title=f"{easy_count:,} easy (p_t = {easy_pt:g}) vs {hard_count:,} hard (p_t = {hard_pt:g})")
+    for col in ("loss", "easy total", "hard total", "easy / hard", "easy share"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        share = row.easy_total / (row.easy_total + row.hard_total)
+        name = "CE" if row.gamma == 0 else f"FL(γ={row.gamma:g})"
+        table.add_row(
+            name,
+            f"{row.easy_total:,.1f}",
+            f"{row.hard_total:,.1f}",
+            f"{row.easy_over_hard:.3g}x",
+            f"{share:.1%}",
+        )
+    console.print(table)
+
+
+def print_bench_losses(console, rows, ns: list[int]) -> None:
+    """flx bench losses: median times and speed-ups per condition, then first calls and peak memory."""
+    from rich.table import Table
+
+    from flx.bench import IMPLEMENTATIONS
+
+    by_key = {(r.condition, r.n, r.impl): r for r in rows}
+    table = Table(
+        title="sigmoid focal loss, forward + backward: median ms (CPU), and flx's speed-up vs each",
+        caption="thr: torch threads; busy: background processes spinning; compiled: torch.compile(torchvision)",
+    )
+    for col in ("condition", "logits", *IMPLEMENTATIONS, "vs torchvision", "vs compiled", "vs bce"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for condition in dict.fromkeys(r.condition for r in rows):
+        for n in ns:
+            t = {impl: by_key[(condition, n, impl)].median_s for impl in IMPLEMENTATIONS}
+            table.add_row(
+                condition,
+                f"{n:.0e}",
+                *(f"{t[impl] * 1e3:.1f}" for impl in IMPLEMENTATIONS),
+                f"{t['torchvision'] / t['flx']:.2f}x",
+                f"{t['compiled'] / t['flx']:.2f}x",
+                f"{t['bce'] / t['flx']:.2f}x",
+            )
+    console.print(table)
+    first = rows[: len(ns) * len(IMPLEMENTATIONS)]  # the first condition's first calls (compilation included)
+    extra = Table(title="first call (ms) and peak extra memory (MB, one call in a fresh process, 1 thread)")
+    for col in ("logits", "impl", "first call", "peak extra MB", "vs torchvision"):
+        extra.add_column(col, justify="right", no_wrap=True)
+    for r in first:
+        ref = by_key[(r.condition, r.n, "torchvision")].peak_extra_mb
+        ratio = (
+            f"{r.peak_extra_mb / ref:.2f}"
+            if ref and ref == ref and r.peak_extra_mb == r.peak_extra_mb
+            else ""
+        )
+        extra.add_row(f"{r.n:.0e}", r.impl, f"{r.first_call_s * 1e3:.1f}", f"{r.peak_extra_mb:.1f}", ratio)
+    console.print(extra)
+
+
+def print_bench_executors(console, rows) -> None:
+    """flx bench executors: the same sweep's wall time with each executor."""
+    from rich.table import Table
+
+    table = Table(
+        title="the same 40-run sweep (focal, 5 gammas x 2 alphas x 4 seeds, 50,000 examples, 3 epochs)"
+    )
+    for col in ("executor", "runs ok", "wall s", "sum of run times s", "vs local"):
+        table.add_column(col, justify="right")
+    local = rows[0].wall_s
+    for r in rows:
+        table.add_row(
+            r.executor, f"{r.ok}/{r.runs}", f"{r.wall_s:.1f}", f"{r.train_s:.1f}", f"{r.wall_s / local:.2f}x"
+        )
+    console.print(table)
+
+
+def print_counts(console, counts: dict, what: str) -> None:
+    """One line per folder: how many ``what`` it holds."""
+    for path, n in counts.items():
+        console.print(f"{path}: {n} {what}")

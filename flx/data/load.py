@@ -1,0 +1,63 @@
+"""Loading a config's data once per process (cached), and what a run and the sweep say about it."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from flx.data.base import Split
+from flx.errors import DataError
+from flx.experiment.registries import get_dataset
+
+
+@lru_cache(maxsize=4)
+def load(name: str, params: tuple, data_seed: int, data_dir: str | None, copies: int = 1, progress=None):
+    """(train, test, meta) once per process for the given parameters (``params`` as sorted (key, value) pairs)."""
+    return get_dataset(name).load(
+        **dict(params), data_seed=data_seed, data_dir=data_dir, copies=copies, progress=progress
+    )
+
+
+def describe(train: Split, test: Split, meta: dict) -> dict:
+    """What a record says about its data: location, how it was split, fingerprint, examples per class."""
+    negative, positive = meta["classes"]
+    return {
+        "data_location": meta["location"],
+        "data_split": meta["split"],
+        "data_fingerprint": meta["fingerprint"],
+        "data_classes": f"{negative}/{positive}",
+        "n_train_neg": train.n_neg,
+        "n_train_pos": train.n_pos,
+        "n_test_neg": test.n_neg,
+        "n_test_pos": test.n_pos,
+        **meta.get(
+            "extra", {}
+        ),  # the image sets' backbone: its test AP, training time, pool size, cache file
+    }
+
+
+def data_info(config, data_dir=None, copies: int = 1, progress=None) -> dict:
+    """:func:`describe` of a config's data, loaded (and for images decoded and cached) once here; DataError
+    when the data is missing, holds one class, cannot be decoded or would not fit in memory."""
+    train, test, meta = load(
+        config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress
+    )
+    for name, split in (("train", train), ("test", test)):
+        if split.n_pos == 0 or split.n_neg == 0:
+            raise DataError(
+                f"the {name} split of {config.dataset} ({meta['location']}) holds only one class; both are needed"
+            )
+    info = describe(train, test, meta)
+    load.cache_clear()  # the parent keeps no decoded images; workers load the cache
+    return info
+
+
+def info_line(config, info: dict) -> str:
+    """'catsdogs from /d/train + /d/test (given (train/ + test/)): train 8,000 cat + 800 dog; test ...'."""
+    neg, pos = info["data_classes"].split("/")
+    counts = (
+        f"train {info['n_train_neg']:,} {neg} + {info['n_train_pos']:,} {pos}; "
+        f"test {info['n_test_neg']:,} {neg} + {info['n_test_pos']:,} {pos}"
+    )
+    where = "" if info["data_location"] == "generated" else f" from {info['data_location']}"
+    params = ", ".join(f"{k}={v}" for k, v in config.data_params() if v is not None)
+    return f"data: {config.dataset} ({params}){where}, split {info['data_split']}: {counts}"

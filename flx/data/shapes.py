@@ -1,0 +1,122 @@
+"""``shapes``: a synthetic dense-detection data set in the paper's regime, for the tiny RetinaNet of
+:mod:`flx.detection`.
+
+Each image (``image_size`` px square, 64 by default) holds 1-3 **rings** (the one object class: elliptical
+outlines with a ground-truth box each) among 2-5 **distractors** that resemble them (filled ellipses and
+rectangle outlines of the same sizes, aspect ratios and colours) on a cluttered background (a colour gradient,
+pixel noise and small specks). With the detector's ~11.5k anchors per 64 px image about 9 anchors per image
+are positives: roughly the paper's 1:1000 imbalance (each run records the measured ratio).
+
+Deterministic per ``data_seed``: the training images are one stream; the validation (256) and test (512)
+images are fixed streams of their own, so every run of a sweep selects on the same validation images and
+reports on the same test images. Generation is vectorised (about 0.1 ms per image, far below a training step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+N_VAL, N_TEST = 256, 512
+OBJECTS = (1, 2)  # rings per image (inclusive)
+DISTRACTORS = (2, 5)
+SIZE = (3.5, 8.0)  # semi-axis geometric mean in px at 64 px (scaled with image_size)
+ASPECT = (0.5, 2.0)  # width / height, log-uniform
+KINDS = ("ring", "disk", "box")  # 0 is the object class; the others are distractors
+
+
+@dataclass(frozen=True)
+class DetSplit:
+    """Images (N, 3, S, S) uint8 and, per image, its ground-truth boxes (K, 4) as float x1, y1, x2, y2."""
+
+    images: torch.Tensor
+    boxes: tuple
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def n_pos(self) -> int:  # objects
+        return sum(len(b) for b in self.boxes)
+
+    @property
+    def n_neg(self) -> int:  # images (every image also holds distractors and background)
+        return len(self.images)
+
+
+def _uniform(g, n, lo, hi):
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def render(n: int, size: int = 64, seed: int = 0) -> DetSplit:
+    """``n`` images and their ring boxes, generated from ``seed`` alone."""
+    g = torch.Generator().manual_seed(seed)
+    scale = size / 64
+    n_obj = torch.randint(OBJECTS[0], OBJECTS[1] + 1, (n,), generator=g)
+    n_dis = torch.randint(DISTRACTORS[0], DISTRACTORS[1] + 1, (n,), generator=g)
+    k = int((n_obj + n_dis).max())
+    # shapes per image: distractors first, rings painted last (on top); unused slots are blank
+    slot = torch.arange(k).expand(n, k)
+    used = slot < (n_obj + n_dis)[:, None]
+    kind = torch.randint(1, len(KINDS), (n, k), generator=g)
+    kind[(slot >= n_dis[:, None]) & used] = 0
+    s = torch.exp(_uniform(g, (n, k), math.log(SIZE[0]), math.log(SIZE[1]))) * scale
+    ar = torch.exp(_uniform(g, (n, k), math.log(ASPECT[0]), math.log(ASPECT[1])))
+    a, b = s * ar.sqrt(), s / ar.sqrt()  # semi-axes (x, y)
+    cx = a + 1 + torch.rand(n, k, generator=g) * (size - 2 * a - 2)
+    cy = b + 1 + torch.rand(n, k, generator=g) * (size - 2 * b - 2)
+    colour = _uniform(g, (n, k, 3), 0.35, 1.0)
+    width = _uniform(g, (n, k), 1.2, 2.2) * scale  # outline thickness in px
+
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    base = _uniform(g, (n, 3), 0.0, 0.35)
+    tilt = _uniform(g, (n, 2), -0.25, 0.25)
+    img = base[:, :, None, None] + (tilt[:, 0, None, None] * xx + tilt[:, 1, None, None] * yy)[:, None] / size
+    img = img + 0.06 * torch.randn(n, 3, size, size, generator=g)
+    specks = torch.rand(n, 1, size, size, generator=g) < 0.01
+    img = torch.where(specks, _uniform(g, (n, 3, 1, 1), 0.2, 1.0), img)
+    for j in range(k):  # painter's order; each step is vectorised over the images
+        dx = (xx - cx[:, j, None, None]) / a[:, j, None, None]
+        dy = (yy - cy[:, j, None, None]) / b[:, j, None, None]
+        r = (dx**2 + dy**2).sqrt()
+        # outline thickness in the normalised radius: px width over the semi-axis at that angle
+        t = width[:, j, None, None] / torch.minimum(a[:, j], b[:, j])[:, None, None]
+        ring = (r <= 1) & (r >= 1 - t)
+        disk = r <= 1
+        inside_box = (dx.abs() <= 1) & (dy.abs() <= 1)
+        box = inside_box & ((dx.abs() >= 1 - t) | (dy.abs() >= 1 - t))
+        kj = kind[:, j, None, None]
+        mask = torch.where(kj == 0, ring, torch.where(kj == 1, disk, box)) & used[:, j, None, None]
+        img = torch.where(mask[:, None], colour[:, j, :, None, None], img)
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    rings = (kind == 0) & used
+    all_boxes = torch.stack([cx - a, cy - b, cx + a, cy + b], dim=-1).clamp(0, size)
+    boxes = tuple(all_boxes[i][rings[i]].contiguous() for i in range(n))
+    return DetSplit(images, boxes)
+
+
+def _stream(data_seed: int, part: str) -> int:
+    """A seed per (data_seed, split) so splits never share images."""
+    digest = hashlib.sha256(f"shapes:{data_seed}:{part}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def load_shapes(n_images: int, image_size: int, data_seed: int = 0, **_):
+    """(train, test, meta) with ``meta["val"]``: the validation images that every choice is made on."""
+    from flx.data.base import digest_tensors
+
+    train = render(n_images, image_size, _stream(data_seed, "train"))
+    val = render(N_VAL, image_size, _stream(data_seed, "val"))
+    test = render(N_TEST, image_size, _stream(data_seed, "test"))
+    parts = [t for split in (train, val, test) for t in (split.images, torch.cat(split.boxes))]
+    meta = {
+        "location": "generated",
+        "split": f"generated: {n_images} train, {N_VAL} validation, {N_TEST} test images",
+        "classes": ("background", "ring"),
+        "fingerprint": digest_tensors(*parts),
+        "val": val,
+    }
+    return train, test, meta

@@ -1,0 +1,230 @@
+"""Your own tables: the ``table`` data set. A CSV or parquet file (read with pandas; parquet through pyarrow)
+of numeric feature columns and a label column; ``positive`` names the minority class (default: the rarest
+label value), every other value is negative.
+
+Splits, in this order of precedence:
+
+- ``split_column``: a column whose values say each row's split: train, val (or valid, validation) and test;
+  without val rows the validation rows are carved from train (:data:`VAL_FRAC` of each class);
+- ``test``: a second file with the same columns holds the test rows; validation is carved from the first;
+- neither: flx splits the rows per class, :data:`TEST_FRAC` test, then :data:`VAL_FRAC` of the rest
+  validation (seeded by ``data_seed``).
+
+Features are standardized with the training rows' mean and standard deviation. Everything a user can get
+wrong (a missing file or column, one class, text or missing values in a feature, a split without both
+classes) is a :class:`~flx.errors.DataError` naming the file and the problem. The fingerprint is a digest of
+the files' content (:func:`flx.data.files_fingerprint`), so a moved file keeps its runs' keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from flx.errors import DataError
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+SPLIT_VALUES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+TEST_FRAC = 0.2
+VAL_FRAC = 0.1
+
+
+def read_table(path: str | Path):
+    """The file as a pandas DataFrame; DataError when it is missing, of an unknown kind or unreadable."""
+    import pandas as pd
+
+    path = Path(path)
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: not a table flx reads; accepted: {', '.join(SUFFIXES)} files")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+    except ImportError as exc:  # parquet without pyarrow
+        raise DataError(f"{path}: reading parquet needs pyarrow ({exc}); pip install pyarrow") from None
+    except Exception as exc:  # pandas raises many kinds for a malformed file
+        raise DataError(f"{path}: cannot be read as {kind} ({type(exc).__name__}: {exc})") from None
+
+
+def _label_text(values):
+    """Label values as text, integers without a trailing .0 (so --positive 1 matches a float column of 0/1)."""
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+        values = values.astype("Int64")
+    return values.astype("string")
+
+
+def _features(df, columns: list[str], where: str):
+    import numpy as np
+    import pandas as pd
+
+    if not columns:
+        raise DataError(f"{where}: no feature columns besides the label; give a table with numeric features")
+    text = [
+        c for c in columns if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))
+    ]
+    if text:
+        first = df[text[0]].dropna().astype(str).head(1).tolist()
+        raise DataError(
+            f"{where}: non-numeric feature column(s) {', '.join(map(repr, text))} (e.g. {first[0]!r} in "
+            f"{text[0]!r}): flx takes numbers only; encode them (e.g. pandas.get_dummies) or drop them"
+            if first
+            else f"{where}: non-numeric feature column(s) {', '.join(map(repr, text))}; encode or drop them"
+        )
+    x = df[columns].to_numpy(dtype=np.float64)
+    missing = ~np.isfinite(x)
+    if missing.any():
+        counts = missing.sum(0)
+        bad = ", ".join(f"{c!r} ({n})" for c, n in zip(columns, counts, strict=True) if n)
+        raise DataError(f"{where}: missing or infinite values in feature column(s) {bad}; fill or drop them")
+    return x
+
+
+def stratified(y, frac: float, g):
+    """Indices of ``y`` split per class: (the rest, a ``frac`` share of each class, at least one)."""
+    import torch
+
+    rest, part = [], []
+    for label in (0, 1):
+        idx = torch.nonzero(y == label).squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n = min(max(1, round(frac * len(idx))), len(idx) - 1) if len(idx) > 1 else 0
+        part.append(idx[:n])
+        rest.append(idx[n:])
+    return torch.cat(rest).sort().values, torch.cat(part).sort().values
+
+
+def _split_rows(df, path, x_all, y_all, g, label, positive, features, split_column, test):
+    """The rows of each split (train, val, test) as features and labels, how they were split, and the other
+    files they came from: a split column, a test file, or flx's stratified split."""
+    import numpy as np
+    import torch
+
+    where = str(path)
+    files = []
+    if split_column is not None:
+        given = df[split_column].astype(str).str.strip().str.lower()
+        unknown = sorted(set(given) - set(SPLIT_VALUES))
+        if unknown:
+            raise DataError(
+                f"{where}: split column {split_column!r} holds {', '.join(map(repr, unknown[:5]))}; "
+                f"accepted values: {', '.join(SPLIT_VALUES)}"
+            )
+        part = given.map(SPLIT_VALUES).to_numpy()
+        idx = {s: torch.from_numpy(np.nonzero(part == s)[0]) for s in ("train", "val", "test")}
+        if len(idx["val"]) == 0:
+            base = idx["train"]
+            keep, val = stratified(y_all[base], VAL_FRAC, g)
+            idx["train"], idx["val"] = base[keep], base[val]
+        split = f"given (column {split_column!r})"
+        xs = {s: x_all[i] for s, i in idx.items()}
+        ys = {s: y_all[i] for s, i in idx.items()}
+    elif test is not None:
+        test_path = Path(test)
+        tdf = read_table(test_path)
+        tdf.columns = [str(c) for c in tdf.columns]
+        missing = [c for c in [label, *features] if c not in tdf.columns]
+        if missing:
+            raise DataError(
+                f"{test_path}: column(s) {', '.join(map(repr, missing))} of {path.name} are missing"
+            )
+        if tdf[label].isna().any():
+            raise DataError(
+                f"{test_path}: the label column {label!r} has {int(tdf[label].isna().sum())} empty value(s)"
+            )
+        tlabels = _label_text(tdf[label])
+        xs, ys = {"test": torch.from_numpy(_features(tdf, features, str(test_path)))}, {}
+        ys["test"] = torch.from_numpy((tlabels == positive).to_numpy(dtype=np.float32))
+        rest, val = stratified(y_all, VAL_FRAC, g)
+        xs |= {"train": x_all[rest], "val": x_all[val]}
+        ys |= {"train": y_all[rest], "val": y_all[val]}
+        split = f"given (test rows from {test_path.name})"
+        files.append(test_path)
+    else:
+        rest, test_idx = stratified(y_all, TEST_FRAC, g)
+        train_idx, val_idx = stratified(y_all[rest], VAL_FRAC / (1 - TEST_FRAC), g)
+        idx = {"train": rest[train_idx], "val": rest[val_idx], "test": test_idx}
+        xs = {s: x_all[i] for s, i in idx.items()}
+        ys = {s: y_all[i] for s, i in idx.items()}
+        split = f"stratified {1 - TEST_FRAC - VAL_FRAC:.0%}/{VAL_FRAC:.0%}/{TEST_FRAC:.0%} by flx"
+    return xs, ys, split, files
+
+
+def load_table(
+    data: str, label: str | None = None, positive: str | None = None, test: str | None = None,
+    split_column: str | None = None, data_seed: int = 0, **_,
+):  # fmt: skip
+    """(train, test, meta) of a user's table, ``meta["val"]`` the validation split (see the module's doc)."""
+    import numpy as np
+    import torch
+
+    from flx.data.base import Split, files_fingerprint
+
+    path = Path(data)
+    df = read_table(path)
+    where = str(path)
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    if label is None:
+        raise DataError(f"{where}: give --label, the column holding the class; columns: {', '.join(columns)}")
+    for name, what in ((label, "--label"), (split_column, "--split-column")):
+        if name is not None and name not in columns:
+            raise DataError(f"{where}: {what} {name!r} is not a column; columns: {', '.join(columns)}")
+    if df[label].isna().any():
+        raise DataError(
+            f"{where}: the label column {label!r} has {int(df[label].isna().sum())} empty value(s)"
+        )
+    labels = _label_text(df[label])
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        raise DataError(
+            f"{where}: the label column {label!r} holds one class ({counts.index[0]!r}); two are needed"
+        )
+    if positive is None:  # the rarest value (ties: the last in sorted order)
+        positive = str(min(sorted(counts.index, reverse=True), key=lambda v: counts[v]))
+    elif positive not in counts.index:
+        values = ", ".join(map(str, sorted(counts.index)[:20]))
+        raise DataError(f"{where}: --positive {positive!r} is not a value of {label!r}; values: {values}")
+    others = [str(v) for v in sorted(counts.index) if v != positive]
+    negative = others[0] if len(others) == 1 else f"not {positive}"
+    features = [c for c in columns if c not in (label, split_column)]
+    x = _features(df, features, where)
+    y = (labels == positive).to_numpy(dtype=np.float32)
+    g = torch.Generator().manual_seed(data_seed)
+    files = [path]
+    x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
+    xs, ys, split, extra = _split_rows(
+        df, path, x_all, y_all, g, label, positive, features, split_column, test
+    )
+    files += extra
+    for name in ("train", "val", "test"):
+        n_pos = int(ys[name].sum())
+        if n_pos == 0 or n_pos == len(ys[name]):
+            raise DataError(
+                f"{where}: the {name} split holds {len(ys[name])} rows of one class ({n_pos} {positive!r}); "
+                "each split needs both classes"
+            )
+    mean = xs["train"].mean(0)
+    std = xs["train"].std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    splits = {s: Split(((xs[s] - mean) / std).float().contiguous(), ys[s].contiguous()) for s in xs}
+    # content only: the same table under another name or folder keeps its runs' keys
+    prints = [files_fingerprint(p.resolve(), [p.resolve()]) for p in files]
+    fingerprint = (
+        prints[0]
+        if len(prints) == 1
+        else "sha256:" + hashlib.sha256(" ".join(prints).encode()).hexdigest()[:32]
+    )
+    meta = {
+        "location": " + ".join(str(p.resolve()) for p in files),
+        "split": split,
+        "classes": (negative, positive),
+        "fingerprint": fingerprint,
+        "val": splits["val"],
+        "features": features,
+    }
+    return splits["train"], splits["test"], meta

@@ -1,0 +1,226 @@
+"""Training and evaluating the tiny RetinaNet the paper's way (SGD with momentum, warm-up, lr decays), and
+the anchor statistics of a data set under a detector's anchors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from flx.engine.classification import round_metric
+from flx.engine.coco import coco_metrics, detection_artefacts
+from flx.experiment.config import Config
+from flx.experiment.metrics import METRICS
+from flx.experiment.registries import LR_DECAYS
+from flx.models.retinanet import STRIDES, build_detector
+from flx.results.store import ARTEFACTS
+
+WEIGHT_DECAY, MOMENTUM, WARMUP_FACTOR = 1e-4, 0.9, 1 / 3
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """Warm-up from 1/3 over the first 10% of steps, then 1, 0.1 after 2/3 and 0.01 after 8/9 of the steps."""
+    warmup = max(1, steps // 10)
+    if step < warmup:
+        return WARMUP_FACTOR + (1 - WARMUP_FACTOR) * step / warmup
+    return (1.0, 0.1, 0.01)[sum(step >= steps * frac for frac in LR_DECAYS)]
+
+
+def _batch(split, idx, flip):
+    images, targets = [], []
+    size = split.images.shape[-1]
+    for i, f in zip(idx.tolist(), flip.tolist(), strict=True):
+        img = split.images[i].float().div_(255)
+        boxes = split.boxes[i]
+        if f:
+            img = img.flip(-1)
+            boxes = torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
+        images.append(img)
+        targets.append({"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)})
+    return images, targets
+
+
+def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device: str = "cpu"):
+    """Train per ``config`` for ``config.steps`` steps; returns (model, status, mean loss of the last 10% of
+    steps, steps run). ``evaluate_every`` > 0 calls ``on_eval(step, model, mean training loss of the steps
+    since the last call)`` on a schedule (the learning-curve check)."""
+    from flx.engine.status import EXPLODE_FACTOR, EXPLODE_FLOOR
+
+    torch.manual_seed(config.seed)
+    model = build_detector(config).to(device)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if name.endswith("bias") or ".bn" in name or p.dim() == 1 else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        momentum=MOMENTUM,
+    )
+    g = torch.Generator().manual_seed(config.seed)
+    order = torch.empty(0, dtype=torch.int64)
+    status, losses, first = "ok", [], None
+    step = 0
+    for step in range(config.steps):
+        if len(order) < config.batch_size:
+            order = torch.cat([order, torch.randperm(len(train), generator=g)])
+        idx, order = order[: config.batch_size], order[config.batch_size :]
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        for group in opt.param_groups:
+            group["lr"] = config.lr * lr_factor(step, config.steps)
+        model.train()
+        images, targets = _batch(train, idx, flip)
+        images = [img.to(device) for img in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        out = model(images, targets)
+        loss = out["classification"] + out["bbox_regression"]
+        if not torch.isfinite(loss):
+            status = "diverged"
+            break
+        value = float(loss.detach())
+        first = value if first is None else first
+        losses.append(value)
+        if value > EXPLODE_FACTOR * max(first, EXPLODE_FLOOR):
+            status = "collapsed"
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if evaluate_every and (step + 1) % evaluate_every == 0 and on_eval is not None:
+            since = losses[-evaluate_every:]
+            on_eval(step + 1, model, sum(since) / len(since))
+    if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
+        status = "diverged"
+    tail = losses[-max(1, len(losses) // 10) :]
+    return model, status, sum(tail) / max(1, len(tail)), len(losses)
+
+
+def predict_split(model, split, batch_size: int = 64):
+    """Detections per image, and per-anchor logits (N, A), for every image of ``split``."""
+    dets, logits, anchors = [], [], None
+    device = next(model.parameters()).device
+    for start in range(0, len(split), batch_size):
+        images = [img.to(device).float().div(255) for img in split.images[start : start + batch_size]]
+        d, lg, anchors = model.predict(images)
+        dets += [{k: v.cpu() for k, v in det.items()} for det in d]
+        logits.append(lg.cpu())
+    return dets, torch.cat(logits), anchors[0].cpu()
+
+
+def anchor_labels(model, split, anchors):
+    """Per image and anchor: 1 object, 0 background, -1 ignored (the matcher's IoU band)."""
+    from torchvision.ops import box_iou
+
+    labels = []
+    for boxes in split.boxes:
+        if len(boxes) == 0:
+            labels.append(torch.zeros(len(anchors), dtype=torch.int64))
+            continue
+        matched = model.proposal_matcher(box_iou(boxes, anchors))
+        labels.append(torch.where(matched >= 0, 1, torch.where(matched == -2, -1, 0)))
+    return torch.stack(labels)
+
+
+def evaluate(model, split, prefix: str = "", artefacts: dict | None = None) -> dict:
+    """COCO AP/AP50/AP75, anchor-level AP (object anchors against background ones, ignored left out) and the
+    number of detections, with keys prefixed by ``prefix``. ``artefacts`` (a dict) receives the stored form of
+    the evaluation (:mod:`flx.artefacts`): ``detections`` and ``anchors``."""
+    from sklearn.metrics import average_precision_score
+
+    dets, logits, anchors = predict_split(model, split)
+    out = coco_metrics(split.boxes, dets)
+    labels = anchor_labels(model, split, anchors)
+    keep = labels >= 0
+    scores = logits[keep].double().sigmoid().numpy()
+    out["anchor_ap"] = float(average_precision_score(labels[keep].numpy(), scores))
+    out["detections"] = sum(len(d["scores"]) for d in dets)
+    finite = bool(torch.isfinite(logits).all())
+    if artefacts is not None:
+        artefacts.update(detection_artefacts(split, dets, logits[keep], labels[keep]))
+    out = {f"{prefix}{k}": v for k, v in out.items()}
+    out["_finite"] = finite
+    return out
+
+
+def example_losses(model, split, config) -> tuple:
+    """Per-anchor loss of positive and of negative anchors over ``split`` under ``config``'s loss (Figure 4)."""
+    _, logits, anchors = predict_split(model, split)
+    labels = anchor_labels(model, split, anchors)
+    head = model.head.classification_head
+    keep = labels >= 0
+    loss = head.per_anchor_loss(logits[keep], labels[keep].float())
+    y = labels[keep] == 1
+    return loss[y].numpy(), loss[~y].numpy()
+
+
+def anchor_imbalance(split, config, model=None) -> dict:
+    """Anchors per image and positive/ignored anchors per image of ``split`` under ``config``'s anchors, and
+    the share of the initial loss (bias at the prior, every anchor at p = pi) that the negatives carry.
+    ``model``: a detector of ``config`` already built (its anchors and matcher are not learned)."""
+    from torchvision.models.detection.image_list import ImageList
+
+    model = model if model is not None else build_detector(config)
+    size = split.images.shape[-1]
+    batch = ImageList(torch.zeros(1, 3, size, size), [(size, size)])
+    anchors = model.anchor_generator(batch, [torch.zeros(1, 1, size // s, size // s) for s in STRIDES])[0]
+    labels = anchor_labels(model, split, anchors)
+    n_pos = (labels == 1).sum(1).double()
+    n_neg = (labels == 0).sum(1).double()
+    p = config.prior or 0.5
+    gamma = config.gamma or 0.0
+    alpha = config.alpha if config.alpha is not None else 0.5
+    neg = (1 - alpha) * p**gamma * -math.log(1 - p) * n_neg.sum()
+    pos = alpha * (1 - p) ** gamma * -math.log(p) * n_pos.sum()
+    return {
+        "anchors_per_image": len(anchors),
+        "pos_anchors_per_image": float(n_pos.mean()),
+        "ignored_anchors_per_image": float((labels == -1).sum(1).double().mean()),
+        "imbalance": float(n_neg.sum() / max(1.0, float(n_pos.sum()))),
+        "neg_loss_share": float(neg / (neg + pos)),
+    }
+
+
+def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dict:
+    """Train the tiny RetinaNet (:mod:`flx.detection`) and evaluate it on the validation and test images.
+
+    "collapsed" also covers a detector that ends with no detection above the score threshold on the test
+    images (it predicts background everywhere: the paper's CE without the prior). With ``eval_every`` the
+    validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP, val AP50], ...]).
+    """
+    from flx.engine.detection import anchor_imbalance, evaluate, train_detector
+
+    curve, train_curve = [], []
+
+    def on_eval(step, model, train_loss):
+        m = evaluate(model, meta["val"], "val_")
+        curve.append([step, round(m["val_ap"], 5), round(m["val_ap50"], 5)])
+        train_curve.append([step, round_metric(train_loss)])
+
+    model, status, train_loss, steps_run = train_detector(
+        config, train, evaluate_every=config.eval_every or 0, on_eval=on_eval, device=device
+    )
+    record = {
+        "train_loss": train_loss,
+        "steps_run": steps_run,
+        **anchor_imbalance(meta["val"], config, model),
+    }
+    if status == "ok":
+        artefacts: dict = {}
+        val, tested = evaluate(model, meta["val"], "val_"), evaluate(model, test, artefacts=artefacts)
+        record[ARTEFACTS] = artefacts
+        if config.eval_every and (not curve or curve[-1][0] != steps_run):  # a curve ends at the last step
+            curve.append([steps_run, round(val["val_ap"], 5), round(val["val_ap50"], 5)])
+        finite = val.pop("_finite") and tested.pop("_finite")
+        metrics = {**val, **tested}
+        if not (finite and all(math.isfinite(v) for v in metrics.values())):
+            status = "diverged"
+        elif metrics["detections"] == 0:
+            status = "collapsed"
+        record.update({k: v for k, v in metrics.items() if k in METRICS or k == "detections"})
+    if curve:
+        record["curve"] = json.dumps(curve)
+    if train_curve:
+        record["train_curve"] = json.dumps(train_curve)
+    record["status"] = status
+    return record

@@ -1,0 +1,85 @@
+"""One run: its data loaded, its model trained and evaluated, its record (metrics, curves, data, provenance)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from flx import __version__
+from flx.data.load import describe, load
+from flx.engine.classification import run_classification
+from flx.engine.detection import run_detection
+from flx.experiment.config import Config
+from flx.experiment.metrics import METRICS
+from flx.experiment.registries import get_dataset
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The checkout's commit, looked up once per process (not once per run)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict:
+    return {
+        "flx_version": __version__,
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+        "host": platform.node(),
+    }
+
+
+def run(config: Config, data_dir: str | None = None, data: dict | None = None, device: str = "cpu") -> dict:
+    """Train one model on ``device`` (a resolved one: cpu, cuda, cuda:N, mps) and return its record: key,
+    config, status, metrics, data, timings, provenance and the device, with its artefacts (bytes, under
+    ``record["artefacts"]``: :meth:`flx.store.Store.put` stores them beside the JSON record).
+
+    ``data`` is what :func:`flx.data.describe` says of the config's data, when the caller (a sweep's parent) has
+    it; otherwise it is computed here. ``data_time_s`` is the time spent loading data in this run (0 when this
+    process has it already); ``wall_time_s`` covers training and evaluation only. Any exception gives status
+    "failed" with its message (a sweep goes on; a later one retries it).
+    """
+    config = config.normalized()
+    record = {"key": None, **config.to_dict(), **{m: math.nan for m in METRICS}, **(data or {})}
+    t0 = time.perf_counter()
+    try:
+        train, test, meta = load(config.dataset, config.data_params(), config.data_seed, data_dir)
+        record.update(data or describe(train, test, meta))
+    except Exception as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", epochs_run=0)
+    record["data_time_s"] = time.perf_counter() - t0
+    record["key"] = config.key(record.get("data_fingerprint") or "unknown")
+    started = time.perf_counter()
+    if record.get("status") != "failed" and get_dataset(config.dataset).task == "detection":
+        try:
+            record.update(run_detection(config, train, test, meta, device), error=None)
+        except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
+    elif record.get("status") != "failed":
+        try:
+            record.update(run_classification(config, test, meta, data_dir, device), error=None)
+        except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", epochs_run=0)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    record["wall_time_s"] = time.perf_counter() - started
+    record.update(provenance(), device=device)
+    if device.startswith("cuda"):
+        record["device_name"] = torch.cuda.get_device_name(device)
+    return record

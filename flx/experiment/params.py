@@ -1,0 +1,267 @@
+"""The one constraint table, :data:`PARAMS` (name, type, range, help): the CLI's options, spec files and
+:meth:`flx.experiment.config.Config.validate` all check values through :func:`check`, so a bad value reads the
+same everywhere: ``--gamma got -1; accepted: a number in [0, 10]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flx.errors import ConfigError
+from flx.experiment.registries import BACKBONES, DATASETS, LOSSES, OPTIMIZERS
+
+
+@dataclass(frozen=True)
+class Param:
+    """One accepted value: a number in a range (``open_*`` excludes the bound), an integer, or a choice;
+    ``none`` allows the word none (a setting that is off, e.g. no prior initialisation)."""
+
+    name: str
+    kind: type  # float, int or str
+    help: str
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    choices: Callable[[], tuple] | None = None
+    none: bool = False
+    text: str = ""  # a str parameter without choices: any non-empty text, described by this
+    pattern: str = ""  # a str parameter's regular expression (full match), if any
+    path: bool = False  # a file or folder: made absolute (relative to the working folder) when checked
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def accepted(self) -> str:
+        if self.text:
+            text = self.text
+        elif self.choices is not None:
+            text = f"one of {', '.join(map(str, self.choices()))}"
+        else:
+            what = "an integer" if self.kind is int else "a number"
+            lo = "(" if self.open_low else "["
+            hi = ")" if self.open_high else "]"
+            text = f"{what} in {lo}{self.low:g}, {self.high:g}{hi}"
+        return text + (", or none" if self.none else "")
+
+    def check(self, value, label: str | None = None):
+        """The value in its canonical type (None for 'none'), or ConfigError: '{label} got {value}; accepted: ...'."""
+        label = label or self.name
+        bad = ConfigError(f"{label} got {_show(value, self.kind)}; accepted: {self.accepted()}")
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            if self.none:
+                return None
+            raise bad
+        if self.kind is str:
+            if not isinstance(value, str) or not value.strip():
+                raise bad
+            if self.choices is not None and value not in self.choices():
+                raise bad
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                raise bad
+            return os.path.abspath(os.path.expanduser(value)) if self.path else value
+        if isinstance(value, str):  # command-line text
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        if self.kind is int:
+            if value != int(value):
+                raise bad
+            value = int(value)
+        else:
+            value = float(value)
+        below = value <= self.low if self.open_low else value < self.low
+        above = value >= self.high if self.open_high else value > self.high
+        if below or above or (self.choices is not None and value not in self.choices()):
+            raise bad
+        return value
+
+
+def _show(value, kind: type = str) -> str:
+    """A value as the user typed it: numbers bare (also when typed as text), names quoted."""
+    if isinstance(value, str) and kind is not str:
+        try:
+            float(value)
+            return value.strip()
+        except ValueError:
+            pass
+    if isinstance(value, str) or value is None:
+        return repr(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+MAX_RUNS = 100_000  # a sweep larger than this is refused (it would not finish, and planning it takes minutes)
+
+
+PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in [
+        # data
+        Param("dataset", str, "Data set.", choices=lambda: tuple(DATASETS)),
+        Param("ratio", float, "Negatives per positive (the train split's, for image sets).", 1, 1e6),
+        Param("n_samples", int, "synthetic: examples per split.", 10, 10_000_000),
+        Param("dim", int, "synthetic: feature dimension.", 1, 4096),
+        Param("hard_frac", float, "synthetic: fraction of negatives that are hard.", 0, 1),
+        Param("image_size", int, "Image sets: images are resized to SIZE x SIZE pixels.", 8, 1024),
+        Param("n_images", int, "shapes: training images.", 1, 1_000_000),
+        Param(
+            "data",
+            str,
+            "Your data: a CSV/parquet table (dataset table) or a folder with one subfolder of images per class "
+            "(dataset images); sets --dataset.",
+            text="the path of a .csv, .tsv or .parquet file or of an image folder",
+            path=True,
+        ),
+        Param("label", str, "Tables: the column holding each row's class.", text="a column name"),
+        Param(
+            "positive",
+            str,
+            "The minority (positive) class: dog or cat (catsdogs, cifar_catsdogs), a label value (table) or a "
+            "class folder's name (images); every other class is negative.",
+            text="a class name or label value",
+        ),
+        Param(
+            "test",
+            str,
+            "Your data: a second table or image folder holding the test split.",
+            text="the path of a file or folder",
+            path=True,
+        ),
+        Param(
+            "split_column",
+            str,
+            "Tables: a column whose values (train, val, test) say each row's split.",
+            text="a column name",
+        ),
+        Param("data_seed", int, "Seed of data generation and splitting.", 0, 2**31 - 1),
+        Param(
+            "backbone",
+            str,
+            "Image sets: frozen features from indomain (flx trains it on a disjoint balanced pool), resnet18 or "
+            "resnet50 (torchvision, ImageNet weights), or scratch (end-to-end CNN on the images).",
+            choices=lambda: BACKBONES,
+        ),
+        Param(
+            "weights",
+            str,
+            "resnet backbones: the weights (imagenet: torchvision's checkpoint in the torch hub cache).",
+            text="imagenet, random, or the path of a state-dict file",
+        ),
+        # model
+        Param(
+            "model",
+            str,
+            "Model: linear, mlp (feature vectors), cnn (images), retinanet (shapes), a model registered with "
+            "flx.register_model, a torchvision classification model (e.g. resnet18: trains on the images; "
+            "--weights) or module:function returning an nn.Module.",
+            text="a model name or module:function",
+        ),
+        Param("hidden", int, "Model width: MLP (CNN: hidden/4; RetinaNet: FPN and head channels).", 1, 4096),
+        Param("prior", float, "Bias-init prior pi of the classifier.", 0, 1, True, True, none=True),
+        Param("anchor_scales", int, "Detection: anchor scales per location (octaves 2^(i/N)).", 1, 4),
+        Param(
+            "anchor_ratios",
+            int,
+            "Detection: anchor aspect ratios per location (1: {1}; 3: {1/2, 1, 2}).",
+            choices=lambda: (1, 3),
+        ),
+        # loss
+        Param("loss", str, "Loss.", choices=lambda: tuple(LOSSES)),
+        Param("alpha", float, "Positive-class weight (balanced_ce, focal losses).", 0, 1),
+        Param("gamma", float, "Focusing parameter (focal losses).", 0, 10),
+        Param("epsilon", float, "Poly-1 epsilon (poly1, poly1_focal).", -100, 100),
+        Param("ohem_k", int, "OHEM: examples kept per batch.", 1, 10_000_000),
+        Param("ohem_ratio", float, "OHEM: most negatives per positive.", 0, 1e9, True, none=True),
+        Param(
+            "ohem_nms", float, "Detection OHEM: NMS IoU threshold over the anchors.", 0, 1, True, none=True
+        ),
+        # optimisation
+        Param("optimizer", str, "Optimiser.", choices=lambda: OPTIMIZERS),
+        Param("lr", float, "Learning rate.", 0, 1e6, True),
+        Param("epochs", int, "Training epochs (synthetic).", 1, 100_000),
+        Param("steps", int, "Training steps (image sets, detection).", 1, 10_000_000),
+        Param(
+            "eval_every",
+            int,
+            "Record the validation AP every N steps (image sets also keep the best checkpoint).",
+            1,
+            10_000_000,
+        ),
+        Param("batch_size", int, "Minibatch size.", 1, 10_000_000),
+        Param("seed", int, "Seed of initialisation and batch order.", 0, 2**31 - 1),
+        # a sweep
+        Param("seeds", int, "Seeds 0..N-1 per setting.", 1, MAX_RUNS),
+        Param(
+            "workers",
+            int,
+            "Parallel worker processes (on CPU capped at the available cores; on GPUs: --per-gpu per GPU).",
+            1,
+            4096,
+        ),
+        Param(
+            "device",
+            str,
+            "Where runs train: auto (a CUDA or MPS GPU if torch finds one, else cpu), cpu, cuda (every GPU, "
+            "workers spread over them), cuda:N or mps.",
+            text="auto, cpu, cuda, cuda:N or mps",
+            pattern=r"auto|cpu|mps|cuda(:\d+)?",
+        ),
+        Param("per_gpu", int, "Workers per GPU when runs train on GPUs.", 1, 64),
+    ]
+}
+
+
+def check(name: str, value, label: str | None = None):
+    """``value`` checked against the constraint table and returned in its canonical type."""
+    return PARAMS[name].check(value, label)
+
+
+def parse_list(name: str, text: str, label: str | None = None) -> list:
+    """'0,0.5,2' -> [0.0, 0.5, 2.0] for ``name``, each item checked; duplicates dropped, order kept."""
+    label = label or PARAMS[name].option
+    items = [t.strip() for t in str(text).split(",")]
+    if not str(text).strip() or any(not t for t in items):
+        raise ConfigError(
+            f"{label} got {text!r}; accepted: a comma-separated list of {PARAMS[name].accepted()}"
+        )
+    values = [check(name, item, label) for item in items]
+    return list(dict.fromkeys(values))
+
+
+# What a record says about its data (flx.data.describe): where, how split, its fingerprint, examples per class.
+DATA_COLUMNS = (
+    "data_location",
+    "data_split",
+    "data_fingerprint",
+    "data_classes",
+    "n_train_neg",
+    "n_train_pos",
+    "n_test_neg",
+    "n_test_pos",
+)
+
+
+DATA_PARAMS = (
+    *("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images"),
+    *("backbone", "weights", "data", "label", "test", "split_column"),
+)  # per data set
+
+
+PATH_PARAMS = ("data", "test")  # stored as absolute paths, left out of the run key (the fingerprint has them)
+
+
+LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms")  # set per loss
+
+
+RUN_PARAMS = (
+    *("hidden", "optimizer", "lr", "epochs", "steps", "batch_size"),
+    *("anchor_scales", "anchor_ratios", "eval_every"),
+)  # per task

@@ -1,0 +1,366 @@
+"""Figures (matplotlib, PNG), each a function ``(runs, out, spec, store)`` of the runs' records (a DataFrame) and
+their results store. Figures of trained models (PR curves, loss CDFs, example detections) read the runs' stored
+artefacts (:mod:`flx.artefacts`): nothing is retrained and the data is not read again; a run without them
+raises :class:`MissingArtefacts` and the report says which figure it left out."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from flx.experiment.registries import LR_DECAYS  # noqa: E402
+from flx.experiment.spec import FIGURES as FIGURE_NAMES  # noqa: E402
+from flx.results.summary import cell, run_label, setting_cell, setting_columns, summarize  # noqa: E402
+
+PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio", "anchor_scales")
+PNG_META = {"Software": None}  # no version strings: the same data gives the same file
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=PNG_META)
+    plt.close(fig)
+    return path
+
+
+def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
+    """Mean AP ± std against the first swept hyperparameter, one line per value of the other settings."""
+
+    keys = setting_columns(runs)
+    swept = [p for p in PARAMS if p in keys]
+    if not swept:
+        return None
+    x = max(swept, key=lambda p: runs[p].dropna().nunique())  # the most-swept parameter (first if tied)
+    table = summarize(runs, keys=keys)
+    table = table[table[x].notna()]
+    others = [k for k in keys if k != x]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = table.groupby([table[k].map(cell) for k in others], sort=False) if others else [("", table)]
+    for _, g in groups:
+        g = g.sort_values(x)
+        name = ", ".join(f"{k}={cell(g.iloc[0][k])}" for k in others) or "AP"
+        ax.errorbar(g[x], g["ap_mean"], yerr=g["ap_std"].fillna(0), marker="o", capsize=3, label=name)
+    ax.set_xlabel(x)
+    ax.set_ylabel("test AP (mean ± std over seeds)")
+    if x in ("alpha",) and table[x].max() > 0.98:
+        ax.set_xscale("logit")
+    ax.set_title(f"{spec.name}: AP against {x}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / f"ap_vs_{x}.png")
+
+
+def loss_vs_pt(runs, out: Path, spec, store=None) -> Path:
+    """The paper's Figure 1: FL(p_t) = -(1 - p_t)^gamma log p_t against p_t for several gamma."""
+    import numpy as np
+
+    p = np.linspace(1e-3, 1, 500)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for gamma in (0, 0.5, 1, 2, 5):
+        ax.plot(p, -((1 - p) ** gamma) * np.log(p), label=f"γ = {gamma}" + (" (CE)" if gamma == 0 else ""))
+    ax.set_xlabel("probability of ground-truth class p_t")
+    ax.set_ylabel("loss")
+    ax.set_ylim(0, 5)
+    ax.axvspan(0.6, 1, color="grey", alpha=0.1, label="well-classified")
+    ax.legend()
+    ax.set_title("Focal loss against p_t (Lin et al., Figure 1)")
+    return _save(fig, out / "loss_vs_pt.png")
+
+
+class MissingArtefacts(Exception):
+    """A figure needs a run's stored artefacts (:mod:`flx.artefacts`) and the results folder has none for it."""
+
+
+def _stored(store, row: dict, name: str) -> dict:
+    """The ``name`` artefact of the run ``row``, decoded; MissingArtefacts when it is not stored."""
+    from flx.results.artefacts import decode
+
+    blob = store.artefacts(row["key"]).get(name) if store is not None else None
+    if blob is None:
+        where = (
+            "this results folder has runs.csv but no runs.sqlite"
+            if store is None
+            else "a run stored before flx kept artefacts"
+        )
+        raise MissingArtefacts(
+            f"run {row['key']} has no stored {name!r} artefact ({where}); rerun it into a new --out"
+        )
+    return decode(blob)
+
+
+def _best_rows(runs, n: int) -> list[dict]:
+    """The records (first seed) of the n settings with the highest mean AP."""
+    ok = runs[runs["status"] == "ok"]
+    if ok.empty:
+        return []
+    keys = setting_columns(runs)
+    table = summarize(ok, keys=keys).sort_values("ap_mean", ascending=False).head(n)
+    rows = []
+    for row in table.to_dict("records"):
+        match = ok
+        for k in keys:
+            match = match[match[k].map(cell) == cell(row[k])]
+        rows.append(match.sort_values("seed").iloc[0].to_dict())
+    return rows
+
+
+def _label(row: dict) -> str:
+    ratio = f" ratio={cell(row.get('ratio'))}" if row.get("dataset") != "synthetic" else ""
+    return run_label(row) + ratio
+
+
+def pr_curves(runs, out: Path, spec, store=None) -> Path | None:
+    """Precision-recall curves of the three best settings (their first seeds), from the stored test scores."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    from flx.results.artefacts import stored_scores
+
+    rows = _best_rows(runs, 3)
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        y, scores = stored_scores(_stored(store, row, "test"))
+        precision, recall, _ = precision_recall_curve(y, scores)
+        ax.plot(recall, precision, label=f"{_label(row)} (AP {average_precision_score(y, scores):.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"{spec.name}: PR curves of the best settings (seed {rows[0]['seed']})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / "pr_curves.png")
+
+
+def loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
+    """The paper's Figure 4 for classifiers: cumulative distribution of normalized focal loss (alpha off, the
+    model's own gamma) over positive and negative test examples, for the stored models trained with several
+    gamma (the best setting at the alpha closest to 0.25, first seed), from their stored test scores."""
+    import numpy as np
+    import torch
+
+    from flx.losses.functional import sigmoid_focal_loss
+    from flx.results.artefacts import stored_scores
+
+    ok = runs[(runs["status"] == "ok") & (runs["loss"] == "focal")]
+    if ok.empty:
+        return None
+    alpha = min(ok["alpha"].dropna().unique(), key=lambda a: abs(a - 0.25))
+    base = _best_rows(ok[ok["alpha"] == alpha], 1)[0]
+    others = [k for k in setting_columns(ok) if k != "gamma"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for gamma in (0.0, 0.5, 1.0, 2.0):
+        match = ok[ok["gamma"] == gamma]
+        for k in others:
+            match = match[match[k].map(cell) == cell(base[k])]
+        if match.empty:
+            continue
+        row = match.sort_values("seed").iloc[0].to_dict()
+        stored = _stored(store, row, "test")
+        y, _ = stored_scores(stored)
+        logits = torch.from_numpy(stored["logits"].astype(np.float64))
+        loss = sigmoid_focal_loss(logits, torch.from_numpy(y).double(), alpha=-1, gamma=gamma).numpy()
+        for ax, cls, name in ((axes[0], 1, "positive"), (axes[1], 0, "negative")):
+            values = np.sort(loss[y == cls])
+            cum = np.cumsum(values) / max(values.sum(), 1e-300)
+            ax.plot(np.linspace(0, 1, len(values)), cum, label=f"γ = {gamma:g}")
+            ax.set_title(f"{name} examples")
+    for ax in axes:
+        ax.set_xlabel("fraction of examples (sorted by loss)")
+        ax.set_ylabel("cumulative normalized loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{spec.name}: loss CDF of trained models (α = {alpha:g}; Lin et al., Figure 4)")
+    return _save(fig, out / "loss_cdf.png")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Detection (shapes)
+# ------------------------------------------------------------------------------------------------------------
+def val_curve(row) -> list | None:
+    import json
+
+    text = row.get("curve")
+    return json.loads(text) if isinstance(text, str) and text else None
+
+
+def _decays(row) -> bool:
+    """Whether the run's lr decays (detection: at :data:`LR_DECAYS` of its steps); classification: constant."""
+    from flx.experiment.registries import DATASETS
+
+    spec = DATASETS.get(row.get("dataset"))
+    return spec is not None and spec.task == "detection"
+
+
+def plateau_steps(row, share: float = 0.95) -> tuple:
+    """(the first evaluated step whose validation AP reaches ``share`` of the best before the first lr decay
+    at 2/3 of training, that best), from a run's stored curve; (None, None) without one."""
+    curve = val_curve(row)
+    if not curve:
+        return None, None
+    steps = row.get("steps")  # detection: the lr decays at 2/3 of the steps; classification: a constant lr
+    horizon = steps * LR_DECAYS[0] if _decays(row) else math.inf
+    before = [(c[0], c[1]) for c in curve if c[0] <= horizon] or [(c[0], c[1]) for c in curve]
+    best = max(ap for _, ap in before)
+    return next(s for s, ap in before if ap >= share * best), best
+
+
+def learning_curves(runs, out: Path, spec, store=None) -> Path | None:
+    """Validation AP against training steps (or epochs): one line per run with a stored curve, or with several
+    seeds per setting the mean over its ok runs, one panel per training ratio."""
+    rows = [r for r in runs.to_dict("records") if val_curve(r)]
+    if not rows:
+        return None
+    if "seed" in runs and runs["seed"].nunique() > 1:
+        return _mean_curves(runs, rows, out, spec)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        curve = val_curve(row)
+        label = run_label(row) + ("" if row["status"] == "ok" else f" ({row['status']})")
+        line = ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", ms=3, label=label)
+        step, _ = plateau_steps(row)
+        ax.axvline(step, color=line[0].get_color(), ls=":", lw=1)
+    decay = rows[0].get("steps")
+    if _decays(rows[0]):  # detection: steps, lr decays
+        for frac in LR_DECAYS:
+            ax.axvline(decay * frac, color="grey", lw=0.8)
+        ax.set_xlabel("training step (8 images each); grey: lr / 10; dotted: 95% of the pre-decay best")
+        ax.set_ylabel("validation COCO AP")
+    else:
+        ax.set_xlabel("epoch; dotted: 95% of the best")
+        ax.set_ylabel("validation AP")
+    ax.set_title(f"{spec.name}: learning curves")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / "learning_curves.png")
+
+
+def _mean_curves(runs, rows, out: Path, spec) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    ok = pd.DataFrame([r for r in rows if r["status"] == "ok"])
+    columns = [c for c in setting_columns(runs) if c not in ("ratio",) and c in ok]
+    panels = sorted(ok["ratio"].dropna().unique()) if "ratio" in ok and ok["ratio"].notna().any() else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, ratio in zip(axes[0], panels, strict=True):
+        at = ok if ratio is None else ok[ok["ratio"] == ratio]
+        for _, group in at.groupby([at[c].map(cell) for c in columns], sort=True):
+            curves = [val_curve(r) for r in group.to_dict("records")]
+            length = min(len(c) for c in curves)
+            x = [c[0] for c in curves[0][:length]]
+            y = np.mean([[c[1] for c in curve[:length]] for curve in curves], axis=0)
+            first = group.iloc[0].to_dict()
+            label = " ".join(f"{setting_cell(first, c)}" for c in columns)
+            ax.plot(x, y, lw=1.2, label=f"{label} (n={len(group)})")
+        ax.set_title(f"1:{ratio:g}" if ratio is not None else spec.name, fontsize=9)
+        ax.set_xlabel("training step" if "steps" in ok and ok["steps"].notna().any() else "epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation AP (mean over seeds)")
+    axes[0][-1].legend(fontsize=6, title=" ".join(columns), title_fontsize=6)
+    fig.suptitle(f"{spec.name}: learning curves", fontsize=10)
+    return _save(fig, out / "learning_curves.png")
+
+
+def _first_run(runs, **where):
+    """The first seed's run of the setting ``where`` names: an ok one if there is one, else any stored one."""
+    match = runs[runs["status"] != "missing"]
+    for k, v in where.items():
+        match = match[match[k] == v] if k in match else match.iloc[:0]
+    if match.empty:
+        return None
+    return (
+        match.sort_values(["status", "seed"], key=lambda c: c != "ok" if c.name == "status" else c)
+        .iloc[0]
+        .to_dict()
+    )
+
+
+def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
+    """The paper's Figure 4: one converged FL model (gamma 2, seed 0), the loss of its test anchors under FL
+    with several gamma; the share of the total loss carried by the hardest fraction of positive and of negative
+    anchors. From the run's stored histogram of anchor logits (:mod:`flx.artefacts`: each anchor's loss to the
+    bin's width). The x axis is logarithmic so the negatives' curves, all crowded at the hardest end, separate."""
+    import numpy as np
+    import torch
+
+    from flx.experiment.registries import get_loss
+    from flx.results.artefacts import histogram_centres
+
+    row = _first_run(runs, loss="focal", gamma=2.0, alpha=0.25)
+    if row is None:
+        return None
+    stored = _stored(store, row, "anchors")
+    centres = torch.from_numpy(histogram_centres(stored))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for gamma in (0.0, 0.5, 1.0, 2.0, 5.0):
+        for ax, cls, name in ((axes[0], 1, "positive"), (axes[1], 0, "negative")):
+            counts = stored["counts"][cls].astype(np.float64)
+            y = torch.full_like(centres, float(cls))
+            loss = get_loss("focal")(centres, y, reduction="none", alpha=-1.0, gamma=gamma).numpy()
+            order = np.argsort(-loss, kind="stable")  # hardest first
+            counts, loss = counts[order], loss[order]
+            keep = counts > 0
+            share = np.cumsum(loss * counts)[keep] / max(float((loss * counts).sum()), 1e-300)
+            frac = np.cumsum(counts)[keep] / counts.sum()
+            ax.plot(frac, share, label=f"γ = {gamma:g}")
+            ax.set_title(f"{name} anchors ({int(counts.sum()):,})")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of anchors, hardest first (log scale)")
+        ax.set_ylabel("share of the total loss")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Figure 4 on shapes: an FL (γ = 2) model's test anchors under FL with several γ (α off)")
+    return _save(fig, out / "loss_cdf.png")
+
+
+def examples(runs, out: Path, spec, store=None) -> Path | None:
+    """Test images with their ground truth (green) and the detections scoring >= 0.3 of the first CE-like run
+    (gamma 0 or ce) and of FL (gamma 2), from their stored test detections (first seed)."""
+    candidates = {
+        "ground truth": None,
+        "CE (γ = 0)": _first_run(runs, loss="focal", gamma=0.0) or _first_run(runs, loss="balanced_ce"),
+        "FL (γ = 2)": _first_run(runs, loss="focal", gamma=2.0, alpha=0.25),
+    }
+    stored = {name: _stored(store, row, "detections") for name, row in candidates.items() if row is not None}
+    if not stored:
+        return None
+    first = next(iter(stored.values()))
+    images = first["images"]
+    n = len(images)
+    fig, axes = plt.subplots(len(candidates), n, figsize=(2 * n, 2.1 * len(candidates)), squeeze=False)
+    for r, name in enumerate(candidates):
+        for i in range(n):
+            ax = axes[r][i]
+            ax.imshow(images[i].transpose(1, 2, 0))
+            for b in first["truth_boxes"][first["truth_image"] == i].tolist():
+                ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="lime", lw=1))
+            if name in stored:
+                d = stored[name]
+                at = (d["image"] == i) & (d["scores"] >= 0.3)
+                for b in d["boxes"][at].tolist():
+                    ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="red", lw=1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(name if name in stored or r == 0 else f"{name}: no run", fontsize=8)
+    fig.suptitle(
+        "shapes test images: rings (green: ground truth) among disks and boxes; red: detections ≥ 0.3"
+    )
+    return _save(fig, out / "examples.png")
+
+
+FIGURES = {
+    "ap_vs_param": ap_vs_param,
+    "loss_vs_pt": loss_vs_pt,
+    "pr_curves": pr_curves,
+    "loss_cdf": loss_cdf,
+    "learning_curves": learning_curves,
+    "detection_loss_cdf": detection_loss_cdf,
+    "examples": examples,
+}
+assert set(FIGURES) == set(FIGURE_NAMES), "flx.config.FIGURES names the figures a spec may ask for"

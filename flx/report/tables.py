@@ -1,0 +1,215 @@
+"""Tables and figures from stored runs, laid out like the focal-loss paper's Table 1.
+
+``flx report DIR`` reads DIR's store (``runs.sqlite``; it exports every record to ``runs.csv``) or, without a
+store, the ``runs.csv`` alone, so a report can be rebuilt from committed records. ``DIR/spec.toml`` (copied by
+``flx sweep``) gives the planned grid, so runs still missing are reported as missing, and its ``[report]``
+table the layout: ``best_over`` (show each setting with its best value of that parameter, as Table 1b does),
+``paper`` (which of the paper's tables to cite beside each row) and ``figures``.
+
+Means are over the ok runs of a setting; std is the sample standard deviation (ddof = 1); n is stated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flx.errors import ConfigError, ReportError
+from flx.experiment.config import CONFIG_FIELDS, config_from_record
+from flx.experiment.metrics import METRICS, PRIMARY, TABLE_METRICS
+from flx.results.records import RUN_COLUMNS, read_runs_csv
+from flx.results.summary import (
+    STATUSES,
+    cell,
+    format_mean_std,
+    setting_cell,
+    setting_columns,
+    summarize,
+)
+
+
+@dataclass
+class ReportSpec:
+    name: str
+    description: str = ""
+    best_over: str | None = None
+    paper: str | None = None
+    figures: list[str] = field(default_factory=list)
+    planned: list | None = None  # normalized Configs of the grid, when a spec is known
+    claims: list[dict] = field(default_factory=list)  # [[report.claims]], declared before the runs
+
+
+def read_spec(results_dir: Path) -> ReportSpec:
+    """The layout and the planned runs of a results directory, from its spec.toml (written by flx sweep)."""
+    from flx.experiment.plan import plan
+    from flx.experiment.spec import load_spec
+
+    path = Path(results_dir) / "spec.toml"
+    if not path.exists():
+        return ReportSpec(name=Path(results_dir).name)
+    spec = load_spec(path)
+    report = spec["report"]
+    return ReportSpec(
+        name=Path(results_dir).name,
+        description=spec["description"],
+        best_over=report.get("best_over"),
+        paper=report.get("paper"),
+        figures=list(report.get("figures", [])),
+        planned=plan(spec, paths=False),  # a report never reads the data
+        claims=list(report.get("claims", [])),
+    )
+
+
+def load_runs(results_dir: Path, to: Path | None = None):
+    """The runs of a results directory. Its store (if any, opened read-only) is exported to ``to/runs.csv``
+    (default: the results directory) and the CSV is read back, so a report from the store and one from the
+    committed CSV are the same."""
+    from flx.results.store import Store
+
+    results_dir = Path(results_dir)
+    to = Path(to or results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ReportError(f"results folder {results_dir} is a file; give a folder")
+    store = Store(results_dir)
+    if store.exists():
+        df = store.to_dataframe()
+        df = df.reindex(columns=[c for c in RUN_COLUMNS if c in df] + [c for c in df if c not in RUN_COLUMNS])
+        write_file(to / "runs.csv", lambda path: df.sort_values("key").to_csv(path, index=False))
+    elif not (results_dir / "runs.csv").exists():
+        raise ReportError(
+            f"no runs in {results_dir} (neither runs.sqlite nor runs.csv); run `flx sweep --out {results_dir}` first"
+        )
+    return read_runs_csv(to if store.exists() else results_dir)
+
+
+def write_file(path: Path, write) -> Path:
+    """Write a report file atomically; a one-line ReportError if the folder is read-only."""
+    from flx.results.store import write_atomic
+
+    try:
+        return write_atomic(path, write)
+    except OSError as exc:
+        raise ReportError(
+            f"cannot write {path}: {exc.strerror or exc}; write the report elsewhere with --to DIR"
+        ) from None
+
+
+def with_missing(df, planned):
+    """Planned runs joined with the stored ones (matched by config, so runs on other data files show as their own
+    rows); planned runs not stored get status 'missing'; stored runs not planned are left out."""
+    import pandas as pd
+
+    if planned is None:
+        return df
+    try:
+        stored_keys = [config_from_record(r).config_key() for r in df.to_dict("records")]
+    except (ConfigError, TypeError) as exc:
+        raise ReportError(f"a stored run has a config flx cannot read ({exc})") from None
+    by_config: dict[str, list[dict]] = {}
+    for key, row in zip(stored_keys, df.to_dict("records"), strict=True):
+        by_config.setdefault(key, []).append(row)
+    rows = []
+    for c in planned:
+        rows += by_config.get(c.config_key()) or [
+            {**c.to_dict(), "key": None, "status": "missing", **{m: math.nan for m in METRICS}}
+        ]
+    return pd.DataFrame(rows)
+
+
+def build_table(df, spec: ReportSpec):
+    """Numeric table: one row per setting (each with its best ``best_over`` value, if set), paper AP beside."""
+    from flx.report.paper import paper_ap
+
+    runs = with_missing(df, spec.planned)
+    keys = setting_columns(runs)
+    table = summarize(runs, keys=keys)
+    spec_chooser = None
+    if spec.best_over and spec.best_over in keys:
+        rest = [k for k in keys if k != spec.best_over]
+        grouped = table.groupby([table[k].map(cell) for k in rest], sort=False, dropna=False)
+        # chosen on the validation split where runs have one (the test split only reports)
+        chooser = "val_ap_mean" if table["val_ap_mean"].notna().any() else f"{PRIMARY}_mean"
+        best = [g[chooser].fillna(-math.inf).idxmax() for _, g in grouped]
+        spec_chooser = chooser
+        table = table.loc[best].reset_index(drop=True)
+        table = table[[*rest, spec.best_over, *[c for c in table if c not in keys]]]
+    # the constant fields (loss, ...) complete each row for the paper lookup and the rendered cells
+    context = {k: runs.iloc[0][k] for k in CONFIG_FIELDS if k in runs and k not in keys}
+    if spec.paper:
+        table["paper_ap"] = [paper_ap(spec.paper, {**context, **row}) for row in table.to_dict("records")]
+    table.attrs["context"] = context  # travels with the table to render_markdown
+    table.attrs["chosen_on_val"] = spec.best_over in keys and spec_chooser == "val_ap_mean"
+    if spec.claims:
+        from flx.report.claims import judge_all
+
+        table.attrs["verdicts"] = judge_all(spec.claims, runs)
+    return table
+
+
+def table_cells(table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """The rendered table, whatever the format: (header, rows of cell texts, which cells are best). Cells:
+    mean ± std per metric (the best mean of each metric marked), counts, settings, the paper's AP."""
+    settings = [
+        c for c in table if c not in {"runs", *STATUSES, "paper_ap"} and not c.endswith(("_mean", "_std"))
+    ]
+    metrics = [m for m in TABLE_METRICS if table[f"{m}_mean"].notna().any()]  # those these runs measure
+    best = {}
+    for m in metrics:
+        values = table[f"{m}_mean"].dropna()
+        best[m] = values.max() if METRICS[m].higher_is_better else values.min()
+    header = [*settings, "n", "diverged", *(METRICS[m].label for m in metrics)]
+    if "paper_ap" in table:
+        header.append("paper AP")
+    rows, bold = [], []
+    for row in table.to_dict("records"):
+        cells = [setting_cell({**table.attrs["context"], **row}, c) for c in settings]
+        n = f"{row['ok']}"
+        if row["missing"]:
+            n += f" ({row['missing']} missing)"
+        for status in ("failed", "collapsed"):
+            if row.get(status):
+                n += f" ({row[status]} {status})"
+        cells += [n, str(row["diverged"])]
+        marks = [False] * len(cells)
+        for m in metrics:
+            text = format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], METRICS[m].digits)
+            if row["ok"] == 0:
+                text = "missing" if row["missing"] else "–"
+            cells.append(text)
+            marks.append(row["ok"] > 0 and m in best and row[f"{m}_mean"] == best[m])
+        if "paper_ap" in table:
+            cells.append(cell(row["paper_ap"]))
+            marks.append(False)
+        rows.append(cells)
+        bold.append(marks)
+    return header, rows, bold
+
+
+def table_notes(table, spec: ReportSpec) -> str:
+    """What the table's cells mean: one paragraph under (markdown) or in the caption of (LaTeX) the table."""
+    from flx.report.paper import CITATION
+
+    notes = [
+        "n = ok runs (seeds) per setting; mean ± sample std (ddof = 1) over them; best value of each column in bold."
+    ]
+    if spec.best_over and table.attrs.get("chosen_on_val"):
+        notes.append(
+            f"Each row shows the {spec.best_over} with the highest mean validation AP for that setting (the "
+            "paper picks on its own validation set); the other columns are on the test split."
+        )
+    elif spec.best_over:
+        notes.append(
+            f"Each row shows the {spec.best_over} with the highest mean AP for that setting, as the paper does."
+        )
+    datasets = {table.attrs["context"].get("dataset")} | (
+        set(table["dataset"]) if "dataset" in table else set()
+    )
+    if "shapes" in datasets:
+        notes.append(
+            "AP, AP50, AP75: COCO detection AP (pycocotools) on the 512 test images; anchor AP: object against "
+            "background anchors; val AP: COCO AP on the 256 validation images."
+        )
+    if "paper_ap" in table:
+        notes.append(f"paper AP: {CITATION}; compare the shape, not the values.")
+    return " ".join(notes)

@@ -1,0 +1,81 @@
+"""A results folder's report: runs.csv, the table in each format, findings, verdicts and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flx.errors import ReportError
+from flx.report.render import render_latex, render_markdown
+from flx.report.tables import build_table, load_runs, read_spec, with_missing, write_file
+
+
+def write_report(
+    results_dir: Path, formats=("md", "csv"), plots: bool = True, to: Path | None = None, on_note=None
+) -> dict:
+    """Write runs.csv, table.csv / table.md (/ table.tex) and the spec's figures into ``to`` (default: the
+    results directory). Reads only from ``results_dir`` (records and the runs' stored artefacts: never the
+    data), so it works on a read-only store. A figure whose runs have no stored artefacts is left out and
+    ``on_note(text)`` says so."""
+    results_dir = Path(results_dir)
+    to = Path(to or results_dir)
+    spec = read_spec(results_dir)
+    df = load_runs(results_dir, to)
+    table = build_table(df, spec)
+    written = {}
+    if "csv" in formats:
+        written["csv"] = write_file(to / "table.csv", lambda p: table.to_csv(p, index=False))
+    if "md" in formats:
+        written["md"] = write_file(to / "table.md", lambda p: p.write_text(render_markdown(table, spec)))
+    if "tex" in formats:
+        written["tex"] = write_file(to / "table.tex", lambda p: p.write_text(render_latex(table, spec)))
+    if plots and spec.figures:
+        from flx.report import figures as P
+
+        runs = with_missing(df, spec.planned)
+        from flx.results.store import Store
+
+        store = Store(results_dir) if Store(results_dir).exists() else None
+        for name in spec.figures:
+            try:
+                path = P.FIGURES[name](runs, to, spec, store)
+            except P.MissingArtefacts as exc:
+                if on_note is not None:
+                    on_note(f"figure {name} left out: {exc}")
+                continue
+            if path is not None:
+                written[name] = path
+    return written
+
+
+def report(
+    results_dirs: list,
+    formats: str = "md,csv",
+    plots: bool = True,
+    to: str | Path | None = None,
+    index: str | Path | None = None,
+    readme: str | Path | None = None,
+    on_event=lambda kind, **fields: None,
+) -> None:
+    """``flx report``: :func:`write_report` for each results folder (default: ``FLX_OUT`` / ./runs), then the
+    index of their tables and the README's results block when asked. Events: "note" (text), "written" (folder,
+    paths), "index" (path), "readme" (path)."""
+    from flx.report.index import write_index, write_readme
+    from flx.report.render import parse_formats
+    from flx.results.store import default_out
+
+    chosen = parse_formats(formats)
+    dirs = [Path(d) for d in (results_dirs or [default_out()])]
+    if to and len(dirs) > 1:
+        raise ReportError(f"--to takes the report of one results folder; {len(dirs)} were given")
+    for d in dirs:
+        notes: list[str] = []
+        written = write_report(
+            d, formats=chosen, plots=plots, to=Path(to) if to else None, on_note=notes.append
+        )
+        for note in notes:
+            on_event("note", text=note)
+        on_event("written", folder=d, paths=list(written.values()))
+    if index:
+        on_event("index", path=write_index(Path(index), dirs))
+    if readme:
+        on_event("readme", path=write_readme(Path(readme), dirs))

@@ -1,0 +1,148 @@
+"""Runs leaving flx: ``flx export mlflow DIR`` logs every stored run of a results folder as an MLflow run.
+
+Each MLflow run holds the flx run's config as params (the fields that are set), its metrics (the final ones,
+and the learning curves as metric histories: ``curve_val_ap`` and ``curve_train_loss`` by step or epoch), tags
+(``flx.key``, ``flx.status``, the data's location and fingerprint, provenance: flx and torch versions, git
+commit, host, device) and its stored artefacts as ``.npz`` files (``np.load`` reads them). MLflow's run status is
+FINISHED for ``ok`` runs and FAILED for the others (the flx status is in ``flx.status``). A run already exported to
+the experiment (the same ``flx.key`` tag) is skipped, so exporting again adds only new runs; a run whose status
+changed since (a failed run retried) replaces its old MLflow run.
+
+MLflow is optional (``pip install 'flx[mlflow]'``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from flx.errors import StoreError, UserError
+from flx.experiment.config import CONFIG_FIELDS
+from flx.experiment.metrics import METRICS
+from flx.results.store import Store
+
+TAGS = ("data_location", "data_fingerprint", "data_split", "data_classes", "flx_version", "torch_version",
+        "git_commit", "host", "device", "device_name", "error")  # fmt: skip
+KEY_TAG, STATUS_TAG = "flx.key", "flx.status"
+
+
+class ExportError(UserError):
+    """An export that cannot be done (MLflow missing, a tracking store it cannot use)."""
+
+
+def _mlflow():
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
+    try:
+        import mlflow  # noqa: F401
+        from mlflow.tracking import MlflowClient
+    except ImportError as exc:
+        raise ExportError(
+            f"flx export mlflow needs MLflow ({exc}); install it with pip install 'flx[mlflow]'"
+        ) from None
+    return MlflowClient
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _millis(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def export_mlflow(
+    results_dir: str | Path,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    on_run: Callable[[str, str], None] | None = None,
+) -> dict:
+    """Log the runs of ``results_dir``'s store to MLflow (``tracking_uri``: MLflow's default when None) under
+    ``experiment`` (default: the folder's name). Returns {"logged": n, "replaced": n, "skipped": n};
+    ``on_run(key, what)`` is called per run ("logged", "replaced", "skipped")."""
+    store = Store(results_dir)
+    if not store.exists():
+        raise StoreError(
+            f"no runs in {results_dir} (no runs.sqlite); run `flx sweep --out {results_dir}` first"
+        )
+    records = store.records(with_time=True)
+    client_class = _mlflow()
+
+    try:
+        client = client_class(tracking_uri)
+        name = experiment or Path(results_dir).resolve().name
+        found = client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
+        exported = {}
+        for run in client.search_runs([experiment_id], max_results=50_000):
+            key = run.data.tags.get(KEY_TAG)
+            if key:
+                exported[key] = (run.info.run_id, run.data.tags.get(STATUS_TAG))
+    except Exception as exc:  # MLflow raises its own and SQLAlchemy's kinds for a store it cannot use
+        raise ExportError(
+            f"MLflow tracking store {tracking_uri or '(default)'}: {type(exc).__name__}: {exc}"
+        ) from None
+    counts = {"logged": 0, "replaced": 0, "skipped": 0}
+    for record in records:
+        key = record["key"]
+        what = "logged"
+        if key in exported:
+            run_id, status = exported[key]
+            if status == record["status"]:
+                counts["skipped"] += 1
+                if on_run is not None:
+                    on_run(key, "skipped")
+                continue
+            client.delete_run(run_id)
+            what = "replaced"
+        _log_run(client, experiment_id, record, store.artefacts(key))
+        counts[what] += 1
+        if on_run is not None:
+            on_run(key, what)
+    return counts
+
+
+def _log_run(client, experiment_id: str, record: dict, artefacts: dict) -> None:
+    import json
+
+    import numpy as np
+    from mlflow.entities import Metric, Param
+
+    from flx.results.artefacts import decode
+    from flx.results.summary import run_label
+
+    start = _millis(record.get("created_at")) or 0
+    tags = {KEY_TAG: record["key"], STATUS_TAG: record["status"]}
+    tags |= {f"flx.{t}": str(record[t])[:5000] for t in TAGS if record.get(t) is not None}
+    run = client.create_run(
+        experiment_id, start_time=start, tags=tags, run_name=f"{run_label(record)} seed={record.get('seed')}"
+    )
+    params = [Param(f, str(record[f])) for f in CONFIG_FIELDS if record.get(f) is not None]
+    metrics = [Metric(m, float(record[m]), start, 0) for m in METRICS if _finite(record.get(m))]
+    for name, field, column in (("curve_val_ap", "curve", 1), ("curve_train_loss", "train_curve", 1)):
+        text = record.get(field)
+        for point in json.loads(text) if isinstance(text, str) and text else []:
+            if _finite(point[column]):
+                metrics.append(Metric(name, float(point[column]), start, int(point[0])))
+    for extra in ("wall_time_s", "train_loss", "best_step", "steps_run", "epochs_run"):
+        if _finite(record.get(extra)) and extra not in METRICS:
+            metrics.append(Metric(extra, float(record[extra]), start, 0))
+    client.log_batch(run.info.run_id, params=params)  # fewer than MLflow's 100 per batch
+    for i in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
+    with tempfile.TemporaryDirectory() as tmp:
+        for artefact, blob in artefacts.items():
+            path = Path(tmp) / f"{artefact}.npz"
+            np.savez_compressed(path, **decode(blob))
+            client.log_artifact(run.info.run_id, str(path))
+    end = start + int(1000 * record["wall_time_s"]) if _finite(record.get("wall_time_s")) else None
+    client.set_terminated(run.info.run_id, "FINISHED" if record["status"] == "ok" else "FAILED", end_time=end)

@@ -1,0 +1,75 @@
+"""Per-setting summaries of stored runs (mean ± sample std over seeds) and how their cells are written; read by
+the report, the figures and the sweep's closing table."""
+
+from __future__ import annotations
+
+import math
+
+from flx.experiment.config import CONFIG_FIELDS
+from flx.experiment.metrics import TABLE_METRICS
+from flx.experiment.params import LOSS_PARAMS
+from flx.experiment.registries import LOSSES
+
+SETTING_EXCLUDE = ("seed",)
+STATUSES = ("ok", "missing", "diverged", "failed", "collapsed")  # "missing": planned but not stored
+NONE_MEANS_OFF = ("prior", "ohem_ratio")  # None for these is a setting ("none"), not "does not apply"
+
+
+def cell(value) -> str:
+    """A table cell: None/NaN (a parameter that does not apply) as an en dash, numbers compactly."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
+    if mean != mean:  # NaN
+        return "–"
+    return f"{mean:.{digits}f}" if std != std else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def run_label(fields: dict) -> str:
+    """'focal alpha=0.25 gamma=2': a run's loss and the hyperparameters it uses (the others are None)."""
+    return " ".join(
+        [fields["loss"], *(f"{k}={cell(fields[k])}" for k in LOSS_PARAMS if cell(fields.get(k)) != "–")]
+    )
+
+
+def setting_cell(row: dict, col: str) -> str:
+    """A setting's cell: 'none' where a parameter applies but is off (prior, OHEM ratio), '–' where it does not."""
+    value = row.get(col)
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    loss = LOSSES.get(row.get("loss"))
+    applies = col == "prior" or (loss is not None and col in loss.params)
+    return "none" if missing and col in NONE_MEANS_OFF and applies else cell(value)
+
+
+def setting_columns(df) -> list[str]:
+    """Config columns that vary across the runs (the seed aside), and the data when runs on other files share a
+    store: what tells one setting from another."""
+    cols = [c for c in CONFIG_FIELDS if c in df and c not in SETTING_EXCLUDE]
+    cols = [c for c in cols if df[c].map(cell).nunique(dropna=False) > 1]
+    if "data_fingerprint" in df and df["data_fingerprint"].nunique() > 1:  # missing runs have none: ignored
+        cols.append("data_fingerprint")
+    return cols or ["loss"]
+
+
+def summarize(df, metrics=TABLE_METRICS, keys: list[str] | None = None):
+    """One row per setting: runs, a count per status, and mean/std of each metric over the ok runs only."""
+    import pandas as pd
+
+    if df.empty:
+        return pd.DataFrame()
+    keys = keys or setting_columns(df)
+    rows = []
+    for _, group in df.groupby([df[k].map(cell) for k in keys], sort=False, dropna=False):
+        first = group.iloc[0]
+        ok = group[group["status"] == "ok"]
+        row = {k: first[k] for k in keys}
+        row["runs"] = len(group)
+        row.update({s: int((group["status"] == s).sum()) for s in STATUSES})
+        for m in metrics:  # a metric these runs do not record (older records, another task) is NaN
+            row[f"{m}_mean"] = ok[m].mean() if len(ok) and m in ok else math.nan
+            row[f"{m}_std"] = ok[m].std(ddof=1) if len(ok) > 1 and m in ok else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(keys, na_position="first", kind="stable").reset_index(drop=True)

@@ -1,0 +1,105 @@
+"""What ``flx sweep`` and ``flx run`` do, as library calls: a sweep from Python is the CLI's sweep.
+
+:func:`sweep` merges a spec file, option overrides and ``--set`` items, plans the runs (checked and sized before
+torch is imported), chooses the store (``out``, else the spec's, else ``FLX_OUT`` / ./runs) and runs the sweep;
+:func:`train_one` trains one config. Both tell what they notice through ``on_event`` ("note", text) and the
+events of :func:`flx.sweep.run_sweep`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from flx.errors import ConfigError
+from flx.experiment.config import Config
+from flx.experiment.plan import inapplicable, merge, plan, with_sets
+from flx.experiment.spec import empty_spec, load_spec
+from flx.results.store import Store, default_out
+from flx.sweep.run import SweepResult, run_one, run_sweep
+from flx.sweep.worker import Event, quiet
+
+
+@dataclass
+class Sweep:
+    """A finished (or dry-run, or interrupted) sweep: its planned configs, its store and its result."""
+
+    configs: list[Config]
+    store: Store
+    result: SweepResult
+
+    def records(self):
+        """This sweep's stored records as a DataFrame (runs of other sweeps on the store left out)."""
+        df = self.store.to_dataframe()
+        return df[df["key"].isin(self.result.keys)] if not df.empty else df
+
+    def finished(self) -> int:
+        """Runs of this sweep in the store, read back from it (exact whenever an interruption came)."""
+        return len(self.store.done() & self.result.keys)
+
+
+def sweep(
+    spec: str | None = None,
+    overrides: dict | None = None,
+    sets: Iterable[str] = (),
+    *,
+    out: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    per_gpu: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    data_dir: str | None = None,
+    dry_run: bool = False,
+    on_event: Event = quiet,
+) -> Sweep:
+    """Run the sweep of ``spec`` (a TOML path, or None) with ``overrides`` (config field -> list of values, or
+    "seeds" -> a number) and ``sets`` ("FIELD=V1,V2" items); see :func:`flx.sweep.run_sweep` for the rest.
+    Emits "plan" (planned) before the sweep starts."""
+    if ray_address is not None and executor != "ray":
+        raise ConfigError("--ray-address is for --executor ray; add --executor ray or leave it out")
+    overrides = with_sets(dict(overrides or {}), list(sets))
+    loaded = load_spec(spec) if spec else empty_spec()
+    effective = merge(loaded, overrides)
+    configs = plan(effective)
+    store = Store(out or loaded.get("out") or default_out())
+    note = inapplicable(configs, [f for f in overrides if f != "seeds"])
+    if note:
+        on_event("note", text=note)
+    on_event("plan", planned=len(configs))
+    result = run_sweep(
+        configs,
+        store,
+        workers=workers,
+        data_dir=data_dir,
+        spec=effective if spec else None,
+        dry_run=dry_run,
+        on_event=on_event,
+        device=device,
+        per_gpu=per_gpu,
+        backend=executor,
+        ray_address=ray_address,
+    )
+    return Sweep(configs, store, result)
+
+
+def train_one(
+    fields: dict,
+    sets: Iterable[str] = (),
+    *,
+    out: str | None = None,
+    store: bool = True,
+    device: str = "auto",
+    data_dir: str | None = None,
+    on_event: Event = quiet,
+) -> dict:
+    """``flx run``: the config of ``fields`` (one value each) and ``sets`` ("FIELD=VALUE"), checked, trained in
+    this process and stored (unless ``store`` is False); returns its record."""
+    fields = with_sets(dict(fields), list(sets), many=False)
+    config = Config(**fields).normalized()
+    config.check_runnable()
+    note = inapplicable([config], [k for k in fields if k != "loss"])
+    if note:
+        on_event("note", text=note)
+    on_event("start", config=config)
+    return run_one(config, Store(out or default_out()) if store else None, data_dir, device)

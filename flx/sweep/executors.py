@@ -1,0 +1,130 @@
+"""Executors: anything with ``map(tasks, data_dir)`` yielding records as runs finish, pulling tasks lazily. A
+serial one (in-process), a local pool of spawned workers, and Ray (:mod:`flx.sweep.ray`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol
+
+from flx.sweep.worker import Task, begin_worker, failed_record, init_worker, pool_task, run_task
+
+
+class Executor(Protocol):
+    def map(self, tasks: Iterable[Task], data_dir: str | None) -> Iterator[dict]:
+        """Yield one record per task, in completion order, taking tasks from the iterable only as it has room."""
+        ...
+
+    def shutdown(self) -> None: ...
+
+
+class SerialExecutor:
+    """Runs tasks one after another in this process (workers = 1; also what tests use)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    def map(self, tasks, data_dir):
+        import torch
+
+        threads = begin_worker()
+        try:
+            for task in tasks:
+                yield run_task(task, data_dir, self.device)
+        finally:
+            torch.set_num_threads(threads)
+
+    def shutdown(self) -> None:
+        pass
+
+
+class LocalPoolExecutor:
+    """A persistent pool of spawned worker processes, each importing torch once and running many tasks, each
+    on its own entry of ``devices`` (default: all on the CPU)."""
+
+    def __init__(self, workers: int, devices: list[str] | None = None):
+        self.workers = workers
+        self.devices = devices or ["cpu"] * workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        import multiprocessing as mp
+
+        from flx.experiment.plugins import plugin_modules
+
+        context = mp.get_context("spawn")
+        slots = context.Queue()
+        for device in self.devices:
+            slots.put(device)
+        self._pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=init_worker,
+            initargs=(os.getpid(), plugin_modules(), slots),
+        )
+        return self._pool
+
+    def map(self, tasks, data_dir):
+        pool = self._start()
+        source = iter(tasks)
+        in_flight: dict = {}
+        try:
+            while True:
+                while len(in_flight) < self.workers:
+                    task = next(source, None)
+                    if task is None:
+                        break
+                    in_flight[pool.submit(pool_task, task, data_dir)] = task
+                if not in_flight:
+                    return
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = in_flight.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:  # a worker was killed (e.g. out of memory): record, go on
+                        self.shutdown()
+                        pool = self._start()
+                        yield failed_record(
+                            task, "a worker process died while training this run (out of memory?)"
+                        )
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop at once: cancel queued runs and kill the workers (finished runs are already stored)."""
+        if self._pool is None:
+            return
+        processes = list((self._pool._processes or {}).values())
+        for p in processes:
+            if p.is_alive():
+                p.kill()  # workers ignore SIGTERM
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            p.join(timeout=5)
+        self._pool = None
+
+
+BACKENDS = ("local", "ray")  # flx sweep --executor
+
+
+def make_executor(workers: int, devices: list[str] | None = None) -> Executor:
+    devices = devices or ["cpu"] * workers
+    return SerialExecutor(devices[0]) if workers <= 1 else LocalPoolExecutor(workers, devices)
+
+
+def device_slots(device: str, workers: int | None, per_gpu: int = 1, cores: int = 1) -> list[str]:
+    """One device per worker. ``device`` is resolved (:func:`flx.train.resolve_device`): on ``cuda`` the
+    workers take the GPUs in turn (default: ``per_gpu`` per GPU), on ``cuda:N`` or ``mps`` they share the one
+    (default: ``per_gpu``), on ``cpu`` each takes a core (default: every core)."""
+    if device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        return [f"cuda:{i % gpus}" for i in range(workers or gpus * per_gpu)]
+    if device != "cpu":
+        return [device] * (workers or per_gpu)
+    return ["cpu"] * (workers or cores)
