@@ -5,5 +5,7 @@ import warnings
 from flx.results.store import *  # noqa: F403
 
 warnings.warn(
-    "flx.store moved to flx.results.store; this alias goes in the next release", DeprecationWarning, stacklevel=2
+    "flx.store moved to flx.results.store; this alias goes in the next release",
+    DeprecationWarning,
+    stacklevel=2,
 )

@@ -200,3 +200,20 @@ def test_a_sweep_over_two_tables(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "2 runs planned" in result.output and result.output.count("data: table") == 2
+
+
+def test_one_stratified_splitter_cuts_each_class_into_disjoint_parts():
+    """flx.data.base.stratified is the one splitter behind split_off (tables, registered data, folders) and
+    carve (image sets): every index lands in exactly one part, and each part takes its share of each class."""
+    import torch
+
+    from flx.data.base import carve, split_off, stratified
+
+    y = torch.tensor([0.0] * 40 + [1.0] * 7)
+    parts = stratified(y, lambda n: [n // 4, 1], torch.Generator().manual_seed(3))
+    assert len(parts) == 3 and sorted(torch.cat(parts).tolist()) == list(range(len(y)))
+    assert [int(y[p].sum()) for p in parts] == [1, 1, 5] and [int((1 - y[p]).sum()) for p in parts] == [10, 1, 29]
+    rest, part = split_off(y, 0.01, torch.Generator().manual_seed(0))  # at least one of each class
+    assert int(y[part].sum()) == 1 and int((1 - y[part]).sum()) == 1 and len(rest) == len(y) - 2
+    cut = carve(y, torch.Generator().manual_seed(0), "x")
+    assert int(y[cut["pool"]].sum()) == int((1 - y[cut["pool"]]).sum()) == 3  # balanced: half the smaller class

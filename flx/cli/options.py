@@ -8,51 +8,21 @@ import functools
 
 import typer
 
+from flx.experiment.config import default_in_words
 from flx.experiment.params import PARAMS, check, parse_list
-
-# Defaults a config option's help states (None in the option itself: a data set or loss fills it in).
-DEFAULTS = {
-    "dataset": "synthetic, or table / images with --data",
-    "ratio": "1000 synthetic, 10 image sets, your data's own",
-    "n_samples": "520000",
-    "dim": "16",
-    "hard_frac": "0.02",
-    "image_size": "32; shapes: 48",
-    "n_images": "2048",
-    "positive": "dog, or your data's rarest class",
-    "backbone": "indomain",
-    "weights": "imagenet",
-    "model": "mlp for vectors, cnn for images",
-    "hidden": "64; shapes: 16",
-    "prior": "0.01",
-    "anchor_scales": "3",
-    "anchor_ratios": "3",
-    "loss": "focal",
-    "alpha": "the loss's: 0.25 focal losses, 0.75 balanced_ce",
-    "gamma": "2",
-    "epsilon": "1",
-    "ohem_k": "256",
-    "optimizer": "adam; shapes: sgd",
-    "lr": "0.001; shapes: 0.01",
-    "epochs": "3; synthetic",
-    "steps": "1500 image sets and shapes, 2000 tables",
-    "eval_every": "100; image sets and tables",
-    "batch_size": "1024; images 128; tables 256; shapes 8",
-    "seed": "0",
-}
 
 
 def param_option(name: str, many: bool = False, default: str | None = None):
     """A Typer option for a constraint-table entry: its help, what it accepts, and its default in words."""
     p = PARAMS[name]
     what = f"Comma-separated: {p.accepted()}." if many else f"{p.accepted()[0].upper()}{p.accepted()[1:]}."
-    default = default or DEFAULTS.get(name)
+    default = default or default_in_words(name)
     note = f" (default: {default})" if default else ""
     return typer.Option(None, p.option, help=f"{p.help} {what}{note}", show_default=False)
 
 
 def config_options(many: bool):
-    """Give a command one option per config field (:data:`flx.config.PARAMS` order; ``--seed`` only where
+    """Give a command one option per config field (:data:`flx.experiment.params.PARAMS` order; ``--seed`` only where
     ``many`` is False: a sweep has ``--seeds``). The command receives those given as ``fields``
     ({name: text}); values are checked by :func:`parse_fields`."""
     import inspect

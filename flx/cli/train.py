@@ -26,10 +26,10 @@ def run(
     ),
 ) -> None:
     """Train one model and print its record (and store it, unless --no-store)."""
-    from flx.sweep.commands import train_one
-
     fields = parse_fields(fields, many=False)
     device = check("device", device or "auto", "--device")
+    from flx.sweep.commands import train_one  # after the checks: a bad value is refused at once
+
     console = make_console()
     with console.status("training..."):
         record = train_one(
@@ -81,14 +81,14 @@ def sweep(
     ),
 ) -> None:
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
-    from flx.sweep.commands import sweep as run
-
     overrides = parse_fields(fields, many=True)
     if seeds is not None:
         overrides["seeds"] = check("seeds", seeds, "--seeds")
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     device = check("device", device or "auto", "--device")
     n_per_gpu = check("per_gpu", per_gpu or 1, "--per-gpu")
+    from flx.sweep.commands import sweep as run  # after the checks: a bad value is refused at once
+
     console = make_console()
     with SweepView(console) as view:
         done = run(

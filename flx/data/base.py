@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,17 +100,31 @@ POOL_FRAC = 0.5  # of the smaller class of the train split, per class: the in-do
 VAL_FRAC = 0.1  # of each class of the train split: the validation images every choice is made on
 
 
-def stratified_split(
-    y: torch.Tensor, test_frac: float, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    train, test = [], []
+def stratified(y: torch.Tensor, sizes, g: torch.Generator) -> list[torch.Tensor]:
+    """flx's one stratified splitter: the indices of each class of ``y`` (0, then 1) shuffled once by ``g`` and
+    cut into consecutive parts of ``sizes(count)`` indices (a list), then the rest; returns each part's indices
+    over both classes, sorted, the rest last."""
+    parts: list[list[torch.Tensor]] = []
     for label in (0, 1):
         idx = torch.nonzero(y == label).squeeze(1)
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_test = round(test_frac * len(idx))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return torch.cat(train).sort().values, torch.cat(test).sort().values
+        bounds = [0, *itertools.accumulate(sizes(len(idx))), len(idx)]
+        pieces = [idx[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+        parts = [[*p, q] for p, q in zip(parts, pieces, strict=True)] if parts else [[q] for q in pieces]
+    return [torch.cat(p).sort().values for p in parts]
+
+
+def split_off(y: torch.Tensor, frac: float, g: torch.Generator, at_least_one: bool = True):
+    """(the rest, a ``frac`` share of each class) of ``y``'s indices: with ``at_least_one``, at least one and at
+    most all but one of each class (of two or more), else ``round(frac * count)``."""
+
+    def share(n: int) -> list[int]:
+        if not at_least_one:
+            return [round(frac * n)]
+        return [min(max(1, round(frac * n)), n - 1) if n > 1 else 0]
+
+    part, rest = stratified(y, share, g)
+    return rest, part
 
 
 def carve(y: torch.Tensor, g: torch.Generator, where: str) -> dict[str, torch.Tensor]:
@@ -124,12 +139,7 @@ def carve(y: torch.Tensor, g: torch.Generator, where: str) -> dict[str, torch.Te
             "at least 3 of each (a backbone pool, validation and training images)"
         )
     n_pool = int(POOL_FRAC * min(counts))
-    parts: dict[str, list] = {"pool": [], "val": [], "train": []}
-    for label, count in zip((0, 1), counts, strict=True):
-        idx = torch.nonzero(y == label).squeeze(1)
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = min(max(1, round(VAL_FRAC * count)), count - n_pool - 1)
-        parts["pool"].append(idx[:n_pool])
-        parts["val"].append(idx[n_pool : n_pool + n_val])
-        parts["train"].append(idx[n_pool + n_val :])
-    return {k: torch.cat(v).sort().values for k, v in parts.items()}
+    pool, val, train = stratified(
+        y, lambda count: [n_pool, min(max(1, round(VAL_FRAC * count)), count - n_pool - 1)], g
+    )
+    return {"pool": pool, "val": val, "train": train}

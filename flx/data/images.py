@@ -1,4 +1,5 @@
-"""Data sets: loaders named by the registry in :mod:`flx.config` (``DATASETS``), and what a run records about
+"""Image sets: Dogs vs. Cats and your image folders. Loaders are named by the registry in
+:mod:`flx.experiment.registries` (``DATASETS``); this says what every loader gives and what a run records about
 its data: where it came from, a fingerprint of its content, and how many examples of each class it used.
 
 Each loader returns ``(train, test, meta)``: two :class:`Split` s of float/uint8 feature tensors with 0/1
@@ -19,7 +20,7 @@ give the same tensors.
 For both image sets the train split is cut per class (:func:`carve`) into a balanced backbone pool, validation
 images (``meta["val"]``) and the heads' training images, whose positive (minority) class, dogs by default, is
 subsampled to 1:``ratio``; the test split keeps its natural balance. With a frozen ``backbone`` the splits hold
-feature vectors (:mod:`flx.features`), with ``scratch`` (or none) the uint8 images.
+feature vectors (:mod:`flx.data.features`), with ``scratch`` (or none) the uint8 images.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from flx.data.base import (
     carve,
     check_memory,
     files_fingerprint,
-    stratified_split,
+    split_off,
     write_cache,
 )
 from flx.errors import DataError
@@ -207,7 +208,7 @@ def relabel(y: torch.Tensor, positive: str) -> torch.Tensor:
 
 def assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, data_seed, progress=None):
     """(train, test, meta) of an image set: the train split carved (:func:`carve`), its training part cut to
-    1:``ratio``, and for a frozen backbone every split turned into feature vectors (:mod:`flx.features`).
+    1:``ratio``, and for a frozen backbone every split turned into feature vectors (:mod:`flx.data.features`).
     ``meta`` gains ``val`` (the validation split), ``members`` (the names of each split's images: disjointness
     can be checked) and the backbone's ``extra`` columns."""
     g = torch.Generator().manual_seed(data_seed)
@@ -260,7 +261,7 @@ def load_catsdogs(
     y = relabel(torch.tensor([label for _, label in files], dtype=torch.float32), positive)
     n_train = len(found.train)
     if found.test is None:
-        train_idx, test_idx = stratified_split(y, 0.2, torch.Generator().manual_seed(data_seed))
+        train_idx, test_idx = split_off(y, 0.2, torch.Generator().manual_seed(data_seed), at_least_one=False)
     else:
         train_idx, test_idx = torch.arange(n_train), torch.arange(n_train, len(files))
     negative = CLASSES[1] if positive == "cat" else CLASSES[0]
@@ -335,7 +336,7 @@ def load_folder(
     x = decode_images(files, image_size, fingerprint, progress)
     y = torch.tensor([label for _, label in files], dtype=torch.float32)
     if test_dir is None:
-        train_idx, test_idx = stratified_split(y, 0.2, torch.Generator().manual_seed(data_seed))
+        train_idx, test_idx = split_off(y, 0.2, torch.Generator().manual_seed(data_seed), at_least_one=False)
         split, location = "80/20 by flx", str(root.resolve())
     else:
         train_idx, test_idx = torch.arange(n_train), torch.arange(n_train, len(files))

@@ -12,8 +12,8 @@ def load_registered(fn: Callable, data_seed: int = 0, **kwargs):
     """(train, test, meta) of a registered data set: its splits as float tensors, a digest as fingerprint."""
     import torch
 
-    from flx.data.base import Split, digest_tensors
-    from flx.data.tables import VAL_FRAC, stratified
+    from flx.data.base import Split, digest_tensors, split_off
+    from flx.data.tables import VAL_FRAC
     from flx.errors import DataError
 
     accepted = inspect.signature(fn).parameters
@@ -36,7 +36,7 @@ def load_registered(fn: Callable, data_seed: int = 0, **kwargs):
         splits.append(Split(x.contiguous(), y.contiguous()))
     if len(splits) == 2:
         train, test = splits
-        rest, val = stratified(train.y, VAL_FRAC, torch.Generator().manual_seed(data_seed))
+        rest, val = split_off(train.y, VAL_FRAC, torch.Generator().manual_seed(data_seed))
         train, val = Split(train.x[rest], train.y[rest]), Split(train.x[val], train.y[val])
     else:
         train, val, test = splits

@@ -1,5 +1,5 @@
 """``shapes``: a synthetic dense-detection data set in the paper's regime, for the tiny RetinaNet of
-:mod:`flx.detection`.
+:mod:`flx.models.retinanet`.
 
 Each image (``image_size`` px square, 64 by default) holds 1-3 **rings** (the one object class: elliptical
 outlines with a ground-truth box each) among 2-5 **distractors** that resemble them (filled ellipses and

@@ -84,25 +84,13 @@ def _features(df, columns: list[str], where: str):
     return x
 
 
-def stratified(y, frac: float, g):
-    """Indices of ``y`` split per class: (the rest, a ``frac`` share of each class, at least one)."""
-    import torch
-
-    rest, part = [], []
-    for label in (0, 1):
-        idx = torch.nonzero(y == label).squeeze(1)
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n = min(max(1, round(frac * len(idx))), len(idx) - 1) if len(idx) > 1 else 0
-        part.append(idx[:n])
-        rest.append(idx[n:])
-    return torch.cat(rest).sort().values, torch.cat(part).sort().values
-
-
 def _split_rows(df, path, x_all, y_all, g, label, positive, features, split_column, test):
     """The rows of each split (train, val, test) as features and labels, how they were split, and the other
     files they came from: a split column, a test file, or flx's stratified split."""
     import numpy as np
     import torch
+
+    from flx.data.base import split_off
 
     where = str(path)
     files = []
@@ -118,7 +106,7 @@ def _split_rows(df, path, x_all, y_all, g, label, positive, features, split_colu
         idx = {s: torch.from_numpy(np.nonzero(part == s)[0]) for s in ("train", "val", "test")}
         if len(idx["val"]) == 0:
             base = idx["train"]
-            keep, val = stratified(y_all[base], VAL_FRAC, g)
+            keep, val = split_off(y_all[base], VAL_FRAC, g)
             idx["train"], idx["val"] = base[keep], base[val]
         split = f"given (column {split_column!r})"
         xs = {s: x_all[i] for s, i in idx.items()}
@@ -139,14 +127,14 @@ def _split_rows(df, path, x_all, y_all, g, label, positive, features, split_colu
         tlabels = _label_text(tdf[label])
         xs, ys = {"test": torch.from_numpy(_features(tdf, features, str(test_path)))}, {}
         ys["test"] = torch.from_numpy((tlabels == positive).to_numpy(dtype=np.float32))
-        rest, val = stratified(y_all, VAL_FRAC, g)
+        rest, val = split_off(y_all, VAL_FRAC, g)
         xs |= {"train": x_all[rest], "val": x_all[val]}
         ys |= {"train": y_all[rest], "val": y_all[val]}
         split = f"given (test rows from {test_path.name})"
         files.append(test_path)
     else:
-        rest, test_idx = stratified(y_all, TEST_FRAC, g)
-        train_idx, val_idx = stratified(y_all[rest], VAL_FRAC / (1 - TEST_FRAC), g)
+        rest, test_idx = split_off(y_all, TEST_FRAC, g)
+        train_idx, val_idx = split_off(y_all[rest], VAL_FRAC / (1 - TEST_FRAC), g)
         idx = {"train": rest[train_idx], "val": rest[val_idx], "test": test_idx}
         xs = {s: x_all[i] for s, i in idx.items()}
         ys = {s: y_all[i] for s, i in idx.items()}

@@ -1,4 +1,4 @@
-"""One training run: a frozen :class:`~flx.config.Config` in, a record of metrics out.
+"""One training run: a frozen :class:`~flx.experiment.config.Config` in, a record of metrics out.
 
 A run ends in one of four statuses, none of which stops a sweep:
 
@@ -118,7 +118,7 @@ def run_classification(config: Config, test, meta, data_dir=None, device: str = 
     step, val AP], ...]). With steps (the image sets), the model tested is the checkpoint with the best
     validation AP (early stopping, ``best_step``): small positive sets overfit, and where to stop is a choice
     made on validation data. Test metrics come with the training split's prior, so calibration is measured
-    after correcting for the known train/test prior shift (:func:`flx.metrics.classification_metrics`)."""
+    after correcting for the known train/test prior shift (:func:`flx.experiment.metrics.classification_metrics`)."""
     import copy
 
     from sklearn.metrics import average_precision_score

@@ -125,7 +125,7 @@ def anchor_labels(model, split, anchors):
 def evaluate(model, split, prefix: str = "", artefacts: dict | None = None) -> dict:
     """COCO AP/AP50/AP75, anchor-level AP (object anchors against background ones, ignored left out) and the
     number of detections, with keys prefixed by ``prefix``. ``artefacts`` (a dict) receives the stored form of
-    the evaluation (:mod:`flx.artefacts`): ``detections`` and ``anchors``."""
+    the evaluation (:mod:`flx.results.artefacts`): ``detections`` and ``anchors``."""
     from sklearn.metrics import average_precision_score
 
     dets, logits, anchors = predict_split(model, split)
@@ -182,14 +182,12 @@ def anchor_imbalance(split, config, model=None) -> dict:
 
 
 def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dict:
-    """Train the tiny RetinaNet (:mod:`flx.detection`) and evaluate it on the validation and test images.
+    """Train the tiny RetinaNet (:mod:`flx.models.retinanet`) and evaluate it on the validation and test images.
 
     "collapsed" also covers a detector that ends with no detection above the score threshold on the test
     images (it predicts background everywhere: the paper's CE without the prior). With ``eval_every`` the
     validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP, val AP50], ...]).
     """
-    from flx.engine.detection import anchor_imbalance, evaluate, train_detector
-
     curve, train_curve = [], []
 
     def on_eval(step, model, train_loss):

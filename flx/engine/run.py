@@ -48,7 +48,7 @@ def provenance() -> dict:
 def run(config: Config, data_dir: str | None = None, data: dict | None = None, device: str = "cpu") -> dict:
     """Train one model on ``device`` (a resolved one: cpu, cuda, cuda:N, mps) and return its record: key,
     config, status, metrics, data, timings, provenance and the device, with its artefacts (bytes, under
-    ``record["artefacts"]``: :meth:`flx.store.Store.put` stores them beside the JSON record).
+    ``record["artefacts"]``: :meth:`flx.results.store.Store.put` stores them beside the JSON record).
 
     ``data`` is what :func:`flx.data.describe` says of the config's data, when the caller (a sweep's parent) has
     it; otherwise it is computed here. ``data_time_s`` is the time spent loading data in this run (0 when this

@@ -48,7 +48,7 @@ class Config:
     hard_frac: float | None = None  # synthetic: fraction of negatives that are hard
     image_size: int | None = None  # image sets: images are resized to image_size x image_size
     positive: str | None = None  # image sets: the minority (positive) class, "dog" or "cat"
-    backbone: str | None = None  # image sets: frozen features (flx.features) or scratch
+    backbone: str | None = None  # image sets: frozen features (flx.data.features) or scratch
     weights: str | None = None  # resnet backbones: imagenet, random or a state-dict path
     data: str | None = None  # your data: a table file or an image folder (datasets table, images)
     label: str | None = None  # tables: the label column
@@ -290,3 +290,45 @@ def config_from_record(record: dict) -> Config:
             value = None
         fields[name] = value
     return Config(**fields)
+
+
+def default_in_words(name: str) -> str | None:
+    """What config field ``name`` defaults to, read from the registries (what :meth:`Config.normalized` fills
+    in): one value, or the most common value then the others with the data sets or losses they belong to
+    (``"64; 16 for shapes"``); None where nothing fills it in."""
+    if name == "dataset":
+        return "synthetic, or table / images with --data"
+    if name == "model":
+        models = {spec.name: spec.model for spec in DATASETS.values()}
+        return _grouped(models) + "; cnn with --backbone scratch"
+    if name == "weights":
+        return f"imagenet for the pretrained backbones ({', '.join(PRETRAINED_BACKBONES)})"
+    registry, attr = (
+        (LOSSES, "params") if name in LOSS_PARAMS
+        else (DATASETS, "params") if name in DATA_PARAMS
+        else (DATASETS, "defaults") if name in RUN_PARAMS
+        else (None, None)
+    )  # fmt: skip
+    if registry is None:
+        default = next(f.default for f in dataclasses.fields(Config) if f.name == name)
+        return None if default is None else _word(default)
+    return _grouped({spec.name: getattr(spec, attr).get(name) for spec in registry.values()}) or None
+
+
+def _word(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _grouped(values: dict) -> str:
+    """{entry: value} -> "most common value; other for entries; ...". The most common value is written alone
+    only where every entry has a value (entries without one are left out, and then every value is named)."""
+    groups: dict[str, list[str]] = {}
+    for entry, value in values.items():
+        if value is not None:
+            groups.setdefault(_word(value), []).append(entry)
+    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    complete = all(value is not None for value in values.values())
+    return "; ".join(
+        value if i == 0 and complete else f"{value} for {', '.join(entries)}"
+        for i, (value, entries) in enumerate(ranked)
+    )

@@ -21,8 +21,8 @@ then ``flx --plugin mylab.flxplugins sweep --loss asl,focal --model wide_mlp`` (
 A sweep's workers import the same modules (the ``--plugin`` / ``FLX_PLUGINS`` ones and every module that
 registered something), so what a script registered before calling :func:`flx.sweep.run_sweep` works there too.
 
-A registered loss or data set takes its hyperparameters from the config fields (:data:`flx.config.LOSS_PARAMS`,
-:data:`flx.config.DATA_PARAMS`): the sweep grid, the run key and the report then treat them like the built-ins.
+A registered loss or data set takes its hyperparameters from the config fields (:data:`flx.experiment.params.LOSS_PARAMS`,
+:data:`flx.experiment.params.DATA_PARAMS`): the sweep grid, the run key and the report then treat them like the built-ins.
 A model is called with the keywords it accepts of ``input_shape`` (one example's shape: ``(D,)`` for feature
 vectors, ``(3, H, W)`` for images) and ``hidden``, and returns one logit per example (shape ``(N,)`` or
 ``(N, 1)``). Models are also accepted as ``--model module:function`` without registering.
@@ -124,7 +124,7 @@ def register_dataset(
 ):
     """Register ``fn(**params, data_seed) -> (train, test)`` or ``(train, val, test)``, each ``(x, y)`` with
     ``y`` in {0, 1} (1: the rare class), as the data set ``name``. ``params``: the config fields it takes
-    (:data:`flx.config.DATA_PARAMS`) and their defaults; ``defaults``: its training defaults (default: the
+    (:data:`flx.experiment.params.DATA_PARAMS`) and their defaults; ``defaults``: its training defaults (default: the
     synthetic task's). Without a validation split, flx carves one from train (10% of each class)."""
     params = _check_params("dataset", dict(params or {}), DATA_PARAMS)
 

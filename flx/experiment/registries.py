@@ -29,7 +29,7 @@ def import_path(module: str):
 
 
 def _resolve(path: str | Callable) -> Callable:
-    """The function a registry entry names: itself (registered with flx.registry) or ``module:name``."""
+    """The function a registry entry names: itself (registered with flx.experiment.plugins) or ``module:name``."""
     return path if callable(path) else resolve_path(path)
 
 
@@ -174,7 +174,7 @@ TABLE_DEFAULTS = {
 }
 
 
-BACKBONES = ("indomain", "resnet18", "resnet50", "scratch")  # flx.features
+BACKBONES = ("indomain", "resnet18", "resnet50", "scratch")  # flx.data.features
 
 
 PRETRAINED_BACKBONES = ("resnet18", "resnet50")
@@ -232,7 +232,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "flx.data.tables:load_table",
             {"data": None, "label": None, "positive": None, "test": None, "split_column": None},
             model="mlp",
-            description="your CSV or parquet table (--data): numeric features, a --label column (flx.tables)",
+            description="your CSV or parquet table (--data): numeric features, a --label column (flx.data.tables)",
             defaults=TABLE_DEFAULTS,
             required=("data", "label"),
         ),
@@ -253,7 +253,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "flx.data.shapes:load_shapes",
             {"n_images": 2048, "image_size": 48},
             model="retinanet",
-            description="dense detection: rings among look-alike distractors, ~1:1000 anchors (flx.shapes)",
+            description="dense detection: rings among look-alike distractors, ~1:1000 anchors (flx.data.shapes)",
             defaults=DETECTION_DEFAULTS,
             task="detection",
         ),

@@ -15,7 +15,7 @@ from flx.errors import ConfigError
 from flx.experiment.config import CONFIG_FIELDS
 from flx.experiment.params import check
 
-# Figures a spec's [report] table may ask for (drawn by flx.plots.FIGURES, which must match these names).
+# Figures a spec's [report] table may ask for (drawn by flx.report.figures.FIGURES, which must match these names).
 FIGURES = {
     "ap_vs_param": "mean AP against the most-swept hyperparameter",
     "loss_vs_pt": "the paper's Figure 1: focal loss against p_t",

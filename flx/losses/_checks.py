@@ -240,7 +240,7 @@ def is_multiclass(inputs: torch.Tensor, targets: torch.Tensor) -> bool:
 
 def check_epsilon(epsilon, bound: float = -1.0) -> float:
     """epsilon must be finite and at least ``bound``, the smallest epsilon for which the Poly-1 loss is a loss
-    (:func:`flx.config.epsilon_bound`): -1 without alpha, -min(alpha_t) with it. Below it the "loss" falls as a
+    (:func:`flx.losses.bounds.epsilon_bound`): -1 without alpha, -min(alpha_t) with it. Below it the "loss" falls as a
     prediction gets more wrong."""
     value = as_number("epsilon", epsilon, "a finite number (e.g. -1, 0, 1, 2)")
     if not _finite(value):

@@ -10,7 +10,7 @@ Parts (torchvision's, extended where the paper's experiments need it):
 - ``RetinaNet`` with its ``Matcher`` (IoU >= 0.5 object, < 0.4 background, between ignored), ``BoxCoder``,
   smooth-L1 box regression, and post-processing (score 0.05, top 1000 per level, NMS 0.5, 100 detections);
 - :class:`ClassificationHead`: torchvision's head (one 3x3 conv here, ``HEAD_CONVS``; torchvision's has 4) whose loss is any registry loss of
-  :mod:`flx.config`, summed over an image's anchors and divided by its positive anchors (the paper's
+  :mod:`flx.experiment.registries`, summed over an image's anchors and divided by its positive anchors (the paper's
   normalisation); or OHEM (:func:`ohem_select`): anchors ranked by loss, NMS over the anchor boxes, the B
   highest kept, and the loss divided by the number kept. The classifier's last bias starts at the prior
   pi (b = -log((1 - pi) / pi)), or 0 with ``prior = none``.

@@ -1,6 +1,6 @@
 """Figures (matplotlib, PNG), each a function ``(runs, out, spec, store)`` of the runs' records (a DataFrame) and
 their results store. Figures of trained models (PR curves, loss CDFs, example detections) read the runs' stored
-artefacts (:mod:`flx.artefacts`): nothing is retrained and the data is not read again; a run without them
+artefacts (:mod:`flx.results.artefacts`): nothing is retrained and the data is not read again; a run without them
 raises :class:`MissingArtefacts` and the report says which figure it left out."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def loss_vs_pt(runs, out: Path, spec, store=None) -> Path:
 
 
 class MissingArtefacts(Exception):
-    """A figure needs a run's stored artefacts (:mod:`flx.artefacts`) and the results folder has none for it."""
+    """A figure needs a run's stored artefacts (:mod:`flx.results.artefacts`) and the results folder has none for it."""
 
 
 def _stored(store, row: dict, name: str) -> dict:
@@ -283,7 +283,7 @@ def _first_run(runs, **where):
 def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
     """The paper's Figure 4: one converged FL model (gamma 2, seed 0), the loss of its test anchors under FL
     with several gamma; the share of the total loss carried by the hardest fraction of positive and of negative
-    anchors. From the run's stored histogram of anchor logits (:mod:`flx.artefacts`: each anchor's loss to the
+    anchors. From the run's stored histogram of anchor logits (:mod:`flx.results.artefacts`: each anchor's loss to the
     bin's width). The x axis is logarithmic so the negatives' curves, all crowded at the hardest end, separate."""
     import numpy as np
     import torch
@@ -363,4 +363,4 @@ FIGURES = {
     "detection_loss_cdf": detection_loss_cdf,
     "examples": examples,
 }
-assert set(FIGURES) == set(FIGURE_NAMES), "flx.config.FIGURES names the figures a spec may ask for"
+assert set(FIGURES) == set(FIGURE_NAMES), "flx.experiment.spec.FIGURES names the figures a spec may ask for"

@@ -206,7 +206,7 @@ class Store:
         return [json.loads(r) | ({"created_at": t} if with_time else {}) for r, t in rows]
 
     def artefacts(self, key: str) -> dict[str, bytes]:
-        """A run's stored artefacts, name -> blob (decode with :func:`flx.artefacts.decode`); {} if none."""
+        """A run's stored artefacts, name -> blob (decode with :func:`flx.results.artefacts.decode`); {} if none."""
         return {n: bytes(b) for n, b in self._read("SELECT name, data FROM artefacts WHERE key = ?", (key,))}
 
     def artefact_sizes(self, key: str | None = None) -> dict[str, int]:
@@ -287,7 +287,7 @@ class Store:
         self._connect().close()
 
     def put(self, record: dict) -> bool:
-        """Store one finished run, its artefacts (``record["artefacts"]``: name -> bytes, :mod:`flx.artefacts`;
+        """Store one finished run, its artefacts (``record["artefacts"]``: name -> bytes, :mod:`flx.results.artefacts`;
         not part of the JSON record) and drop its claim, in one transaction; False if a final record with that
         key was already there (its artefacts are kept too)."""
         record = dict(record)

@@ -117,7 +117,7 @@ def make_executor(workers: int, devices: list[str] | None = None) -> Executor:
 
 
 def device_slots(device: str, workers: int | None, per_gpu: int = 1, cores: int = 1) -> list[str]:
-    """One device per worker. ``device`` is resolved (:func:`flx.train.resolve_device`): on ``cuda`` the
+    """One device per worker. ``device`` is resolved (:func:`flx.engine.device.resolve_device`): on ``cuda`` the
     workers take the GPUs in turn (default: ``per_gpu`` per GPU), on ``cuda:N`` or ``mps`` they share the one
     (default: ``per_gpu``), on ``cpu`` each takes a core (default: every core)."""
     if device == "cuda":

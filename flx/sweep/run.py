@@ -1,16 +1,13 @@
-"""Sweeps as a library: config -> plan -> run -> store.
+"""Running a sweep: the planned configs (:func:`flx.experiment.plan.plan`) checked and keyed by their data
+(:func:`flx.sweep.worker.prepare`), then trained on an executor.
 
-- :func:`plan` turns a spec (``flx.config.load_spec``) and overrides into the list of distinct normalized
-  :class:`~flx.config.Config` s (a grid is a product of lists; parameters that do not apply to a loss collapse
-  instead of multiplying runs), refusing grids above :data:`flx.config.MAX_RUNS`.
-- :func:`prepare` checks each data set once in this process (files, both classes, decoding, memory) and gives
-  every config its run key (config + data fingerprint) as a :class:`Task`.
 - :func:`run_sweep` trains the tasks not yet in the store on an executor, stores each record as it finishes,
   claims runs so that overlapping sweeps never train one twice, and stops cleanly on Ctrl-C or SIGTERM
   (finished runs kept, workers ended). Progress goes to an ``on_event(kind, **fields)`` callback.
+- :func:`run_one` trains one config in this process (``flx run``).
 
-The executor is a seam: anything with ``map(tasks, data_dir)`` yielding records as runs finish, pulling tasks
-lazily. flx has a serial one (in-process) and a local pool of spawned workers; a cluster engine would be a third.
+The executor is a seam (:mod:`flx.sweep.executors`): anything with ``map(tasks, data_dir)`` yielding records as
+runs finish, pulling tasks lazily: a serial one (in-process), a local pool of spawned workers, and Ray.
 Workers end with their parent however it ends: they ignore SIGINT/SIGTERM (the parent ends them) and a watchdog
 thread exits each one within a second of its parent's death, SIGKILL included.
 """
@@ -94,7 +91,7 @@ def run_sweep(
 ) -> SweepResult:
     """Train every config not yet final in ``store`` on ``workers`` processes (None: the available cores, or
     ``per_gpu`` per GPU) on ``device`` (auto, cpu, cuda, cuda:N, mps: :func:`device_slots`); returns counts
-    and whether it was interrupted. ``backend`` "ray" runs them as Ray tasks instead (:mod:`flx.cluster`; on
+    and whether it was interrupted. ``backend`` "ray" runs them as Ray tasks instead (:mod:`flx.sweep.ray`; on
     the cluster at ``ray_address``, or a local instance), sized by the cluster's CPUs or GPUs.
 
     Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
