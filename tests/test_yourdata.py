@@ -212,8 +212,10 @@ def test_one_stratified_splitter_cuts_each_class_into_disjoint_parts():
     y = torch.tensor([0.0] * 40 + [1.0] * 7)
     parts = stratified(y, lambda n: [n // 4, 1], torch.Generator().manual_seed(3))
     assert len(parts) == 3 and sorted(torch.cat(parts).tolist()) == list(range(len(y)))
-    assert [int(y[p].sum()) for p in parts] == [1, 1, 5] and [int((1 - y[p]).sum()) for p in parts] == [10, 1, 29]
+    positives, negatives = [int(y[p].sum()) for p in parts], [int((1 - y[p]).sum()) for p in parts]
+    assert positives == [1, 1, 5] and negatives == [10, 1, 29]
     rest, part = split_off(y, 0.01, torch.Generator().manual_seed(0))  # at least one of each class
     assert int(y[part].sum()) == 1 and int((1 - y[part]).sum()) == 1 and len(rest) == len(y) - 2
     cut = carve(y, torch.Generator().manual_seed(0), "x")
-    assert int(y[cut["pool"]].sum()) == int((1 - y[cut["pool"]]).sum()) == 3  # balanced: half the smaller class
+    pool = cut["pool"]  # balanced: half the smaller class of each
+    assert int(y[pool].sum()) == int((1 - y[pool]).sum()) == 3
