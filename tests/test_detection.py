@@ -15,7 +15,9 @@ from flx.experiment.config import Config
 from flx.experiment.spec import validate_spec
 from flx.losses.bounds import epsilon_bound
 from flx.losses.functional import poly1_cross_entropy, poly1_focal_loss
-from flx.models.retinanet import build_detector, ohem_select
+from flx.models.anchors import OverlapGraph
+from flx.models.retinanet import build_detector
+from flx.models.retinanet import ohem_select as select
 from flx.report.claims import judge
 
 
@@ -62,6 +64,12 @@ def test_prior_sets_the_classifier_bias():
     bias_on = on.head.classification_head.cls_logits.bias
     assert torch.allclose(bias_on, torch.full_like(bias_on, -math.log(99)))
     assert (off.head.classification_head.cls_logits.bias == 0).all()
+
+
+def ohem_select(losses, boxes, positive, k, nms_thresh, ratio=None):
+    """OHEM over one image whose anchors are ``boxes`` (every anchor valid), NMS at ``nms_thresh``."""
+    graph = OverlapGraph(boxes, nms_thresh) if nms_thresh is not None else None
+    return select(losses, torch.arange(len(boxes)), positive, k, graph, ratio)
 
 
 def _grid_boxes():
@@ -215,3 +223,133 @@ def test_below_the_bound_the_poly1_focal_loss_falls_as_a_positive_gets_more_wron
     fl = sigmoid_focal_loss(x, torch.ones_like(x), alpha=0.25, gamma=2.0)
     poly = fl - torch.sigmoid(-x).pow(3)  # FL + epsilon (1 - p_t)^3 at epsilon = -1, computed by hand
     assert (poly.diff() > 0).any()  # the "loss" rises as the positive gets more right
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Detection at speed: static assignment, batched losses, NMS on the anchor-overlap graph, no padding
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "loss,extra",
+    [
+        ("focal", {}),
+        ("balanced_ce", {"alpha": 0.75}),
+        ("ohem", {"ohem_k": 128, "ohem_nms": 0.5}),
+        ("ohem", {"ohem_k": 64, "ohem_nms": 0.7, "ohem_ratio": 3.0}),
+    ],
+)
+def test_batched_losses_equal_torchvision_per_image_path(loss, extra):
+    """On 64 px images (no padding either way) flx's batched losses from the stored anchor matches equal
+    torchvision's forward (its transform, Matcher and per-image head losses) on random batches."""
+    from flx.engine.detection import assignment
+
+    torch.manual_seed(0)
+    split = render(16, 64, seed=5)
+    config = Config(dataset="shapes", loss=loss, image_size=64, **extra).normalized()
+    model = build_detector(config).train()
+    matches = assignment(split, model.anchors_for(64))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        idx = torch.randperm(16, generator=g)[:8]
+        flip = torch.rand(8, generator=g) < 0.5
+        images = torch.where(flip[:, None, None, None], split.images[idx].flip(-1), split.images[idx])
+        matched, boxes = matches.batch(idx, flip)
+        ours = model.batch_loss(model.inputs(images), matched, boxes)
+        targets = [
+            {
+                "boxes": boxes[i, : int(matches.counts[j])],
+                "labels": torch.zeros(int(matches.counts[j]), dtype=torch.int64),
+            }
+            for i, j in enumerate(idx.tolist())
+        ]
+        stock = model([img.float() / 255 for img in images], targets)
+        for name in ("classification", "bbox_regression"):
+            assert float(ours[name].detach()) == pytest.approx(
+                float(stock[name].detach()), rel=1e-6, abs=1e-7
+            )
+
+
+def test_static_matches_equal_torchvision_matcher_with_low_quality_matches():
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.ops import box_iou
+
+    from flx.models.anchors import match, pad_boxes
+
+    matcher = det_utils.Matcher(0.5, 0.4, allow_low_quality_matches=True)
+    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(48)
+    g = torch.Generator().manual_seed(2)
+    boxes = []
+    for i in range(40):
+        k = i % 4  # 0 to 3 boxes, some tiny (matched only as low-quality matches), some empty images
+        lo = torch.rand(k, 2, generator=g) * 40
+        wh = torch.rand(k, 2, generator=g) * (12 if i % 3 else 2) + 0.5
+        boxes.append(torch.cat([lo, lo + wh], dim=1))
+    padded, counts = pad_boxes(boxes)
+    ours = match(anchors, padded, counts)
+    for i, b in enumerate(boxes):
+        expected = matcher(box_iou(b, anchors)) if len(b) else torch.full((len(anchors),), -1)
+        assert torch.equal(ours[i], expected), i
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_graph_nms_equals_torchvision_nms(threshold):
+    from torchvision.ops import nms
+
+    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(48)
+    graph = OverlapGraph(anchors, threshold)
+    g = torch.Generator().manual_seed(3)
+    rankings, expected = [], []
+    for _ in range(12):
+        scores = torch.rand(len(anchors), generator=g)
+        ranked = torch.topk(scores, int(torch.randint(20, len(anchors), (1,), generator=g))).indices
+        rankings.append(ranked)
+        expected.append(ranked[nms(anchors[ranked], scores[ranked], threshold)])
+    assert all(torch.equal(a, b) for a, b in zip(graph.nms(rankings), expected, strict=True))
+    assert torch.equal(graph.nms(rankings[0]), expected[0])
+
+
+def test_the_model_trains_on_the_anchors_the_record_counts():
+    """No padding: a 48 px image gives 24x24 and 12x12 feature maps, 6,480 anchors, and the record says so
+    (torchvision's transform would pad to 64 px: 11,520 anchors, 5,040 of them on padding)."""
+    config = Config(dataset="shapes", image_size=48).normalized()
+    model = build_detector(config)
+    split = render(4, 48, seed=0)
+    dets, logits, anchors = model.predict(split.images)
+    assert logits.shape == (4, 6480) and len(anchors) == 6480
+    assert anchor_imbalance(split, config, model)["anchors_per_image"] == logits.shape[1]
+    assert model.transform([split.images[0].float() / 255])[0].tensors.shape[-1] == 64  # the stock path pads
+
+
+def test_faster_coco_eval_gives_pycocotools_numbers():
+    """The C++ COCOeval (the default) against pycocotools on detections of every kind: hits, near misses,
+    duplicates, images without detections, tied scores."""
+    g = torch.Generator().manual_seed(4)
+    truth, dets = [], []
+    for i in range(60):
+        gt = torch.rand(i % 3, 2, generator=g) * 40
+        gt = torch.cat([gt, gt + 4 + torch.rand(len(gt), 2, generator=g) * 10], dim=1)
+        noisy = gt.repeat(3, 1) + torch.randn(3 * len(gt), 4, generator=g) * 0.7
+        junk = torch.rand(i % 7, 2, generator=g) * 40
+        boxes = torch.cat([noisy, torch.cat([junk, junk + 5], dim=1)])
+        scores = torch.round(torch.rand(len(boxes), generator=g) * 20) / 20  # ties
+        truth.append(gt)
+        dets.append({"boxes": boxes if i % 11 else boxes[:0], "scores": scores if i % 11 else scores[:0]})
+    faster, reference = coco_metrics(truth, dets), coco_metrics(truth, dets, backend="pycocotools")
+    assert 0.05 < reference["ap"] < 0.95
+    assert faster == pytest.approx(reference, abs=1e-9)
+
+
+def test_anchor_average_precision_equals_scikit_learn():
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    from flx.experiment.metrics import average_precision
+
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n = int(rng.integers(2, 3000))
+        y = rng.random(n) < rng.random() * 0.3
+        scores = rng.random(n) if trial % 2 else np.round(rng.random(n) * 10) / 10  # ties half the time
+        if y.any():
+            assert average_precision(y, scores) == pytest.approx(
+                average_precision_score(y, scores), abs=1e-12
+            )

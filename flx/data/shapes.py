@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +34,7 @@ class DetSplit:
 
     images: torch.Tensor
     boxes: tuple
+    cache: dict = field(default_factory=dict, compare=False, repr=False)  # what is computed once per split
 
     def __len__(self) -> int:
         return len(self.images)

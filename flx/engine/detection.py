@@ -12,9 +12,10 @@ import torch
 from flx.engine.classification import round_metric
 from flx.engine.coco import coco_metrics, detection_artefacts
 from flx.experiment.config import Config
-from flx.experiment.metrics import METRICS
+from flx.experiment.metrics import METRICS, average_precision
 from flx.experiment.registries import LR_DECAYS
-from flx.models.retinanet import STRIDES, build_detector
+from flx.models.anchors import BETWEEN, Assignment
+from flx.models.retinanet import build_detector
 from flx.results.store import ARTEFACTS
 
 WEIGHT_DECAY, MOMENTUM, WARMUP_FACTOR = 1e-4, 0.9, 1 / 3
@@ -28,18 +29,21 @@ def lr_factor(step: int, steps: int) -> float:
     return (1.0, 0.1, 0.01)[sum(step >= steps * frac for frac in LR_DECAYS)]
 
 
-def _batch(split, idx, flip):
-    images, targets = [], []
-    size = split.images.shape[-1]
-    for i, f in zip(idx.tolist(), flip.tolist(), strict=True):
-        img = split.images[i].float().div_(255)
-        boxes = split.boxes[i]
-        if f:
-            img = img.flip(-1)
-            boxes = torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
-        images.append(img)
-        targets.append({"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)})
-    return images, targets
+def assignment(split, anchors: torch.Tensor) -> Assignment:
+    """The anchor matches of every image of ``split`` (both flips), computed once per split and anchor layout
+    and kept with the split."""
+    key = ("assignment", len(anchors), float(anchors.sum()))
+    if key not in split.cache:
+        split.cache[key] = Assignment(split, anchors.cpu())
+    return split.cache[key]
+
+
+def _batch(split, idx, flip, matches: Assignment, device):
+    """Images ``idx`` (flipped where ``flip``) as a uint8 batch, their anchor matches and padded boxes."""
+    images = split.images[idx]
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    matched, boxes = matches.batch(idx, flip)
+    return images.to(device), matched.to(device), boxes.to(device)
 
 
 def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device: str = "cpu"):
@@ -50,6 +54,7 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
 
     torch.manual_seed(config.seed)
     model = build_detector(config).to(device)
+    matches = assignment(train, model.anchors_for(train.images.shape[-1]))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if name.endswith("bias") or ".bn" in name or p.dim() == 1 else decay).append(p)
@@ -70,10 +75,8 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(step, config.steps)
         model.train()
-        images, targets = _batch(train, idx, flip)
-        images = [img.to(device) for img in images]
-        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        out = model(images, targets)
+        images, matched, boxes = _batch(train, idx, flip, matches, device)
+        out = model.batch_loss(model.inputs(images), matched, boxes)
         loss = out["classification"] + out["bbox_regression"]
         if not torch.isfinite(loss):
             status = "diverged"
@@ -96,44 +99,33 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
     return model, status, sum(tail) / max(1, len(tail)), len(losses)
 
 
-def predict_split(model, split, batch_size: int = 64):
-    """Detections per image, and per-anchor logits (N, A), for every image of ``split``."""
+def predict_split(model, split, batch_size: int = 256):
+    """Detections per image, per-anchor logits (N, A) and the anchors (A, 4), for every image of ``split``."""
     dets, logits, anchors = [], [], None
     device = next(model.parameters()).device
     for start in range(0, len(split), batch_size):
-        images = [img.to(device).float().div(255) for img in split.images[start : start + batch_size]]
-        d, lg, anchors = model.predict(images)
+        d, lg, anchors = model.predict(split.images[start : start + batch_size].to(device))
         dets += [{k: v.cpu() for k, v in det.items()} for det in d]
         logits.append(lg.cpu())
-    return dets, torch.cat(logits), anchors[0].cpu()
+    return dets, torch.cat(logits), anchors.cpu()
 
 
-def anchor_labels(model, split, anchors):
+def anchor_labels(split, anchors):
     """Per image and anchor: 1 object, 0 background, -1 ignored (the matcher's IoU band)."""
-    from torchvision.ops import box_iou
-
-    labels = []
-    for boxes in split.boxes:
-        if len(boxes) == 0:
-            labels.append(torch.zeros(len(anchors), dtype=torch.int64))
-            continue
-        matched = model.proposal_matcher(box_iou(boxes, anchors))
-        labels.append(torch.where(matched >= 0, 1, torch.where(matched == -2, -1, 0)))
-    return torch.stack(labels)
+    matched = assignment(split, anchors).matched[0].long()
+    return torch.where(matched >= 0, 1, torch.where(matched == BETWEEN, -1, 0))
 
 
 def evaluate(model, split, prefix: str = "", artefacts: dict | None = None) -> dict:
     """COCO AP/AP50/AP75, anchor-level AP (object anchors against background ones, ignored left out) and the
     number of detections, with keys prefixed by ``prefix``. ``artefacts`` (a dict) receives the stored form of
     the evaluation (:mod:`flx.results.artefacts`): ``detections`` and ``anchors``."""
-    from sklearn.metrics import average_precision_score
-
     dets, logits, anchors = predict_split(model, split)
     out = coco_metrics(split.boxes, dets)
-    labels = anchor_labels(model, split, anchors)
+    labels = anchor_labels(split, anchors)
     keep = labels >= 0
     scores = logits[keep].double().sigmoid().numpy()
-    out["anchor_ap"] = float(average_precision_score(labels[keep].numpy(), scores))
+    out["anchor_ap"] = average_precision(labels[keep].numpy(), scores)
     out["detections"] = sum(len(d["scores"]) for d in dets)
     finite = bool(torch.isfinite(logits).all())
     if artefacts is not None:
@@ -146,7 +138,7 @@ def evaluate(model, split, prefix: str = "", artefacts: dict | None = None) -> d
 def example_losses(model, split, config) -> tuple:
     """Per-anchor loss of positive and of negative anchors over ``split`` under ``config``'s loss (Figure 4)."""
     _, logits, anchors = predict_split(model, split)
-    labels = anchor_labels(model, split, anchors)
+    labels = anchor_labels(split, anchors)
     head = model.head.classification_head
     keep = labels >= 0
     loss = head.per_anchor_loss(logits[keep], labels[keep].float())
@@ -158,13 +150,9 @@ def anchor_imbalance(split, config, model=None) -> dict:
     """Anchors per image and positive/ignored anchors per image of ``split`` under ``config``'s anchors, and
     the share of the initial loss (bias at the prior, every anchor at p = pi) that the negatives carry.
     ``model``: a detector of ``config`` already built (its anchors and matcher are not learned)."""
-    from torchvision.models.detection.image_list import ImageList
-
     model = model if model is not None else build_detector(config)
-    size = split.images.shape[-1]
-    batch = ImageList(torch.zeros(1, 3, size, size), [(size, size)])
-    anchors = model.anchor_generator(batch, [torch.zeros(1, 1, size // s, size // s) for s in STRIDES])[0]
-    labels = anchor_labels(model, split, anchors)
+    anchors = model.anchors_for(split.images.shape[-1])  # the anchors the model trains and predicts on
+    labels = anchor_labels(split, anchors)
     n_pos = (labels == 1).sum(1).double()
     n_neg = (labels == 0).sum(1).double()
     p = config.prior or 0.5

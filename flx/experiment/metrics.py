@@ -96,3 +96,25 @@ def classification_metrics(y_true, y_score, train_prior: float | None = None) ->
         "recall": float(recall[best]),
         "ece": expected_calibration_error(y_true, calibrated),
     }
+
+
+def average_precision(y_true, y_score) -> float:
+    """scikit-learn's ``average_precision_score`` for binary labels (the same value, to rounding), without
+    sorting every score: only the positives' distinct scores are sorted, and each negative is counted against
+    them with a binary search. For millions of scores with few positives (a detector's anchors) it is several
+    times faster. AP = sum over the positives' distinct scores v (descending) of (positives at v / positives) x
+    precision at threshold v, where precision counts every example scoring >= v (ties included)."""
+    import numpy as np
+
+    y_true = np.asarray(y_true).astype(bool).ravel()
+    y_score = np.asarray(y_score).ravel()
+    positives = y_score[y_true]
+    if len(positives) == 0:
+        return 0.0  # scikit-learn warns and returns 0 (recall is undefined)
+    values, at_value = np.unique(positives, return_counts=True)  # ascending
+    # negatives scoring >= values[j]: those whose insertion point (side="right") is beyond j
+    where = np.searchsorted(values, y_score[~y_true], side="right")
+    neg_at_or_above = np.cumsum(np.bincount(where, minlength=len(values) + 1)[::-1])[::-1][1:]
+    tps = np.cumsum(at_value[::-1])[::-1].astype(float)  # positives scoring >= values[j]
+    precision = tps / (tps + neg_at_or_above)
+    return float(np.sum(at_value[::-1] / len(positives) * precision[::-1]))

@@ -21,16 +21,20 @@ Training: SGD (momentum 0.9, weight decay 1e-4), lr warm-up from lr/3 over the f
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetRegressionHead
-from torchvision.ops import FeaturePyramidNetwork, nms
+from torchvision.ops import FeaturePyramidNetwork
 
 from flx.experiment.registries import get_loss
+from flx.models.anchors import BETWEEN, OverlapGraph
 
 STRIDES = (2, 4)
 
@@ -71,16 +75,22 @@ class TinyBackbone(nn.Module):
         self.fpn = FeaturePyramidNetwork([16, 32], out_channels)
         self.out_channels = out_channels
 
+    @staticmethod
+    def feature_sizes(size: int) -> list[int]:
+        """The side of each pyramid level for a ``size`` px image (3x3 convs, padding 1: ceil at each stride)."""
+        return [math.ceil(size / s) for s in STRIDES]
+
     def forward(self, x):
         c2 = self.c2(x)
         c3 = self.c3(c2)
         return self.fpn(OrderedDict([("p2", c2), ("p3", c3)]))
 
 
-def ohem_select(losses, boxes, positive, k: int, nms_thresh: float | None, ratio: float | None = None):
-    """Indices of the anchors OHEM trains on in one image: ranked by loss, NMS over their boxes at
-    ``nms_thresh`` (None: no NMS), the ``k`` highest-loss survivors kept; with ``ratio`` (SSD's 1:3 is 3), at
-    most k / (1 + ratio) positives and the rest filled with the hardest negatives.
+def ohem_select(losses, anchors, positive, k: int, graph: OverlapGraph | None, ratio: float | None = None):
+    """Indices of the anchors OHEM trains on in one image: ranked by loss, NMS over their boxes (``graph``: the
+    anchors' overlaps above the NMS threshold; None: no NMS), the ``k`` highest-loss survivors kept; with
+    ``ratio`` (SSD's 1:3 is 3), at most k / (1 + ratio) positives and the rest filled with the hardest negatives.
+    ``anchors``: the anchor index of each entry of ``losses`` (the image's anchors that are not ignored).
 
     NMS is greedy in loss order, so the first survivors depend only on higher-loss boxes; it runs on the 4k
     highest-loss anchors (more if fewer than k survive) and every positive anchor. Without a ratio this is
@@ -95,7 +105,13 @@ def ohem_select(losses, boxes, positive, k: int, nms_thresh: float | None, ratio
         if ratio is not None:
             top = torch.unique(torch.cat([top, positive.nonzero().squeeze(1)]))
             top = top[torch.argsort(losses[top], descending=True, stable=True)]
-        keep = top if nms_thresh is None else top[nms(boxes[top], losses[top], nms_thresh)]
+        if graph is None:
+            keep = top
+        else:
+            survivors = graph.nms(anchors[top].cpu())  # anchor indices, best first (the graph is on the CPU)
+            position = torch.full((graph.n,), -1, dtype=torch.int64)
+            position[anchors.cpu()] = torch.arange(n)
+            keep = position[survivors].to(losses.device)
         if len(keep) >= k or m == n:
             break
         m = min(n, 2 * m)
@@ -108,67 +124,147 @@ def ohem_select(losses, boxes, positive, k: int, nms_thresh: float | None, ratio
 
 class ClassificationHead(RetinaNetClassificationHead):
     """torchvision's classification head with flx's losses: a registry loss normalised by the image's positive
-    anchors (the paper), or OHEM over the anchors (``loss = ohem``)."""
+    anchors (the paper), or OHEM over the anchors (``loss = ohem``). :meth:`batch_loss` takes a whole batch
+    at once; :meth:`compute_loss` is torchvision's per-image interface (the stock path, kept for comparison)."""
 
     def __init__(self, in_channels, num_anchors, config, convs: int = HEAD_CONVS):
         super().__init__(in_channels, num_anchors, 1, prior_probability=config.prior or 0.5)
         self.conv = self.conv[:convs]
         self.config = config
         self.loss = get_loss(config.loss)
-        self.anchors = None  # set by the detector before each loss (OHEM's NMS needs the anchor boxes)
+        self.anchors = None  # the anchor boxes (A, 4), set by the detector (OHEM's NMS)
+        self.graph = None  # their overlaps above the OHEM NMS threshold, set by the detector
 
     def per_anchor_loss(self, logits, targets):
         """Element-wise loss of the configured loss (for OHEM: CE, what it ranks the anchors by)."""
         return self.loss(logits, targets, reduction="none", **self.config.hparams())
 
+    def _ohem(self, per_anchor, positive, valid):
+        idx = valid.nonzero().squeeze(1)
+        c = self.config
+        keep = ohem_select(per_anchor[idx], idx, positive[idx], c.ohem_k, self.graph, c.ohem_ratio)
+        return per_anchor[idx[keep]].sum() / max(1, len(keep))
+
+    def batch_loss(self, logits: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
+        """The loss of (B, A) logits against the anchors' matches (B, A): per image, the loss summed over its
+        anchors that are not ignored and divided by its positive anchors (or OHEM's), then averaged over images."""
+        positive, valid = matched >= 0, matched != BETWEEN
+        per_anchor = self.per_anchor_loss(logits, positive.to(logits.dtype))
+        if self.config.loss == "ohem":
+            images = [self._ohem(per_anchor[i], positive[i], valid[i]) for i in range(len(logits))]
+            return torch.stack(images).mean()
+        per_image = torch.where(valid, per_anchor, torch.zeros_like(per_anchor)).sum(1)
+        return (per_image / positive.sum(1).clamp(min=1)).mean()
+
     def compute_loss(self, targets, head_outputs, matched_idxs):
         losses = []
-        for i, (logits, matched) in enumerate(zip(head_outputs["cls_logits"], matched_idxs, strict=True)):
+        for logits, matched in zip(head_outputs["cls_logits"], matched_idxs, strict=True):
             positive = matched >= 0
             valid = matched != self.BETWEEN_THRESHOLDS
-            target = positive.to(logits.dtype)
-            per_anchor = self.per_anchor_loss(logits[:, 0], target)
+            per_anchor = self.per_anchor_loss(logits[:, 0], positive.to(logits.dtype))
             if self.config.loss == "ohem":
-                idx = valid.nonzero().squeeze(1)
-                keep = ohem_select(
-                    per_anchor[idx],
-                    self.anchors[i][idx],
-                    positive[idx],
-                    self.config.ohem_k,
-                    self.config.ohem_nms,
-                    self.config.ohem_ratio,
-                )
-                losses.append(per_anchor[idx[keep]].sum() / max(1, len(keep)))
+                losses.append(self._ohem(per_anchor, positive, valid))
             else:
                 losses.append(per_anchor[valid].sum() / max(1, int(positive.sum())))
         return sum(losses) / len(losses)
 
 
+class RegressionHead(RetinaNetRegressionHead):
+    """torchvision's regression head (smooth L1 on the encoded boxes of positive anchors, per image divided by
+    its positive anchors) with the loss of a whole batch in one expression (:meth:`batch_loss`)."""
+
+    def __init__(self, in_channels, num_anchors, convs: int = HEAD_CONVS):
+        super().__init__(in_channels, num_anchors)
+        self.conv = self.conv[:convs]
+        self._loss_type = "smooth_l1"
+
+    def batch_loss(self, regression, anchors, matched, boxes) -> torch.Tensor:
+        """Box loss of (B, A, 4) regressions for anchors (A, 4), matches (B, A) into padded boxes (B, K, 4)."""
+        positive = matched >= 0
+        image, anchor = positive.nonzero(as_tuple=True)
+        target = self.box_coder.encode_single(boxes[image, matched[image, anchor]], anchors[anchor])
+        per_anchor = F.smooth_l1_loss(regression[image, anchor], target, reduction="none", beta=1.0).sum(1)
+        per_image = torch.zeros(len(matched), dtype=per_anchor.dtype).index_add_(0, image, per_anchor)
+        return (per_image / positive.sum(1).clamp(min=1)).sum() / max(1, len(matched))
+
+
 class Detector(RetinaNet):
-    """torchvision's RetinaNet, handing the anchors to the classification head (for OHEM's NMS)."""
+    """torchvision's RetinaNet run on the images' own size (no padding to a multiple of 32): anchors for the
+    real feature maps, computed once per image size; the losses of a whole batch from anchor matches computed
+    once per data set (:class:`flx.models.anchors.Assignment`). torchvision's own forward (its transform,
+    matcher and per-image losses) still works, for comparison."""
 
     def compute_loss(self, targets, head_outputs, anchors):
-        self.head.classification_head.anchors = anchors
+        cls_head = self.head.classification_head
+        cls_head.anchors = anchors
+        if cls_head.config.loss == "ohem" and cls_head.config.ohem_nms is not None:
+            cls_head.graph = self.overlap_graph(anchors[0], cls_head.config.ohem_nms)
         return super().compute_loss(targets, head_outputs, anchors)
 
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch (B, 3, S, S) of uint8 (or [0, 1] float) images, normalised as torchvision's transform does."""
+        x = images.float().div(255) if images.dtype == torch.uint8 else images
+        mean = torch.as_tensor(self.transform.image_mean, dtype=x.dtype, device=x.device)[:, None, None]
+        std = torch.as_tensor(self.transform.image_std, dtype=x.dtype, device=x.device)[:, None, None]
+        return (x - mean) / std
+
+    def anchors_for(self, size: int) -> torch.Tensor:
+        """The anchor boxes (A, 4) of a ``size`` px image, in the heads' output order (once per size)."""
+        cache = self.__dict__.setdefault("_anchors", {})
+        if size not in cache:
+            batch = ImageList(torch.zeros(1, 3, size, size), [(size, size)])
+            maps = [torch.zeros(1, 1, s, s) for s in self.backbone.feature_sizes(size)]
+            cache[size] = self.anchor_generator(batch, maps)[0]
+        return cache[size]
+
+    def overlap_graph(self, anchors: torch.Tensor, threshold: float) -> OverlapGraph:
+        """The overlaps of ``anchors`` above ``threshold`` (once per anchor layout and threshold)."""
+        cache = self.__dict__.setdefault("_graphs", {})
+        key = (len(anchors), float(anchors.sum()), threshold)
+        if key not in cache:
+            cache[key] = OverlapGraph(anchors.cpu(), threshold)
+        return cache[key]
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """(B, A) classification logits, (B, A, 4) box regressions and the feature maps of normalised ``x``."""
+        features = list(self.backbone(x).values())
+        out = self.head(features)
+        return out["cls_logits"][..., 0], out["bbox_regression"], features
+
+    def batch_loss(self, x: torch.Tensor, matched: torch.Tensor, boxes: torch.Tensor) -> dict:
+        """torchvision's two losses for normalised images ``x`` (B, 3, S, S), their anchor matches (B, A) and
+        padded boxes (B, K, 4), each over the whole batch at once."""
+        size = x.shape[-1]
+        anchors = self.anchors_for(size).to(x.device)
+        cls_head = self.head.classification_head
+        cls_head.anchors = anchors
+        if self.training and cls_head.config.loss == "ohem" and cls_head.config.ohem_nms is not None:
+            cls_head.graph = self.overlap_graph(anchors, cls_head.config.ohem_nms)
+        logits, regression, _ = self.heads(x)
+        return {
+            "classification": cls_head.batch_loss(logits, matched),
+            "bbox_regression": self.head.regression_head.batch_loss(regression, anchors, matched, boxes),
+        }
+
     @torch.no_grad()
-    def predict(self, images):
-        """One forward in eval mode: (detections per image, per-anchor logits (N, A), anchors per image)."""
+    def predict(self, images: torch.Tensor):
+        """One forward in eval mode on a (B, 3, S, S) batch: (detections per image, per-anchor logits (B, A),
+        the anchors (A, 4))."""
         self.eval()
-        sizes = [tuple(img.shape[-2:]) for img in images]
-        batch, _ = self.transform(images)
-        features = list(self.backbone(batch.tensors).values())
-        outputs = self.head(features)
-        anchors = self.anchor_generator(batch, features)
+        x = self.inputs(images)
+        size = x.shape[-1]
+        anchors = self.anchors_for(size).to(x.device)
+        logits, regression, features = self.heads(x)
         per_level = [
             f.size(2) * f.size(3) * self.anchor_generator.num_anchors_per_location()[0] for f in features
         ]
-        split = {k: list(v.split(per_level, dim=1)) for k, v in outputs.items()}
-        dets = self.postprocess_detections(
-            split, [list(a.split(per_level)) for a in anchors], batch.image_sizes
-        )
-        dets = self.transform.postprocess(dets, batch.image_sizes, sizes)
-        return dets, outputs["cls_logits"][..., 0], anchors
+        split = {
+            "cls_logits": list(logits[..., None].split(per_level, dim=1)),
+            "bbox_regression": list(regression.split(per_level, dim=1)),
+        }
+        levels = list(anchors.split(per_level))
+        dets = self.postprocess_detections(split, [levels] * len(x), [(size, size)] * len(x))
+        return dets, logits, anchors
 
 
 def build_detector(config) -> Detector:
@@ -180,9 +276,7 @@ def build_detector(config) -> Detector:
     cls_head = ClassificationHead(config.hidden, num_anchors, config)
     if config.prior is None:
         nn.init.zeros_(cls_head.cls_logits.bias)
-    reg_head = RetinaNetRegressionHead(config.hidden, num_anchors)
-    reg_head.conv = reg_head.conv[:HEAD_CONVS]
-    reg_head._loss_type = "smooth_l1"
+    reg_head = RegressionHead(config.hidden, num_anchors)
     model = Detector(
         backbone,
         num_classes=1,
