@@ -297,14 +297,12 @@ def test_graph_nms_equals_torchvision_nms(threshold):
     anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(48)
     graph = OverlapGraph(anchors, threshold)
     g = torch.Generator().manual_seed(3)
-    rankings, expected = [], []
     for _ in range(12):
         scores = torch.rand(len(anchors), generator=g)
         ranked = torch.topk(scores, int(torch.randint(20, len(anchors), (1,), generator=g))).indices
-        rankings.append(ranked)
-        expected.append(ranked[nms(anchors[ranked], scores[ranked], threshold)])
-    assert all(torch.equal(a, b) for a, b in zip(graph.nms(rankings), expected, strict=True))
-    assert torch.equal(graph.nms(rankings[0]), expected[0])
+        expected = ranked[nms(anchors[ranked], scores[ranked], threshold)]
+        assert torch.equal(graph.nms(ranked), expected)
+        assert torch.equal(graph.nms(ranked, limit=7), expected[:7])  # it stops at the survivors asked for
 
 
 def test_the_model_trains_on_the_anchors_the_record_counts():
@@ -353,3 +351,32 @@ def test_anchor_average_precision_equals_scikit_learn():
             assert average_precision(y, scores) == pytest.approx(
                 average_precision_score(y, scores), abs=1e-12
             )
+
+
+@pytest.mark.parametrize(
+    "k,threshold,ratio", [(16, 0.5, None), (512, 0.5, None), (64, 0.7, None), (64, 0.5, 3.0)]
+)
+def test_ohem_keep_is_nms_over_every_anchor_of_each_image(k, threshold, ratio):
+    """The batched, compiled OHEM choice against the definition: each image's valid anchors ranked by loss,
+    torchvision's NMS over all of them, the k best survivors (with a ratio: positives first, capped)."""
+    from torchvision.ops import nms
+
+    from flx.models.anchors import ohem_keep
+
+    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(48)
+    graph = OverlapGraph(anchors, threshold)
+    g = torch.Generator().manual_seed(5)
+    losses = torch.rand(4, len(anchors), generator=g)
+    valid = torch.rand(4, len(anchors), generator=g) > 0.05
+    positive = (torch.rand(4, len(anchors), generator=g) < 0.01) & valid
+    keep, count = ohem_keep(losses, valid, positive, k, ratio, graph)
+    for i in range(4):
+        idx = valid[i].nonzero().squeeze(1)
+        order = idx[torch.argsort(losses[i, idx], descending=True)]
+        survivors = order[nms(anchors[order], losses[i, order], threshold)]
+        if ratio is None:
+            expected = survivors[:k]
+        else:
+            pos = survivors[positive[i, survivors]][: int(k // (1 + ratio))]
+            expected = torch.cat([pos, survivors[~positive[i, survivors]][: k - len(pos)]])
+        assert int(count[i]) == len(expected) and torch.equal(keep[i, : int(count[i])], expected)

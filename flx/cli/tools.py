@@ -1,4 +1,4 @@
-"""``flx anatomy``, ``flx bench losses|executors`` and ``flx download``."""
+"""``flx anatomy``, ``flx bench losses|executors|detection`` and ``flx download``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from flx.cli.app import FlxError, app, bench_app, make_console, parse_floats, user_errors
-from flx.cli.views import print_anatomy, print_bench_executors, print_bench_losses
+from flx.cli.views import print_anatomy, print_bench_detection, print_bench_executors, print_bench_losses
 from flx.errors import UserError
 
 
@@ -63,7 +63,7 @@ def bench_losses(
 ) -> None:
     """Time forward+backward and peak extra memory of flx's focal loss against torchvision's (eager and
     compiled) and BCE-with-logits, with 1 and 2 threads, alone and beside 2 busy processes."""
-    from flx.bench import bench_losses as run_bench
+    from flx.bench.losses import bench_losses as run_bench
 
     ns = [int(v) for v in parse_floats(sizes, "--sizes", 1, 1e9)]
     if min_run_time <= 0:
@@ -87,11 +87,39 @@ def bench_executors(
 ) -> None:
     """Time the same 40-run sweep with the local process pool and with --executor ray (a local Ray instance
     of --workers CPUs, its start-up included), one after the other."""
-    from flx.bench import bench_executors as run_bench
+    from flx.bench.executors import bench_executors as run_bench
 
     console = make_console()
     rows = run_bench(workers, progress=lambda line: console.print(f"[dim]  {line}[/]"))
     print_bench_executors(console, rows)
+
+
+@bench_app.command("detection")
+@user_errors
+def bench_detection(
+    canvas: str = typer.Option(
+        "48,64,96", show_default=False, help="Comma-separated canvas sizes in px. (default: 48,64,96)"
+    ),
+    threads: str = typer.Option(
+        "1,2", show_default=False, help="Comma-separated torch thread counts. (default: 1,2)"
+    ),
+    steps: int = typer.Option(20, min=3, show_default=False, help="Measured steps per timing. (default: 20)"),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object per condition instead of tables."
+    ),
+) -> None:
+    """Time flx's detection training step against torchvision's stock RetinaNet step and against its own
+    network's forward + backward, OHEM (B 128, 512) against FL, and one split's evaluation against pycocotools
+    and scikit-learn, per canvas size and thread count, side by side in one process."""
+    sizes = [int(v) for v in parse_floats(canvas, "--canvas", 16, 512)]
+    counts = [int(v) for v in parse_floats(threads, "--threads", 1, 256)]
+    from flx.bench.detection import bench_detection as run_bench
+
+    console = make_console()
+    rows = run_bench(
+        sizes, counts, steps, progress=None if as_json else lambda line: console.print(f"[dim]  {line}[/]")
+    )
+    print_bench_detection(console, rows, as_json)
 
 
 @app.command()

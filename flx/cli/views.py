@@ -264,7 +264,7 @@ def print_bench_losses(console, rows, ns: list[int]) -> None:
     """flx bench losses: median times and speed-ups per condition, then first calls and peak memory."""
     from rich.table import Table
 
-    from flx.bench import IMPLEMENTATIONS
+    from flx.bench.losses import IMPLEMENTATIONS
 
     by_key = {(r.condition, r.n, r.impl): r for r in rows}
     table = Table(
@@ -321,3 +321,49 @@ def print_counts(console, counts: dict, what: str) -> None:
     """One line per folder: how many ``what`` it holds."""
     for path, n in counts.items():
         console.print(f"{path}: {n} {what}")
+
+
+def print_bench_detection(console, rows, as_json: bool) -> None:
+    """flx bench detection: one JSON object per condition, or three tables (steps; flx's step split;
+    evaluation)."""
+    import json
+
+    from rich.table import Table
+
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.as_dict()))
+        return
+    steps = Table(title="detection training step, 8 images: median ms")
+    for col in ("px", "thr", "anchors", "torchvision", "flx", "floor", "tv / flx", "flx / floor",
+                "FL", "OHEM128", "OHEM512", "512 / FL", "run s"):  # fmt: skip
+        steps.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        steps.add_row(
+            f"{r.canvas}", f"{r.threads}", f"{r.anchors:,}", f"{r.torchvision_step_ms:.1f}", f"{r.flx_step_ms:.1f}",
+            f"{r.floor_ms:.1f}", f"{r.step_speedup:.2f}x", f"{r.floor_ratio:.2f}x", f"{r.fl_step_ms:.1f}",
+            f"{r.ohem128_step_ms:.1f}", f"{r.ohem512_step_ms:.1f}", f"{r.ohem512_vs_fl:.2f}x", f"{r.run_estimate_s:.0f}",
+        )  # fmt: skip
+    console.print(steps)
+    parts = Table(title="flx's step, split: median ms")
+    for col in ("px", "thr", "batch + matches", "forward + loss", "backward", "optimiser"):
+        parts.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        parts.add_row(
+            f"{r.canvas}", f"{r.threads}", f"{r.batch_ms:.2f}", f"{r.forward_loss_ms:.1f}", f"{r.backward_ms:.1f}",
+            f"{r.optimizer_ms:.2f}",
+        )  # fmt: skip
+    console.print(parts)
+    evaluation = Table(
+        title="evaluation of 512 test images: s (COCO AP and anchor AP, each pair on the same predictions)"
+    )
+    for col in ("px", "thr", "detections", "predict", "pycocotools", "faster", "speed-up", "same AP",
+                "sklearn AP", "flx AP", "speed-up"):  # fmt: skip
+        evaluation.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        evaluation.add_row(
+            f"{r.canvas}", f"{r.threads}", f"{r.detections:,}", f"{r.predict_s:.2f}", f"{r.coco_reference_s:.2f}",
+            f"{r.coco_flx_s:.2f}", f"{r.eval_speedup:.1f}x", "yes" if r.ap_equal else "NO",
+            f"{r.anchor_ap_reference_s:.2f}", f"{r.anchor_ap_flx_s:.2f}", f"{r.anchor_ap_speedup:.1f}x",
+        )  # fmt: skip
+    console.print(evaluation)

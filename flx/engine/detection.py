@@ -38,7 +38,7 @@ def assignment(split, anchors: torch.Tensor) -> Assignment:
     return split.cache[key]
 
 
-def _batch(split, idx, flip, matches: Assignment, device):
+def batch_of(split, idx, flip, matches: Assignment, device):
     """Images ``idx`` (flipped where ``flip``) as a uint8 batch, their anchor matches and padded boxes."""
     images = split.images[idx]
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
@@ -75,7 +75,7 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(step, config.steps)
         model.train()
-        images, matched, boxes = _batch(train, idx, flip, matches, device)
+        images, matched, boxes = batch_of(train, idx, flip, matches, device)
         out = model.batch_loss(model.inputs(images), matched, boxes)
         loss = out["classification"] + out["bbox_regression"]
         if not torch.isfinite(loss):

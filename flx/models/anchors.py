@@ -7,11 +7,13 @@ and reused at every step.
 - :class:`Assignment`: the match of every image of a split, for both horizontal flips, computed once (int8);
 - :class:`OverlapGraph`: for each anchor, its neighbours above an IoU threshold, so that greedy NMS over a
   ranking of the anchors (OHEM) needs no IoU at the step: :meth:`OverlapGraph.nms` is exactly
-  ``torchvision.ops.nms`` on the anchors' boxes.
+  ``torchvision.ops.nms`` on the anchors' boxes, one compiled pass (numba) that stops at the survivors needed.
 """
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
 
 FG_IOU, BG_IOU = 0.5, 0.4  # RetinaNet's matcher (torchvision's defaults, the paper's thresholds)
@@ -107,44 +109,104 @@ class OverlapGraph:
         self.indptr[1:] = torch.bincount(rows, minlength=self.n).cumsum(0)
         self.indices = cols  # already grouped by row, in row order
 
-    def edges(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(position in ``nodes``, neighbouring anchor) for every neighbour of every anchor of ``nodes``."""
-        start, stop = self.indptr[nodes], self.indptr[nodes + 1]
-        degree = stop - start
-        src = torch.repeat_interleave(torch.arange(len(nodes)), degree)
-        offset = torch.arange(int(degree.sum())) - torch.repeat_interleave(degree.cumsum(0) - degree, degree)
-        return src, self.indices[start[src] + offset]
+    def nms(self, ranked: torch.Tensor, limit: int | None = None) -> torch.Tensor:
+        """Greedy NMS over the anchors ``ranked`` (best first): the survivors, best first, at most ``limit``.
+        Exactly what ``torchvision.ops.nms(anchors[ranked], scores, threshold)`` keeps for strictly
+        decreasing scores (the first ``limit`` of it), in one pass over the candidates and their edges."""
+        out = np.empty(len(ranked), dtype=np.int64)
+        ranked = ranked.cpu().numpy()
+        count = _greedy(ranked, self.indptr.numpy(), self.indices.numpy(), self.n, limit or len(ranked), out)
+        return torch.from_numpy(ranked[out[:count]])
 
-    def nms(self, ranked: torch.Tensor | list) -> torch.Tensor | list:
-        """Greedy NMS over the anchors ``ranked`` (best first): the survivors, best first. Exactly what
-        ``torchvision.ops.nms(anchors[ranked], scores, threshold)`` keeps for strictly decreasing scores.
-        A list of rankings (one per image) is decided together and gives a list.
 
-        Decided in rounds over the graph: an anchor is kept once every better-ranked neighbour is suppressed,
-        and suppressed once a better-ranked neighbour is kept (the result of the sequential greedy pass)."""
-        if isinstance(ranked, torch.Tensor):
-            return self.nms([ranked])[0]
-        sizes = [len(r) for r in ranked]
-        offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
-        src, dst = [], []
-        for r, offset in zip(ranked, offsets.tolist(), strict=True):
-            rank = torch.full((self.n,), len(r), dtype=torch.int64)
-            rank[r] = torch.arange(len(r))
-            s, d = self.edges(r)
-            d = rank[d]
-            better = d < s  # a neighbour ranked above (and among the candidates)
-            src.append(s[better] + offset)
-            dst.append(d[better] + offset)
-        src, dst = torch.cat(src), torch.cat(dst)
-        m = sum(sizes)
-        state = torch.zeros(m, dtype=torch.int8)  # 0 undecided, 1 kept, 2 suppressed
-        while True:
-            undecided = state == 0
-            if not bool(undecided.any()):
-                break
-            neighbour = state[dst]
-            by_kept = torch.zeros(m, dtype=torch.int32).index_add_(0, src, (neighbour == 1).int()) > 0
-            waiting = torch.zeros(m, dtype=torch.int32).index_add_(0, src, (neighbour == 0).int()) > 0
-            state[undecided & by_kept] = 2
-            state[undecided & ~by_kept & ~waiting] = 1
-        return [r[k == 1] for r, k in zip(ranked, state.split(sizes), strict=True)]
+@numba.njit(cache=True, nogil=True)
+def _greedy(ranked, indptr, indices, n, limit, out):  # pragma: no cover (compiled)
+    """Positions in ``ranked`` of the anchors greedy NMS keeps, stopping at ``limit``; returns how many."""
+    suppressed = np.zeros(n, np.bool_)
+    count = 0
+    for i in range(len(ranked)):
+        a = ranked[i]
+        if suppressed[a]:
+            continue
+        out[count] = i
+        count += 1
+        if count == limit:
+            break
+        for j in range(indptr[a], indptr[a + 1]):
+            suppressed[indices[j]] = True
+    return count
+
+
+def ohem_keep(losses, valid, positive, k: int, ratio: float | None, graph: OverlapGraph | None):
+    """OHEM's choice for a batch: per image, its anchors that are not ignored ranked by loss (ties: lower index
+    first), greedy NMS over the ranking on ``graph`` (None: no NMS), and of the survivors the ``k`` best; with
+    ``ratio``, at most ``k // (1 + ratio)`` positives and the rest filled with the best negatives. Takes (B, A)
+    tensors; returns (B, k) anchor indices (-1 where fewer were kept) and the count kept per image."""
+    b, a = losses.shape
+    keep = np.full((b, k), -1, dtype=np.int64)
+    counts = np.zeros(b, dtype=np.int64)
+    indptr = graph.indptr.numpy() if graph is not None else np.zeros(1, dtype=np.int64)
+    indices = graph.indices.numpy() if graph is not None else np.zeros(0, dtype=np.int64)
+    _ohem_keep(
+        losses.detach().float().cpu().numpy(), valid.cpu().numpy(), positive.cpu().numpy(), k,
+        -1.0 if ratio is None else float(ratio), graph is not None, indptr, indices, keep, counts,
+    )  # fmt: skip
+    return torch.from_numpy(keep).to(losses.device), torch.from_numpy(counts).to(losses.device)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ranking(losses, idx, m):  # pragma: no cover (compiled)
+    """``idx`` ordered by descending loss (ties: lower index first), only its ``m`` best (and their ties)."""
+    values = -losses[idx]
+    if m < len(idx):
+        threshold = np.partition(values.copy(), m - 1)[m - 1]
+        idx = idx[values <= threshold]
+        values = -losses[idx]
+    return idx[np.argsort(values, kind="mergesort")]
+
+
+@numba.njit(cache=True, nogil=True)
+def _survivors(order, use_graph, indptr, indices, n, limit):  # pragma: no cover (compiled)
+    survivors = np.empty(len(order), dtype=np.int64)
+    count = 0
+    suppressed = np.zeros(n, np.bool_)
+    for a in order:
+        if use_graph and suppressed[a]:
+            continue
+        survivors[count] = a
+        count += 1
+        if count == limit:
+            break
+        if use_graph:
+            for j in range(indptr[a], indptr[a + 1]):
+                suppressed[indices[j]] = True
+    return survivors[:count]
+
+
+@numba.njit(cache=True, nogil=True)
+def _ohem_keep(
+    losses, valid, positive, k, ratio, use_graph, indptr, indices, keep, counts
+):  # pragma: no cover
+    n = losses.shape[1]
+    for b in range(losses.shape[0]):
+        idx = np.nonzero(valid[b])[0]
+        limit = k if ratio < 0 else len(idx)
+        m = min(len(idx), 4 * k) if ratio < 0 else len(idx)  # NMS is greedy: the best 4k usually suffice
+        survivors = _survivors(_ranking(losses[b], idx, m), use_graph, indptr, indices, n, limit)
+        if len(survivors) < min(k, len(idx)) and m < len(idx):  # too few survived: rank them all
+            survivors = _survivors(_ranking(losses[b], idx, len(idx)), use_graph, indptr, indices, n, limit)
+        if ratio < 0:
+            keep[b, : len(survivors)] = survivors
+            counts[b] = len(survivors)
+            continue
+        cap = int(k // (1 + ratio))
+        count = 0
+        for a in survivors:  # positives first, at most cap of them
+            if count < cap and positive[b, a]:
+                keep[b, count] = a
+                count += 1
+        for a in survivors:  # then the best negatives, up to k in all
+            if count < k and not positive[b, a]:
+                keep[b, count] = a
+                count += 1
+        counts[b] = count

@@ -34,7 +34,7 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead, 
 from torchvision.ops import FeaturePyramidNetwork
 
 from flx.experiment.registries import get_loss
-from flx.models.anchors import BETWEEN, OverlapGraph
+from flx.models.anchors import BETWEEN, OverlapGraph, ohem_keep
 
 STRIDES = (2, 4)
 
@@ -91,35 +91,18 @@ def ohem_select(losses, anchors, positive, k: int, graph: OverlapGraph | None, r
     anchors' overlaps above the NMS threshold; None: no NMS), the ``k`` highest-loss survivors kept; with
     ``ratio`` (SSD's 1:3 is 3), at most k / (1 + ratio) positives and the rest filled with the hardest negatives.
     ``anchors``: the anchor index of each entry of ``losses`` (the image's anchors that are not ignored).
-
-    NMS is greedy in loss order, so the first survivors depend only on higher-loss boxes; it runs on the 4k
-    highest-loss anchors (more if fewer than k survive) and every positive anchor. Without a ratio this is
-    exactly NMS over all anchors; with one, a low-loss positive could differ only where a negative below the
-    4k highest would have suppressed it.
-    """
-    losses = losses.detach()
-    n = len(losses)
-    m = min(n, 4 * k)
-    while True:
-        top = torch.topk(losses, m).indices
-        if ratio is not None:
-            top = torch.unique(torch.cat([top, positive.nonzero().squeeze(1)]))
-            top = top[torch.argsort(losses[top], descending=True, stable=True)]
-        if graph is None:
-            keep = top
-        else:
-            survivors = graph.nms(anchors[top].cpu())  # anchor indices, best first (the graph is on the CPU)
-            position = torch.full((graph.n,), -1, dtype=torch.int64)
-            position[anchors.cpu()] = torch.arange(n)
-            keep = position[survivors].to(losses.device)
-        if len(keep) >= k or m == n:
-            break
-        m = min(n, 2 * m)
-    if ratio is None:
-        return keep[:k]
-    pos = keep[positive[keep]][: int(k // (1 + ratio))]
-    neg = keep[~positive[keep]][: k - len(pos)]
-    return torch.cat([pos, neg])
+    Returns positions in ``losses``. :func:`flx.models.anchors.ohem_keep` does a whole batch."""
+    n = graph.n if graph is not None else int(anchors.max()) + 1 if len(anchors) else 0
+    full = torch.zeros(1, n, dtype=losses.dtype)
+    full[0, anchors] = losses.detach()
+    valid = torch.zeros(1, n, dtype=torch.bool)
+    valid[0, anchors] = True
+    is_positive = torch.zeros(1, n, dtype=torch.bool)
+    is_positive[0, anchors] = positive
+    keep, count = ohem_keep(full, valid, is_positive, k, ratio, graph)
+    position = torch.full((n,), -1, dtype=torch.int64)
+    position[anchors] = torch.arange(len(anchors))
+    return position[keep[0, : int(count[0])]]
 
 
 class ClassificationHead(RetinaNetClassificationHead):
@@ -139,11 +122,15 @@ class ClassificationHead(RetinaNetClassificationHead):
         """Element-wise loss of the configured loss (for OHEM: CE, what it ranks the anchors by)."""
         return self.loss(logits, targets, reduction="none", **self.config.hparams())
 
-    def _ohem(self, per_anchor, positive, valid):
-        idx = valid.nonzero().squeeze(1)
+    def _ohem(self, per_anchor: list, positive: list, valid: list) -> torch.Tensor:
+        """OHEM's loss for each image (lists of per-anchor tensors), averaged: the loss of the anchors
+        :func:`ohem_select` keeps, divided by how many it keeps."""
         c = self.config
-        keep = ohem_select(per_anchor[idx], idx, positive[idx], c.ohem_k, self.graph, c.ohem_ratio)
-        return per_anchor[idx[keep]].sum() / max(1, len(keep))
+        per_anchor, positive, valid = torch.stack(per_anchor), torch.stack(positive), torch.stack(valid)
+        keep, count = ohem_keep(per_anchor, valid, positive, c.ohem_k, c.ohem_ratio, self.graph)
+        kept = per_anchor.gather(1, keep.clamp(min=0))
+        kept = torch.where(keep >= 0, kept, torch.zeros_like(kept))
+        return (kept.sum(1) / count.clamp(min=1)).mean()
 
     def batch_loss(self, logits: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
         """The loss of (B, A) logits against the anchors' matches (B, A): per image, the loss summed over its
@@ -151,21 +138,22 @@ class ClassificationHead(RetinaNetClassificationHead):
         positive, valid = matched >= 0, matched != BETWEEN
         per_anchor = self.per_anchor_loss(logits, positive.to(logits.dtype))
         if self.config.loss == "ohem":
-            images = [self._ohem(per_anchor[i], positive[i], valid[i]) for i in range(len(logits))]
-            return torch.stack(images).mean()
+            return self._ohem(list(per_anchor), list(positive), list(valid))
         per_image = torch.where(valid, per_anchor, torch.zeros_like(per_anchor)).sum(1)
         return (per_image / positive.sum(1).clamp(min=1)).mean()
 
     def compute_loss(self, targets, head_outputs, matched_idxs):
-        losses = []
-        for logits, matched in zip(head_outputs["cls_logits"], matched_idxs, strict=True):
-            positive = matched >= 0
-            valid = matched != self.BETWEEN_THRESHOLDS
-            per_anchor = self.per_anchor_loss(logits[:, 0], positive.to(logits.dtype))
-            if self.config.loss == "ohem":
-                losses.append(self._ohem(per_anchor, positive, valid))
-            else:
-                losses.append(per_anchor[valid].sum() / max(1, int(positive.sum())))
+        logits = head_outputs["cls_logits"][..., 0]
+        positive = [m >= 0 for m in matched_idxs]
+        valid = [m != self.BETWEEN_THRESHOLDS for m in matched_idxs]
+        per_anchor = [
+            self.per_anchor_loss(lg, p.to(lg.dtype)) for lg, p in zip(logits, positive, strict=True)
+        ]
+        if self.config.loss == "ohem":
+            return self._ohem(per_anchor, positive, valid)
+        losses = [
+            a[v].sum() / max(1, int(p.sum())) for a, p, v in zip(per_anchor, positive, valid, strict=True)
+        ]
         return sum(losses) / len(losses)
 
 
@@ -202,11 +190,13 @@ class Detector(RetinaNet):
         return super().compute_loss(targets, head_outputs, anchors)
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """A batch (B, 3, S, S) of uint8 (or [0, 1] float) images, normalised as torchvision's transform does."""
+        """A batch (B, 3, S, S) of uint8 (or [0, 1] float) images, normalised as torchvision's transform does,
+        channels last (the convolutions' fast layout on CPUs and GPUs; :func:`build_detector` stores the
+        weights so too)."""
         x = images.float().div(255) if images.dtype == torch.uint8 else images
         mean = torch.as_tensor(self.transform.image_mean, dtype=x.dtype, device=x.device)[:, None, None]
         std = torch.as_tensor(self.transform.image_std, dtype=x.dtype, device=x.device)[:, None, None]
-        return (x - mean) / std
+        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
     def anchors_for(self, size: int) -> torch.Tensor:
         """The anchor boxes (A, 4) of a ``size`` px image, in the heads' output order (once per size)."""
@@ -293,4 +283,4 @@ def build_detector(config) -> Detector:
     )
     model.head.classification_head = cls_head
     model.head.regression_head = reg_head
-    return model
+    return model.to(memory_format=torch.channels_last)
