@@ -12,7 +12,7 @@ ABLATIONS := curves table1a table1b table1c table1d prior poly proxy
 # Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
 export FLX_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test demo lint bench clean ablations catsdogs catsdogs_cifar $(ABLATIONS)
+.PHONY: install test demo lint bench gpu-check clean ablations catsdogs catsdogs_cifar $(ABLATIONS)
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/flx bench losses
+	$(BIN)/flx bench detection
+
+# On a machine with a CUDA GPU (about 8 minutes): the CUDA tests, a short shapes sweep with 3 runs per GPU,
+# flx bench detection and flx bench losses there; writes gpu-check/report.txt (GPU_CHECK_OUT=DIR to move it).
+gpu-check: $(STAMP)
+	BIN=$(BIN) bash .ci/gpu-check
 
 # Each ablation: train the spec's runs (skipping those already in results/NAME/runs.sqlite), then write
 # results/NAME/{runs.csv,table.md,table.csv,*.png}. On a fresh clone there is no store: everything is retrained.

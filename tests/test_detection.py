@@ -354,7 +354,8 @@ def test_anchor_average_precision_equals_scikit_learn():
 
 
 @pytest.mark.parametrize(
-    "k,threshold,ratio", [(16, 0.5, None), (512, 0.5, None), (64, 0.7, None), (64, 0.5, 3.0)]
+    "k,threshold,ratio",
+    [(16, 0.5, None), (512, 0.5, None), (1500, 0.5, None), (64, 0.7, None), (64, 0.5, 3.0)],
 )
 def test_ohem_keep_is_nms_over_every_anchor_of_each_image(k, threshold, ratio):
     """The batched, compiled OHEM choice against the definition: each image's valid anchors ranked by loss,

@@ -69,3 +69,37 @@ def test_a_run_on_cuda_matches_the_cpu_closely():
     cpu, gpu = run(config, device="cpu"), run(config, device="cuda")
     assert gpu["device"] == "cuda" and gpu["status"] == "ok"
     assert abs(cpu["ap"] - gpu["ap"]) < 0.02
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@CUDA
+@pytest.mark.parametrize("loss,extra", [("focal", {}), ("ohem", {"ohem_k": 128, "ohem_nms": 0.5})])
+def test_detection_losses_on_cuda_match_the_cpu(loss, extra):
+    from flx.data.shapes import render
+    from flx.engine.detection import assignment, batch_of
+    from flx.models.retinanet import build_detector
+
+    split = render(8, 48, seed=0)
+    config = Config(dataset="shapes", loss=loss, **extra).normalized()
+    torch.manual_seed(0)
+    model = build_detector(config).train()
+    matches = assignment(split, model.anchors_for(48))
+    idx, flip = torch.arange(8), torch.tensor([0, 1] * 4, dtype=torch.bool)
+    losses = {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        images, matched, boxes = batch_of(split, idx, flip, matches, device)
+        out = model.batch_loss(model.inputs(images), matched, boxes)
+        losses[device] = [float(out[k].detach()) for k in ("classification", "bbox_regression")]
+    assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3)
+
+
+@CUDA
+def test_a_short_detection_run_on_cuda():
+    config = Config(
+        dataset="shapes", n_images=64, steps=30, eval_every=15, loss="ohem", ohem_k=128, ohem_nms=0.5
+    )
+    record = run(config.normalized(), device="cuda")
+    assert record["status"] == "ok" and record["device"] == "cuda" and record["anchors_per_image"] == 6480

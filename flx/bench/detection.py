@@ -72,13 +72,22 @@ class DetectionRow:
         return asdict(self)
 
 
-def _median_ms(step: Callable[[int], None], steps: int, warmup: int = 3) -> float:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(step: Callable[[int], None], steps: int, device: str = "cpu", warmup: int = 3) -> float:
     for i in range(warmup):
         step(i)
     times = []
     for i in range(steps):
+        _sync(device)
         t0 = time.perf_counter()
         step(warmup + i)
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
@@ -96,7 +105,7 @@ def _indices(i: int, n: int):
     return torch.randperm(n, generator=g)[:BATCH], torch.rand(BATCH, generator=g) < 0.5
 
 
-def _flx_step(model, split, parts: dict | None = None) -> Callable[[int], None]:
+def _flx_step(model, split, device: str = "cpu", parts: dict | None = None) -> Callable[[int], None]:
     """A training step of flx's path; ``parts`` (if given) collects the time of each part, in seconds."""
     import torch
 
@@ -108,7 +117,8 @@ def _flx_step(model, split, parts: dict | None = None) -> Callable[[int], None]:
 
     def step(i: int) -> None:
         t0 = time.perf_counter()
-        images, matched, boxes = batch_of(split, *_indices(i, len(split)), matches, "cpu")
+        images, matched, boxes = batch_of(split, *_indices(i, len(split)), matches, device)
+        _sync(device)
         t1 = time.perf_counter()
         out = model.batch_loss(model.inputs(images), matched, boxes)
         loss = out["classification"] + out["bbox_regression"]
@@ -116,8 +126,10 @@ def _flx_step(model, split, parts: dict | None = None) -> Callable[[int], None]:
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        _sync(device)
         t3 = time.perf_counter()
         opt.step()
+        _sync(device)
         if parts is not None:
             for name, t in (("batch", t1 - t0), ("forward_loss", t2 - t1), ("backward", t3 - t2)):
                 parts.setdefault(name, []).append(t)
@@ -146,7 +158,7 @@ def _stock_model(model):
     )  # fmt: skip
 
 
-def _stock_step(model, split) -> Callable[[int], None]:
+def _stock_step(model, split, device: str = "cpu") -> Callable[[int], None]:
     import torch
 
     from flx.models.anchors import flip_boxes
@@ -160,9 +172,11 @@ def _stock_step(model, split) -> Callable[[int], None]:
         images, targets = [], []
         for j, f in zip(idx.tolist(), flip.tolist(), strict=True):
             img, boxes = split.images[j].float().div(255), split.boxes[j]
-            images.append(img.flip(-1) if f else img)
-            boxes = flip_boxes(boxes, size) if f else boxes
-            targets.append({"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)})
+            images.append((img.flip(-1) if f else img).to(device))
+            boxes = (flip_boxes(boxes, size) if f else boxes).to(device)
+            targets.append(
+                {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64, device=device)}
+            )
         out = model(images, targets)
         loss = out["classification"] + out["bbox_regression"]
         float(loss.detach())
@@ -173,8 +187,8 @@ def _stock_step(model, split) -> Callable[[int], None]:
     return step
 
 
-def _floor(model, split) -> Callable[[int], None]:
-    x = model.inputs(split.images[:BATCH])
+def _floor(model, split, device: str = "cpu") -> Callable[[int], None]:
+    x = model.inputs(split.images[:BATCH].to(device))
     model.train()
 
     def step(i: int) -> None:
@@ -221,14 +235,21 @@ def _evaluation(model, split) -> dict:
 
 
 def bench_detection(
-    canvases=(48, 64, 96), threads=(1, 2), steps: int = 20, progress: Callable[[str], None] | None = None
+    canvases=(48, 64, 96),
+    threads=(1, 2),
+    steps: int = 20,
+    progress: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> list[DetectionRow]:
-    """Measure every (canvas, threads) condition; see the module's doc for what each number is."""
+    """Measure every (canvas, threads) condition on ``device`` (threads: the CPU's, for the host side on a
+    GPU); see the module's doc for what each number is."""
     import torch
 
+    from flx.engine.device import resolve_device
+
+    device = resolve_device(device)  # a GPU that is not there: one line
     from flx.data.shapes import load_shapes, render
     from flx.engine.detection import train_detector
-    from flx.models.retinanet import build_detector
 
     previous = torch.get_num_threads()
     rows = []
@@ -239,32 +260,38 @@ def bench_detection(
             torch.set_num_threads(max(threads))
             if progress:
                 progress(f"{canvas} px: training a detector for the evaluation (300 steps)...")
-            trained, *_ = train_detector(_config(canvas, steps=300), train)
+            trained, *_ = train_detector(_config(canvas, steps=300), train, device=device)
             for n_threads in threads:
                 torch.set_num_threads(n_threads)
                 if progress:
                     progress(f"{canvas} px, {n_threads} thread(s): steps...")
-                rows.append(_condition(canvas, n_threads, steps, train, test, trained, build_detector))
+                rows.append(_condition(canvas, n_threads, steps, train, test, trained, device))
     finally:
         torch.set_num_threads(previous)
     return rows
 
 
-def _condition(canvas, n_threads, steps, train, test, trained, build_detector) -> DetectionRow:
+def _condition(canvas, n_threads, steps, train, test, trained, device) -> DetectionRow:
     import torch
 
+    from flx.models.retinanet import build_detector
+
+    def built(**fields):
+        return build_detector(_config(canvas, **fields)).to(device)
+
     torch.manual_seed(0)
-    model = build_detector(_config(canvas))
+    model = built()
     parts: dict = {}
-    flx_ms = _median_ms(_flx_step(model, train, parts), steps)
+    flx_ms = _median_ms(_flx_step(model, train, device, parts), steps, device)
     part_ms = {name: statistics.median(ts[3:]) * 1e3 for name, ts in parts.items()}
-    stock_ms = _median_ms(_stock_step(_stock_model(model), train), steps)
-    floor_ms = _median_ms(_floor(model, train), steps)
-    ohem = {}
-    for k in (128, 512):
-        ohem_model = build_detector(_config(canvas, loss="ohem", ohem_k=k, ohem_nms=0.5))
-        ohem[k] = _median_ms(_flx_step(ohem_model, train), steps)
-    fl_ms = _median_ms(_flx_step(build_detector(_config(canvas)), train), steps)
+    stock = (
+        _stock_model(model).to(device).to(memory_format=torch.contiguous_format)
+    )  # as torchvision's users run it
+    stock_ms = _median_ms(_stock_step(stock, train, device), steps, device)
+    floor_ms = _median_ms(_floor(model, train, device), steps, device)
+    ohem = {k: _median_ms(_flx_step(built(loss="ohem", ohem_k=k, ohem_nms=0.5), train, device), steps, device)
+            for k in (128, 512)}  # fmt: skip
+    fl_ms = _median_ms(_flx_step(built(), train, device), steps, device)
     return DetectionRow(
         canvas=canvas, threads=n_threads, anchors=len(model.anchors_for(canvas)),
         torchvision_step_ms=stock_ms, flx_step_ms=flx_ms, floor_ms=floor_ms,

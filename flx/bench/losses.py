@@ -59,12 +59,12 @@ def _loss_fn(impl: str) -> Callable:
     return sigmoid_focal_loss
 
 
-def _inputs(n: int, seed: int = 0):
+def _inputs(n: int, seed: int = 0, device: str = "cpu"):
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(n, generator=g) * 3).requires_grad_()
-    targets = (torch.rand(n, generator=g) < 0.01).float()
+    logits = (torch.randn(n, generator=g) * 3).to(device).requires_grad_()
+    targets = (torch.rand(n, generator=g) < 0.01).float().to(device)
     return logits, targets
 
 
@@ -127,12 +127,30 @@ class BenchRow:
     peak_extra_mb: float
 
 
-def _time(fn, n: int, min_run_time: float) -> tuple[float, float]:
-    from torch.utils import benchmark
+def _cuda_peak_extra_memory(fn, n: int, device: str) -> int:
+    """On a GPU: bytes the peak allocated memory grows by during one forward + backward (in this process; the
+    caching allocator's peak is reset before the call)."""
+    import torch
 
-    logits, targets = _inputs(n)
+    _step(fn, *_inputs(n, seed=1, device=device))
+    logits, targets = _inputs(n, device=device)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    _step(fn, logits, targets)
+    torch.cuda.synchronize(device)
+    return max(torch.cuda.max_memory_allocated(device) - before, 0)
+
+
+def _time(fn, n: int, min_run_time: float, device: str = "cpu") -> tuple[float, float]:
+    import torch
+    from torch.utils import benchmark  # its timer synchronises CUDA
+
+    logits, targets = _inputs(n, device=device)
     t0 = time.perf_counter()
     _step(fn, logits, targets)
+    if device != "cpu":
+        torch.cuda.synchronize(device)
     first = time.perf_counter() - t0
     timer = benchmark.Timer(
         "step(fn, logits, targets)", globals={"step": _step, "fn": fn, "logits": logits, "targets": targets}
@@ -148,10 +166,17 @@ def bench_losses(
     implementations: tuple[str, ...] = IMPLEMENTATIONS,
     progress: Callable[[str], None] | None = None,
     busy: bool = True,
+    device: str = "cpu",
 ) -> list[BenchRow]:
     """Time every implementation at every size under every condition in this process; measure memory in child
     processes, one per (implementation, size). ``progress`` is called with a line before each condition.
-    ``busy`` False leaves out the conditions with busy background processes."""
+    ``busy`` False leaves out the conditions with busy background processes. On a ``device`` other than the
+    CPU (a CUDA GPU) there is one condition, the GPU, and memory is the allocator's peak."""
+    from flx.engine.device import resolve_device
+
+    device = resolve_device(device)  # a GPU that is not there: one line
+    if device != "cpu":
+        return _bench_cuda(sizes, min_run_time, measure_memory, implementations, progress, device)
     conditions = tuple(c for c in conditions if busy or c[1] == 0)
     import logging
 
@@ -194,4 +219,20 @@ def bench_losses(
                     p.join()
     finally:
         torch.set_num_threads(previous)
+    return rows
+
+
+def _bench_cuda(sizes, min_run_time, measure_memory, implementations, progress, device) -> list[BenchRow]:
+    import torch
+
+    fns = {impl: _loss_fn(impl) for impl in implementations}
+    name = torch.cuda.get_device_name(device)
+    if progress:
+        progress(f"timing on {device} ({name})")
+    rows = []
+    for n in sizes:
+        for impl in implementations:
+            first, median = _time(fns[impl], n, min_run_time, device)
+            memory = _cuda_peak_extra_memory(fns[impl], n, device) / 2**20 if measure_memory else float("nan")
+            rows.append(BenchRow(device, n, impl, first, median, memory))
     return rows

@@ -10,6 +10,7 @@ import typer
 from flx.cli.app import FlxError, app, bench_app, make_console, parse_floats, user_errors
 from flx.cli.views import print_anatomy, print_bench_detection, print_bench_executors, print_bench_losses
 from flx.errors import UserError
+from flx.experiment.params import check
 
 
 @app.command()
@@ -60,6 +61,12 @@ def bench_losses(
     busy: bool = typer.Option(
         True, show_default=False, help="Also time with 2 busy background processes. (default: on)"
     ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        show_default=False,
+        help="Where to time: cpu, or a CUDA GPU (cuda, cuda:N). (default: cpu)",
+    ),
 ) -> None:
     """Time forward+backward and peak extra memory of flx's focal loss against torchvision's (eager and
     compiled) and BCE-with-logits, with 1 and 2 threads, alone and beside 2 busy processes."""
@@ -68,6 +75,7 @@ def bench_losses(
     ns = [int(v) for v in parse_floats(sizes, "--sizes", 1, 1e9)]
     if min_run_time <= 0:
         raise UserError(f"--min-run-time got {min_run_time:g}; accepted: a number of seconds > 0")
+    device = check("device", device, "--device")
     console = make_console()
     console.print(f"[dim]timing {len(ns)} sizes (forward + backward, reduction='mean')...[/]")
     rows = run_bench(
@@ -75,6 +83,7 @@ def bench_losses(
         min_run_time=min_run_time,
         measure_memory=memory,
         busy=busy,
+        device=device,
         progress=lambda line: console.print(f"[dim]  {line}[/]"),
     )
     print_bench_losses(console, rows, ns)
@@ -107,6 +116,12 @@ def bench_detection(
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object per condition instead of tables."
     ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        show_default=False,
+        help="Where to time: cpu, or a CUDA GPU (cuda, cuda:N). (default: cpu)",
+    ),
 ) -> None:
     """Time flx's detection training step against torchvision's stock RetinaNet step and against its own
     network's forward + backward, OHEM (B 128, 512) against FL, and one split's evaluation against pycocotools
@@ -117,7 +132,11 @@ def bench_detection(
 
     console = make_console()
     rows = run_bench(
-        sizes, counts, steps, progress=None if as_json else lambda line: console.print(f"[dim]  {line}[/]")
+        sizes,
+        counts,
+        steps,
+        device=check("device", device, "--device"),
+        progress=None if as_json else lambda line: console.print(f"[dim]  {line}[/]"),
     )
     print_bench_detection(console, rows, as_json)
 

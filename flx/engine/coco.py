@@ -4,6 +4,7 @@ stored test detections."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 
 import numpy as np
@@ -52,10 +53,28 @@ def _results(gt, results: list, coco_class):
     return dt
 
 
+@contextlib.contextmanager
+def _no_gc():
+    """The cyclic garbage collector paused: building tens of thousands of small dicts otherwise triggers
+    collections that scan them all, for nothing (they hold no cycles); about halves faster-coco-eval's time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def coco_metrics(boxes_true, detections, backend: str = "faster") -> dict:
     """COCO AP (IoU 0.50:0.95), AP50 and AP75 for one object class. ``boxes_true``: per image (K, 4) x1y1x2y2
     tensors; ``detections``: per image dicts with boxes and scores. ``backend``: faster-coco-eval's C++
     COCOeval (the default) or pycocotools' (the reference: the same numbers, tested)."""
+    with _no_gc():
+        return _coco_metrics(boxes_true, detections, backend)
+
+
+def _coco_metrics(boxes_true, detections, backend: str) -> dict:
     images, annotations, results = _coco_inputs(boxes_true, detections)
     if not results:
         return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0}

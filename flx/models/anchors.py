@@ -155,32 +155,37 @@ def ohem_keep(losses, valid, positive, k: int, ratio: float | None, graph: Overl
 
 
 @numba.njit(cache=True, nogil=True)
-def _ranking(losses, idx, m):  # pragma: no cover (compiled)
-    """``idx`` ordered by descending loss (ties: lower index first), only its ``m`` best (and their ties)."""
-    values = -losses[idx]
-    if m < len(idx):
-        threshold = np.partition(values.copy(), m - 1)[m - 1]
-        idx = idx[values <= threshold]
-        values = -losses[idx]
-    return idx[np.argsort(values, kind="mergesort")]
+def _block(losses, idx, values, lower, upper):  # pragma: no cover (compiled)
+    """The entries of ``idx`` whose negated loss lies in (lower, upper], best first (ties: lower index first)."""
+    block = idx[(values > lower) & (values <= upper)]
+    return block[np.argsort(-losses[block], kind="mergesort")]
 
 
 @numba.njit(cache=True, nogil=True)
-def _survivors(order, use_graph, indptr, indices, n, limit):  # pragma: no cover (compiled)
-    survivors = np.empty(len(order), dtype=np.int64)
+def _survivors(losses, idx, k, limit, use_graph, indptr, indices, n):  # pragma: no cover (compiled)
+    """Greedy NMS over ``idx`` ranked by loss until ``limit`` survive, ranking only as deep as it must: the
+    best 4k first, then blocks twice as deep, the greedy pass going on from where it stopped."""
+    values = -losses[idx]
+    survivors = np.empty(len(idx), dtype=np.int64)
     count = 0
     suppressed = np.zeros(n, np.bool_)
-    for a in order:
-        if use_graph and suppressed[a]:
-            continue
-        survivors[count] = a
-        count += 1
-        if count == limit:
-            break
-        if use_graph:
-            for j in range(indptr[a], indptr[a + 1]):
-                suppressed[indices[j]] = True
-    return survivors[:count]
+    lower = -np.inf
+    m = min(len(idx), 4 * k) if limit < len(idx) else len(idx)
+    while True:
+        upper = np.inf if m >= len(idx) else np.partition(values.copy(), m - 1)[m - 1]
+        for a in _block(losses, idx, values, lower, upper):
+            if use_graph and suppressed[a]:
+                continue
+            survivors[count] = a
+            count += 1
+            if count == limit:
+                return survivors[:count]
+            if use_graph:
+                for j in range(indptr[a], indptr[a + 1]):
+                    suppressed[indices[j]] = True
+        if m >= len(idx):
+            return survivors[:count]
+        lower, m = upper, min(len(idx), 2 * m)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -191,10 +196,7 @@ def _ohem_keep(
     for b in range(losses.shape[0]):
         idx = np.nonzero(valid[b])[0]
         limit = k if ratio < 0 else len(idx)
-        m = min(len(idx), 4 * k) if ratio < 0 else len(idx)  # NMS is greedy: the best 4k usually suffice
-        survivors = _survivors(_ranking(losses[b], idx, m), use_graph, indptr, indices, n, limit)
-        if len(survivors) < min(k, len(idx)) and m < len(idx):  # too few survived: rank them all
-            survivors = _survivors(_ranking(losses[b], idx, len(idx)), use_graph, indptr, indices, n, limit)
+        survivors = _survivors(losses[b], idx, k, limit, use_graph, indptr, indices, n)
         if ratio < 0:
             keep[b, : len(survivors)] = survivors
             counts[b] = len(survivors)
