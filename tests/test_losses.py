@@ -355,3 +355,20 @@ def test_registry_hyperparameters():
     torch.testing.assert_close(get_loss("focal")(x, y, gamma=1.0), tv_focal(x, y, 0.25, 1.0, "mean"))
     with pytest.raises(ValueError, match="takes no hyperparameters"):
         get_loss("ce")(x, y, gamma=2.0)
+
+
+def test_a_near_hard_soft_target_in_a_chunk_of_ones_takes_the_soft_formulas():
+    """Issue 22, item 1: y = 0.9999 among 65,536 ones was taken as 1 (the hard formulas): loss 5.2e-10 and a
+    gradient of the wrong sign, where torchvision gives 5.0018e-4 and +2.50e-5."""
+    from torchvision.ops import sigmoid_focal_loss as tv
+
+    x = torch.full((65536,), 20.0, requires_grad=True)
+    y = torch.ones(65536)
+    y[0] = 0.9999
+    loss = L.sigmoid_focal_loss(x, y, reduction="none")
+    loss.sum().backward()
+    xr = x.detach()[:1].double().requires_grad_()
+    ref = tv(xr, y[:1].double(), reduction="none")
+    ref.sum().backward()
+    assert float(loss[0]) == pytest.approx(float(ref[0]), rel=1e-4)
+    assert float(x.grad[0]) == pytest.approx(float(xr.grad[0]), rel=1e-3) and float(x.grad[0]) > 0
