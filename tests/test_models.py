@@ -151,3 +151,60 @@ def test_a_model_must_give_one_logit_per_example():
         flx.register_model("mlp")(two)
     with pytest.raises(ConfigError, match="not config fields"):
         flx.register_loss("x_for_test", params={"temperature": 1.0})
+
+
+BROKEN = textwrap.dedent(
+    '''
+    import torch
+    import flx
+
+
+    def two_logits(input_shape):
+        return torch.nn.Linear(input_shape[0], 2)
+
+
+    def not_a_module(input_shape):
+        return "a string"
+
+
+    def raises(input_shape):
+        raise RuntimeError("no GPU kernel for this layer")
+
+
+    @flx.register_loss("always_nan")
+    def always_nan(logits, targets, reduction="mean"):
+        """a loss that fails every run"""
+        raise FloatingPointError("this loss always fails")
+    '''
+)
+
+
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        ("broken:two_logits", "output of shape"),
+        ("broken:not_a_module", "must return a torch.nn.Module"),
+        ("broken:raises", "no GPU kernel for this layer"),
+    ],
+)
+def test_a_model_that_cannot_work_is_refused_before_any_run(tmp_path, model, message):
+    """Issue 22, item 6: built once in the parent, on the data, before the sweep starts: one line, exit 2,
+    nothing stored."""
+    (tmp_path / "broken.py").write_text(BROKEN)
+    result = flx_isolated(
+        tmp_path, "sweep", "--model", model, *TINY, "--seeds", "2", "--out", str(tmp_path / "r")
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"--model {model} cannot be used" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "runs.sqlite").exists() or not Store(tmp_path / "r").records()
+
+
+def test_a_sweep_whose_every_run_fails_exits_non_zero(tmp_path):
+    (tmp_path / "broken.py").write_text(BROKEN)
+    out = tmp_path / "r"
+    result = flx_isolated(tmp_path, "--plugin", "broken", "sweep", "--loss", "always_nan", *TINY, "--seeds", "2",
+                          "--workers", "1", "--out", str(out))  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "flx: sweep: no run succeeded (2 failed)" in result.stderr and "Traceback" not in result.stderr
+    assert {r["status"] for r in Store(out).records()} == {"failed"}

@@ -115,3 +115,7 @@ def sweep(
             "store; run the same command again to resume"
         )
         raise typer.Exit(done.result.exit_code)
+    if not done.result.succeeded:
+        counts = ", ".join(f"{n} {status}" for status, n in done.result.counts.items() if n)
+        typer.echo(f"flx: sweep: no run succeeded ({counts}); flx runs --status failed shows why", err=True)
+        raise typer.Exit(1)

@@ -35,9 +35,10 @@ def describe(train: Split, test: Split, meta: dict) -> dict:
     }
 
 
-def data_info(config, data_dir=None, copies: int = 1, progress=None) -> dict:
+def data_info(config, data_dir=None, copies: int = 1, progress=None, check=None) -> dict:
     """:func:`describe` of a config's data, loaded (and for images decoded and cached) once here; DataError
-    when the data is missing, holds one class, cannot be decoded or would not fit in memory."""
+    when the data is missing, holds one class, cannot be decoded or would not fit in memory. ``check`` (if given)
+    is called with the training split while it is loaded (the sweep builds each model on it once)."""
     train, test, meta = load(
         config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress
     )
@@ -47,6 +48,8 @@ def data_info(config, data_dir=None, copies: int = 1, progress=None) -> dict:
                 f"the {name} split of {config.dataset} ({meta['location']}) holds only one class; both are needed"
             )
     info = describe(train, test, meta)
+    if check is not None:
+        check(train)
     load.cache_clear()  # the parent keeps no decoded images; workers load the cache
     return info
 

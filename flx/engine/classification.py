@@ -162,3 +162,29 @@ def run_classification(config: Config, test, meta, data_dir=None, device: str = 
                 record["val_ap"] = float(average_precision_score(val.y.numpy(), _scores(model, val)))
     record["status"] = status
     return record
+
+
+def check_models(configs, train) -> None:
+    """Build each distinct model of ``configs`` once on ``train``'s examples (a registered, ``module:function``
+    or torchvision model, its weights file included) so that one that cannot work is refused before any run
+    starts: ConfigError naming the model and what went wrong."""
+    from flx.errors import ConfigError
+    from flx.experiment.registries import get_dataset, model_kind
+
+    seen = set()
+    for c in configs:
+        ident = (c.model, c.hidden, c.prior, c.weights)
+        if (
+            ident in seen
+            or get_dataset(c.dataset).task != "classification"
+            or model_kind(c.model) == "builtin"
+        ):
+            continue
+        seen.add(ident)
+        try:
+            build_model(c.model, tuple(train.x.shape[1:]), c.hidden, c.prior, c.weights)
+        except Exception as exc:  # anything a user's model or weights file raises: one line, before the sweep
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(
+                f"--model {c.model}{f' --weights {c.weights}' if c.weights else ''} cannot be used: {detail}"
+            ) from None

@@ -45,8 +45,14 @@ class SweepResult:
         return {t.key for t in self.tasks}
 
     @property
+    def succeeded(self) -> bool:
+        """False when this sweep trained runs and none of them, nor any it found stored, ended ok."""
+        return not (sum(self.counts.values()) and not self.counts["ok"] and not self.done_before)
+
+    @property
     def exit_code(self) -> int:
-        return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted, 0)
+        """130 or 143 when interrupted, 1 when no run succeeded, else 0."""
+        return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted, 0 if self.succeeded else 1)
 
 
 def _slots(backend: str, device: str, workers: int | None, per_gpu: int, ray_address, on_event):

@@ -34,8 +34,10 @@ def prepare(
     configs: list[Config], data_dir: str | None = None, copies: int = 1, on_event: Event = quiet
 ) -> list[Task]:
     """Load (and for images decode and cache) each distinct data set once, here, and key every config by its
-    data's fingerprint. Raises flx.data.DataError for missing, one-class, undecodable or oversized data."""
+    data's fingerprint. Raises flx.data.DataError for missing, one-class, undecodable or oversized data, and
+    ConfigError for a model that cannot work on it (each distinct model is built once here, on its data)."""
     from flx.data.load import data_info
+    from flx.engine.classification import check_models
 
     infos: dict[tuple, dict] = {}
     tasks = []
@@ -46,7 +48,14 @@ def prepare(
             def progress(done, total, stage="decoding images", c=c):
                 on_event("decode", config=c, done=done, total=total, stage=stage)
 
-            infos[ident] = data_info(c, data_dir, copies=copies, progress=progress)
+            same_data = [d for d in configs if (d.dataset, d.data_params(), d.data_seed) == ident]
+            infos[ident] = data_info(
+                c,
+                data_dir,
+                copies=copies,
+                progress=progress,
+                check=lambda train, cs=same_data: check_models(cs, train),
+            )
             on_event("data", config=c, info=infos[ident])
         tasks.append(Task(c, c.key(infos[ident]["data_fingerprint"]), infos[ident]))
     return tasks
