@@ -117,11 +117,19 @@ def test_numeric_labels_and_positive_values_match(tmp_path):
         ("missing", dict(label="class"), "missing or infinite values in feature column(s) 'age' (3)"),
         ("bad_split", dict(label="class", split_column="part"), "accepted values: train, val"),
         (None, dict(label=None), "give --label, the column holding the class"),
+        ("header_only", dict(label="class"), "no rows (only a header: amount, age, score, n_items, class)"),
+        ("continuous", dict(label="class"), "holds 1200 distinct non-integer numbers"),
     ],
 )
 def test_bad_tables_are_one_line_errors_naming_the_file(tmp_path, change, args, message):
+    """Issue 22, item 8 adds a header-only table (an IndexError traceback before) and a continuous label column
+    (misread before as a split holding one class)."""
     df = make_table()
-    if change == "one_class":
+    if change == "header_only":
+        df = df.iloc[:0]
+    elif change == "continuous":
+        df["class"] = np.random.default_rng(0).random(len(df))
+    elif change == "one_class":
         df["class"] = "ok"
     elif change == "text_feature":
         df["city"] = "paris"

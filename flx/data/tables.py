@@ -41,12 +41,35 @@ def read_table(path: str | Path):
         raise DataError(f"{path}: no such file")
     try:
         if kind == "parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
     except ImportError as exc:  # parquet without pyarrow
         raise DataError(f"{path}: reading parquet needs pyarrow ({exc}); pip install pyarrow") from None
     except Exception as exc:  # pandas raises many kinds for a malformed file
         raise DataError(f"{path}: cannot be read as {kind} ({type(exc).__name__}: {exc})") from None
+    if len(df) == 0:
+        raise DataError(
+            f"{path}: no rows (only a header: {', '.join(map(str, df.columns))}); give a table with rows"
+        )
+    return df
+
+
+def _check_categorical(values, label: str, where: str) -> None:
+    """DataError for a label column of non-integer numbers with more than two values: a continuous target,
+    which flx (a classifier of one class against the rest) would split into meaningless classes."""
+    import numpy as np
+
+    if values.dtype.kind != "f":
+        return
+    finite = values.to_numpy(dtype=float)
+    distinct = np.unique(finite)
+    if len(distinct) > 2 and not np.all(distinct == np.round(distinct)):
+        shown = ", ".join(f"{v:g}" for v in distinct[:3])
+        raise DataError(
+            f"{where}: the label column {label!r} holds {len(distinct)} distinct non-integer numbers ({shown}, ...): "
+            "a continuous target; flx needs classes (make one, e.g. a column score > threshold, and give it as --label)"
+        )
 
 
 def _label_text(values):
@@ -166,6 +189,7 @@ def load_table(
         raise DataError(
             f"{where}: the label column {label!r} has {int(df[label].isna().sum())} empty value(s)"
         )
+    _check_categorical(df[label], label, where)
     labels = _label_text(df[label])
     counts = labels.value_counts()
     if len(counts) < 2:
