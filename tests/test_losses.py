@@ -372,3 +372,25 @@ def test_a_near_hard_soft_target_in_a_chunk_of_ones_takes_the_soft_formulas():
     ref.sum().backward()
     assert float(loss[0]) == pytest.approx(float(ref[0]), rel=1e-4)
     assert float(x.grad[0]) == pytest.approx(float(xr.grad[0]), rel=1e-3) and float(x.grad[0]) > 0
+
+
+def test_small_argument_cases_of_issue_22_item_5():
+    """A one-element tensor alpha is per class (as a list is), not a scalar; SoftmaxFocalLoss refuses a negative
+    alpha when built; -inf is "negative: off" like any negative alpha; ohem_select takes numpy integers."""
+    import numpy as np
+
+    x, t = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    with pytest.raises(ValueError, match=r"alpha got shape \(1,\)"):
+        L.softmax_focal_loss(x, t, alpha=torch.tensor([0.5]))
+    with pytest.raises(ValueError, match=r"alpha got \[0.5\]|alpha got shape \(1,\)"):
+        L.softmax_focal_loss(x, t, alpha=[0.5])
+    assert torch.equal(
+        L.softmax_focal_loss(x, t, alpha=torch.tensor(0.5)), L.softmax_focal_loss(x, t, alpha=0.5)
+    )
+    with pytest.raises(ValueError, match="alpha got -0.5"):
+        L.SoftmaxFocalLoss(alpha=-0.5)
+    z, y = torch.randn(6), (torch.rand(6) < 0.5).float()
+    off = L.sigmoid_focal_loss(z, y, alpha=None)
+    assert torch.equal(L.sigmoid_focal_loss(z, y, alpha=-float("inf")), off)
+    assert torch.equal(L.FocalLoss(alpha=-float("inf"))(z, y), off)
+    assert L.ohem_select(torch.tensor([0.1, 0.9, 0.5]), k=np.int64(2)).tolist() == [1, 2]

@@ -18,7 +18,8 @@ Conventions, the same in every loss:
   losses take (N, C, ...) logits and (N, ...) integer class indices, ``ignore_index`` for elements to skip.
 - ``alpha`` weights the positive class (alpha_t = alpha for y = 1, 1 - alpha for y = 0) in the binary losses,
   where None or a negative number turns the weighting off, as in torchvision. In the multi-class losses it is
-  None (off, the default), one number for every class, or one weight per class.
+  None (off, the default), one number for every class (a Python or numpy number, or a 0-d tensor), or one
+  weight per class (a list or 1-D tensor of C).
 - ``gamma`` >= 0 and ``epsilon`` are Python numbers; numpy scalars and one-element tensors are accepted too
   (a tensor on a GPU costs a host sync to read; pass a Python number inside ``torch.compile``).
 - ``reduction="mean"`` is the mean over the (non-ignored) elements; ``normalizer`` replaces that count with a

@@ -74,7 +74,9 @@ def check_alpha(alpha) -> float:
     if alpha is None:
         return -1.0
     value = as_number("alpha", alpha, accepted)
-    if not (_finite(value) and value <= 1):
+    if not (
+        value == value and value <= 1
+    ):  # any negative number, -inf included, is off; NaN and +inf are not
         raise ValueError(f"alpha got {alpha!r}; accepted: {accepted}")
     return value if value >= 0 else -1.0
 
@@ -84,7 +86,8 @@ def check_class_alpha(alpha, num_classes: int, device, dtype):
     if alpha is None:
         return None
     accepted = "None, a number in [0, 1], or one weight >= 0 per class"
-    if isinstance(alpha, numbers.Real) or (isinstance(alpha, torch.Tensor) and alpha.numel() == 1):
+    # one number: a Python/numpy number or a 0-d tensor; anything with a dimension is per class (as a list is)
+    if isinstance(alpha, numbers.Real) or (isinstance(alpha, torch.Tensor) and alpha.dim() == 0):
         value = as_number("alpha", alpha, accepted)
         if not (_finite(value) and 0 <= value <= 1):
             raise ValueError(f"alpha got {alpha!r}; accepted: {accepted}")

@@ -5,6 +5,7 @@ hard example mining. The conventions they share are in :mod:`flx.losses`.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -254,8 +255,9 @@ def ohem_select(
     """
     if losses.dim() != 1:
         raise ValueError(f"losses must be 1-D (one per example), got shape {tuple(losses.shape)}")
-    if not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # numpy integers too
         raise ValueError(f"k got {k!r}; accepted: an integer >= 1")
+    k = int(k)
     losses = losses.detach()
     if neg_pos_ratio is None:
         return torch.topk(losses, min(k, losses.numel())).indices

@@ -62,7 +62,7 @@ class SoftmaxFocalLoss(_LossModule):
         check_reduction(reduction)
         self.gamma, self.ignore_index = check_gamma(gamma), check_ignore_index(ignore_index)
         self.reduction = reduction
-        _set_alpha(self, alpha)
+        _set_alpha(self, alpha, negative_off=False)
 
 
 class Poly1CrossEntropyLoss(_LossModule):
@@ -100,8 +100,10 @@ class Poly1FocalLoss(_LossModule):
         self.epsilon = check_epsilon(epsilon, -1.0)  # the bound that depends on alpha is checked per call
 
 
-def _set_alpha(module: torch.nn.Module, alpha) -> None:
-    """None, one number, or per-class weights (kept as a buffer so that ``.to(device)`` moves them)."""
+def _set_alpha(module: torch.nn.Module, alpha, negative_off: bool = True) -> None:
+    """None, one number, or per-class weights (kept as a buffer so that ``.to(device)`` moves them). A negative
+    number turns alpha off where ``negative_off`` (the binary losses); elsewhere it is refused here, when the
+    module is built, not at its first forward."""
     if (
         alpha is None
         or isinstance(alpha, numbers.Real)
@@ -110,7 +112,8 @@ def _set_alpha(module: torch.nn.Module, alpha) -> None:
         module.alpha = (
             None if alpha is None else as_number("alpha", alpha, "None, a number or per-class weights")
         )
-        if module.alpha is not None and not (math.isfinite(module.alpha) and module.alpha <= 1):
+        lowest = -math.inf if negative_off else 0.0
+        if module.alpha is not None and not (module.alpha == module.alpha and lowest <= module.alpha <= 1):
             raise ValueError(f"alpha got {alpha!r}; accepted: None, a number in [0, 1], or per-class weights")
         return
     weights = torch.as_tensor(alpha, dtype=torch.float32)
