@@ -416,3 +416,16 @@ def test_backward_allocates_nothing_the_size_of_the_input():
         loss.backward()
     assert sized == [], sized
     torch.testing.assert_close(x.grad, torch.autograd.grad(tv_focal(x, y, reduction="mean"), x)[0])
+
+
+def test_poly1_focal_with_per_class_alpha_compiles_with_a_dynamic_graph():
+    """Issue 22, item 2: the epsilon bound read float(weights.min()) while compiling ("Could not guard on
+    data-dependent expression"); under torch.compile it checks the bound without alpha instead."""
+    x, t = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    eager = L.poly1_focal_loss(x, t, alpha=[0.2, 0.3, 0.5], epsilon=0.1)
+    compiled = torch.compile(
+        lambda x, t: L.poly1_focal_loss(x, t, alpha=[0.2, 0.3, 0.5], epsilon=0.1),
+        fullgraph=True,
+        dynamic=True,
+    )
+    torch.testing.assert_close(compiled(x, t), eager)

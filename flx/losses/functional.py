@@ -213,7 +213,10 @@ def _poly1_loss(inputs, targets, alpha, gamma, epsilon, ignore_index, reduction,
         check_multiclass(inputs, targets, ignore_index)
         weights = check_class_alpha(alpha, inputs.shape[1], inputs.device, cdtype) if focal else None
         if isinstance(weights, torch.Tensor):  # multi-class alpha_t is alpha[target]
-            bound = -float(weights.min()) if weights.device.type == "cpu" else -1.0
+            # the data-dependent bound is read on the CPU in eager mode only (reading it would break a compiled
+            # graph, and cost a host sync on a GPU); otherwise the bound without alpha, -1, is checked
+            eager_cpu = weights.device.type == "cpu" and not torch.compiler.is_compiling()
+            bound = -float(weights.min()) if eager_cpu else -1.0
         else:
             bound = -1.0 if weights is None else -weights
         epsilon = check_epsilon(epsilon, bound)
