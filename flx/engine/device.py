@@ -1,21 +1,8 @@
-"""Where a run trains: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` resolved and checked, and the one-off costs a
-worker pays before its first run.
-"""
+"""Where a run trains: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` resolved and checked."""
 
 from __future__ import annotations
 
 import torch
-
-from flx.engine.run import git_commit
-
-
-def warm_up() -> None:
-    """Pay the one-off import costs of a first run now (scikit-learn's metrics; torch's optimizers import
-    torch._dynamo on first use, about 3 s), so a run's wall time measures that run alone."""
-    import sklearn.metrics  # noqa: F401
-
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    git_commit()
 
 
 def resolve_device(device: str = "auto") -> str:

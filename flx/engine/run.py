@@ -83,3 +83,12 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None, d
     if device.startswith("cuda"):
         record["device_name"] = torch.cuda.get_device_name(device)
     return record
+
+
+def warm_up() -> None:
+    """Pay the one-off import costs of a first run now (scikit-learn's metrics; torch's optimizers import
+    torch._dynamo on first use, about 3 s), so a run's wall time measures that run alone."""
+    import sklearn.metrics  # noqa: F401
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    git_commit()

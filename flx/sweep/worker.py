@@ -86,7 +86,7 @@ def begin_worker() -> int:
     _WORKER_STARTED = time.perf_counter()
     import torch
 
-    from flx.engine.device import warm_up
+    from flx.engine.run import warm_up
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
