@@ -350,3 +350,32 @@ def test_overlapping_sweeps_train_each_run_once(tmp_path):
     assert len(trained) == len(set(trained)) == 15  # focal gamma {0,1,2,5} x 3 + ce x 3, each trained once
     assert _count(out / "runs.sqlite") == (15, 15)
     assert "stored meanwhile by another sweep" in "".join(outputs)  # the overlap really happened
+
+
+def test_a_full_disk_is_one_line_and_the_store_stays_resumable(tmp_path, monkeypatch):
+    """Issue 22, item 7: SQLite's SQLITE_FULL while storing a run (injected on the second record) was two
+    chained tracebacks and a stale claim; now one line, exit 2, the first run kept, nothing claimed, and the same
+    command resumes."""
+    import sqlite3
+
+    puts = []
+    original = Store._put
+
+    def full_after_one(self, record, artefacts):
+        if puts:
+            raise sqlite3.OperationalError("database or disk is full")
+        puts.append(record["key"])
+        return original(self, record, artefacts)
+
+    monkeypatch.setattr(Store, "_put", full_after_one)
+    args = ["sweep", "--loss", "ce,focal", *TINY, "--workers", "1", "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "the disk is full (database or disk is full)" in result.output and "Traceback" not in result.output
+    store = Store(tmp_path)
+    assert [r["key"] for r in store.records()] == puts
+    assert not store._read("SELECT key FROM claims")
+    monkeypatch.setattr(Store, "_put", original)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 already done, 1 to run" in again.output
+    assert len(Store(tmp_path).records()) == 2

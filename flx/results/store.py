@@ -15,6 +15,7 @@ file is reported (:class:`StoreError`) and never modified. Imports nothing heavy
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -261,6 +262,27 @@ class Store:
         if not parent.is_dir() or not _can_write_dir(parent):
             raise StoreError(f"cannot create results folder {self.out}: {parent} is not a writable folder")
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write: a full disk (SQLite's "database or disk is full", or ENOSPC) becomes one StoreError line;
+        SQLite rolls the transaction back, so the store keeps every run stored before."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            raise StoreError(self._full(exc)) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise StoreError(self._full(exc)) from None
+
+    def _full(self, exc) -> str:
+        return (
+            f"results store {self.path}: the disk is full ({exc}); the runs stored so far are kept: free some "
+            "space and run the same command again to resume"
+        )
+
     def _connect(self) -> sqlite3.Connection:
         """A write connection (folder and tables created as needed). Callers that must not lose work call
         :meth:`check_writable` once first; this runs on every write, so it only connects."""
@@ -278,7 +300,13 @@ class Store:
                 )  # a new (or empty) store, never an old one
             return con
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise StoreError(self._full(exc)) from None
             raise StoreError(f"cannot write results store {self.path}: {exc.strerror or exc}") from None
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise StoreError(self._full(exc)) from None
+            raise self._corrupt(exc) from None
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from None
 
@@ -292,6 +320,10 @@ class Store:
         key was already there (its artefacts are kept too)."""
         record = dict(record)
         artefacts = record.pop(ARTEFACTS, None) or {}
+        with self._writing():
+            return self._put(record, artefacts)
+
+    def _put(self, record: dict, artefacts: dict) -> bool:
         con = self._connect()
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -317,6 +349,10 @@ class Store:
     def claim(self, key: str, owner: str) -> str:
         """Claim a run before training it: "claimed", "done" (a final record exists) or "taken" (a live sweep
         has it). A claim whose owner has died is taken over."""
+        with self._writing():
+            return self._claim(key, owner)
+
+    def _claim(self, key: str, owner: str) -> str:
         host, pid = owner.split(":")[:2]
         con = self._connect()
         try:
@@ -351,11 +387,12 @@ class Store:
         """Drop every claim of ``owner`` (an interrupted sweep gives its unfinished runs back)."""
         if not self.exists():
             return
-        con = self._connect()
-        try:
-            con.execute("DELETE FROM claims WHERE owner = ?", (owner,))
-        finally:
-            con.close()
+        with self._writing():
+            con = self._connect()
+            try:
+                con.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+            finally:
+                con.close()
 
     def replace_all(self, records: list[dict]) -> None:
         """Rewrite the store with ``records`` (a migration): a new database file swapped in atomically."""

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from flx.errors import ConfigError
+from flx.errors import ConfigError, StoreError
 from flx.experiment.config import Config
 from flx.experiment.spec import dump_spec
 from flx.results.store import Store, new_owner, write_atomic
@@ -148,7 +148,12 @@ def run_sweep(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         stop_heartbeat.set()
-        store.release(owner)
+        try:
+            store.release(owner)
+        except (
+            StoreError
+        ):  # e.g. a full disk: this process's claims die with it, and the next sweep takes them over
+            pass
     return result
 
 
