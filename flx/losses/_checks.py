@@ -200,11 +200,29 @@ def result_dtype(inputs: torch.Tensor) -> torch.dtype:
     return compute_dtype(inputs.dtype) if autocast else inputs.dtype
 
 
+ROW = 4096  # elements a thread adds up in order (see ordered_sum)
+
+
+def ordered_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t``'s elements, added in an order that does not depend on the number of threads: torch adds
+    a long vector with as many partial sums as it has threads (so 1 and 2 threads can differ in the last bit),
+    but a (rows, ROW) view's row sums each by one thread, in one fixed order; then the row sums the same way."""
+    if torch.compiler.is_compiling():  # a compiled graph reduces its own way (and must not branch on sizes)
+        return t.sum()
+    flat = t.reshape(-1)
+    while flat.numel() > ROW:
+        whole = flat.numel() - flat.numel() % ROW
+        rows = flat[:whole].view(-1, ROW).sum(1)
+        flat = torch.cat([rows, flat[whole:].sum().reshape(1)]) if whole < flat.numel() else rows
+    return flat.sum()
+
+
 def reduce_loss(loss: torch.Tensor, reduction: str, normalizer=None, keep: torch.Tensor | None = None):
-    """Sum, mean (over ``keep`` when given) or per element; ``normalizer`` replaces the mean's count."""
+    """Sum, mean (over ``keep`` when given) or per element; ``normalizer`` replaces the mean's count. Sums are
+    the same whatever the number of threads (:func:`ordered_sum`)."""
     if reduction == "none":
         return loss
-    total = loss.sum()
+    total = ordered_sum(loss)
     if reduction == "sum":
         return total
     if normalizer is not None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
-from flx.losses._checks import compute_dtype, result_dtype
+from flx.losses._checks import compute_dtype, ordered_sum, result_dtype
 
 # Elements per chunk of the fused CPU kernel: a chunk, its inputs and its work buffers (about 2.5 MB) stay in
 # cache, and the Python cost of its ~15 ops (~3 us each) is a small part of the chunk's time. Measured on 2 cores
@@ -90,16 +90,17 @@ def _workspace(rows: int, n: int, dtype: torch.dtype, device: torch.device) -> l
     return ws
 
 
-def _chunk_loss(le, y, alpha, out):
+def _chunk_loss(le, y, alpha, out, spare):
     """A chunk's loss from its unweighted terms ``le`` = w l: alpha_t le into ``out`` (then None), or the pair
-    (sum le, sum y le), whose combination (1 - alpha) sum + (2 alpha - 1) dot is sum alpha_t le."""
+    (sum le, sum y le), whose combination (1 - alpha) sum + (2 alpha - 1) dot is sum alpha_t le; both added in an
+    order independent of the thread count (``spare``: a work buffer for y le)."""
     if out is not None:
         if alpha >= 0:  # alpha_t = (1 - alpha) + (2 alpha - 1) y
             torch.mul(le, 1 - alpha, out=out).addcmul_(le, y, value=2 * alpha - 1)
         else:
             out.copy_(le)
         return None
-    return le.sum(), (torch.dot(y, le) if alpha >= 0 else None)
+    return ordered_sum(le), (ordered_sum(torch.mul(y, le, out=spare)) if alpha >= 0 else None)
 
 
 def _hard_chunk(x, y, alpha, gamma, scale, out, grad, ws):
@@ -121,7 +122,7 @@ def _hard_chunk(x, y, alpha, gamma, scale, out, grad, ws):
         torch.pow(q, gamma, out=w)
         torch.mul(z, w, out=t)  # w l
     le = t if weighted else z
-    total = _chunk_loss(le, y, alpha, out)
+    total = _chunk_loss(le, y, alpha, out, ws[6])
     if grad is not None:
         torch.addcmul(z, z, q, value=-1.0, out=t)  # l p_t = l - l q
         inner = torch.add(q, t, alpha=gamma, out=t) if weighted else q
@@ -142,7 +143,7 @@ def _soft_chunk(x, y, alpha, gamma, scale, out, grad, ws):
 
         FL = alpha_t w l,   dFL/dx = alpha_t w (gamma l D + p - y)
     """
-    p, m, q, w, t, u = ws
+    p, m, q, w, t, u = ws[:6]
     torch.sigmoid(x, out=p)
     torch.neg(x, out=t)
     torch.sigmoid(t, out=m)
@@ -154,7 +155,7 @@ def _soft_chunk(x, y, alpha, gamma, scale, out, grad, ws):
     if weighted:
         torch.pow(q, gamma, out=w)
     le = torch.mul(u, w, out=t) if weighted else u
-    total = _chunk_loss(le, y, alpha, out)
+    total = _chunk_loss(le, y, alpha, out, ws[6])
     if grad is not None:
         if weighted:  # u <- gamma l D
             torch.mul(p, m, out=t).div_(q.clamp_min_(torch.finfo(q.dtype).tiny))  # p m / q
@@ -201,7 +202,7 @@ def _fused(x, y, alpha, gamma, scale, want_elements, want_grad, shape):
     a_pos, a_neg = (1 - alpha, 2 * alpha - 1) if alpha >= 0 else (1.0, 0.0)
 
     def work(first: int, last: int):
-        full = _workspace(6, min(chunk, n), x.dtype, x.device)
+        full = _workspace(7, min(chunk, n), x.dtype, x.device)
         sums = []
         for i in range(first, last):
             a, b = starts[i], min(starts[i] + chunk, n)
