@@ -206,5 +206,5 @@ def test_a_sweep_whose_every_run_fails_exits_non_zero(tmp_path):
     result = flx_isolated(tmp_path, "--plugin", "broken", "sweep", "--loss", "always_nan", *TINY, "--seeds", "2",
                           "--workers", "1", "--out", str(out))  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "flx: sweep: no run succeeded (2 failed)" in result.stderr and "Traceback" not in result.stderr
+    assert "flx: sweep: every run failed (2 failed)" in result.stderr and "Traceback" not in result.stderr
     assert {r["status"] for r in Store(out).records()} == {"failed"}

@@ -116,6 +116,8 @@ def sweep(
         )
         raise typer.Exit(done.result.exit_code)
     if not done.result.succeeded:
-        counts = ", ".join(f"{n} {status}" for status, n in done.result.counts.items() if n)
-        typer.echo(f"flx: sweep: no run succeeded ({counts}); flx runs --status failed shows why", err=True)
+        failed = done.result.counts["failed"]
+        typer.echo(
+            f"flx: sweep: every run failed ({failed} failed); flx runs --status failed shows why", err=True
+        )
         raise typer.Exit(1)

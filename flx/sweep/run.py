@@ -46,12 +46,14 @@ class SweepResult:
 
     @property
     def succeeded(self) -> bool:
-        """False when this sweep trained runs and none of them, nor any it found stored, ended ok."""
-        return not (sum(self.counts.values()) and not self.counts["ok"] and not self.done_before)
+        """False when this sweep trained runs and every one of them failed (an error, no result), with none
+        stored before. A diverged or collapsed run is a result (claims score it), not a failure of the sweep."""
+        trained = sum(self.counts.values())
+        return not (trained and self.counts.get("failed", 0) == trained and not self.done_before)
 
     @property
     def exit_code(self) -> int:
-        """130 or 143 when interrupted, 1 when no run succeeded, else 0."""
+        """130 or 143 when interrupted, 1 when every run failed, else 0."""
         return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted, 0 if self.succeeded else 1)
 
 
