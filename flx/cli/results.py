@@ -61,6 +61,13 @@ JsonOpt = typer.Option(False, "--json", help="Print the records as JSON instead 
 CsvOpt = typer.Option(False, "--csv", help="Print the runs as CSV instead of a table.")
 
 
+def output_format(as_json: bool, as_csv: bool) -> str:
+    """--json / --csv / neither as "json", "csv" or "table"; giving both is an error."""
+    if as_json and as_csv:
+        raise FlxError("--json and --csv: give one of them")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
 @runs_app.command("list")
 @user_errors
 def runs_list(
@@ -78,10 +85,9 @@ def runs_list(
     """List stored runs, filtered by --where and --status (the default of flx runs)."""
     from flx.results.browse import list_runs
 
-    if as_json and as_csv:
-        raise FlxError("--json and --csv: give one of them")
+    fmt = output_format(as_json, as_csv)
     store, df = list_runs(folder or out, where, status)
-    print_runs(make_console(), store, df, "json" if as_json else "csv" if as_csv else "table")
+    print_runs(make_console(), store, df, fmt)
 
 
 @runs_app.command("show")
@@ -96,10 +102,9 @@ def runs_show(
     """Show one run: its config, metrics, learning curves, data, provenance and artefacts."""
     from flx.results.browse import show_run
 
-    if as_json and as_csv:
-        raise FlxError("--json and --csv: give one of them")
+    fmt = output_format(as_json, as_csv)
     record, parts = show_run(folder or out, key)
-    print_run(make_console(), record, parts, "json" if as_json else "csv" if as_csv else "table")
+    print_run(make_console(), record, parts, fmt)
 
 
 @export_app.command("mlflow")

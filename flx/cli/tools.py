@@ -45,6 +45,14 @@ def anatomy(
     print_anatomy(make_console(), rows, easy_count, hard_count, easy_pt, hard_pt)
 
 
+BenchDeviceOpt = typer.Option(
+    "cpu",
+    "--device",
+    show_default=False,
+    help="Where to time: cpu, or a CUDA GPU (cuda, cuda:N). (default: cpu)",
+)
+
+
 @bench_app.command("losses")
 def bench_losses(
     sizes: str = typer.Option(
@@ -61,12 +69,7 @@ def bench_losses(
     busy: bool = typer.Option(
         True, show_default=False, help="Also time with 2 busy background processes. (default: on)"
     ),
-    device: str = typer.Option(
-        "cpu",
-        "--device",
-        show_default=False,
-        help="Where to time: cpu, or a CUDA GPU (cuda, cuda:N). (default: cpu)",
-    ),
+    device: str = BenchDeviceOpt,
 ) -> None:
     """Time forward+backward and peak extra memory of flx's focal loss against torchvision's (eager and
     compiled) and BCE-with-logits, with 1 and 2 threads, alone and beside 2 busy processes."""
@@ -116,12 +119,7 @@ def bench_detection(
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object per condition instead of tables."
     ),
-    device: str = typer.Option(
-        "cpu",
-        "--device",
-        show_default=False,
-        help="Where to time: cpu, or a CUDA GPU (cuda, cuda:N). (default: cpu)",
-    ),
+    device: str = BenchDeviceOpt,
 ) -> None:
     """Time flx's detection training step against torchvision's stock RetinaNet step and against its own
     network's forward + backward, OHEM (B 128, 512) against FL, and one split's evaluation against pycocotools

@@ -135,17 +135,6 @@ def evaluate(model, split, prefix: str = "", artefacts: dict | None = None) -> d
     return out
 
 
-def example_losses(model, split, config) -> tuple:
-    """Per-anchor loss of positive and of negative anchors over ``split`` under ``config``'s loss (Figure 4)."""
-    _, logits, anchors = predict_split(model, split)
-    labels = anchor_labels(split, anchors)
-    head = model.head.classification_head
-    keep = labels >= 0
-    loss = head.per_anchor_loss(logits[keep], labels[keep].float())
-    y = labels[keep] == 1
-    return loss[y].numpy(), loss[~y].numpy()
-
-
 def anchor_imbalance(split, config, model=None) -> dict:
     """Anchors per image and positive/ignored anchors per image of ``split`` under ``config``'s anchors, and
     the share of the initial loss (bias at the prior, every anchor at p = pi) that the negatives carry.
