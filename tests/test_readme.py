@@ -56,3 +56,22 @@ def test_a_sweep_from_python_is_the_clis_sweep(tmp_path):
         and "4 runs planned, 4 already in" in result.output
         and "0 to run" in result.output
     )
+
+
+def test_a_script_without_the_main_guard_is_told_what_to_add(tmp_path):
+    """Issue 22, item 12: without `if __name__ == "__main__":` every spawned worker re-ran the script; each now
+    stops at once with a line saying what to add, and the runs are stored failed with the same hint."""
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "from flx.experiment.plan import plan\nfrom flx.results.store import Store\nfrom flx.sweep import run_sweep\n"
+        "configs = plan(None, {'loss': ['ce', 'focal'], 'gamma': [2.0], 'n_samples': 3000, 'ratio': 20.0, "
+        "'dim': 4, 'epochs': 1})\n"
+        "print(run_sweep(configs, Store('runs'), workers=2).counts)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert "'failed': 2" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert 'put the sweep under `if __name__ == "__main__":`' in proc.stderr
+    errors = {r["error"] for r in Store(tmp_path / "runs").records()}
+    assert len(errors) == 1 and 'a sweep outside `if __name__ == "__main__":`' in errors.pop()

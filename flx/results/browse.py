@@ -106,12 +106,35 @@ def parse_statuses(text: str | None) -> tuple[str, ...] | None:
     return statuses
 
 
-def open_store(folder: str | Path) -> Store:
-    """The store of a results folder; UserError when there is none (naming the folder)."""
+class CsvRuns:
+    """The runs of a results folder that holds only ``runs.csv`` (committed results ship without their store):
+    the records :func:`select` and :func:`find` read, read-only, with no artefacts."""
+
+    def __init__(self, folder: Path):
+        self.out = folder
+
+    def records(self, with_time: bool = False) -> list[dict]:
+        import math
+
+        from flx.results.records import read_runs_csv
+
+        rows = read_runs_csv(self.out).to_dict("records")
+        return [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows
+        ]
+
+    def artefact_sizes(self, key: str) -> dict[str, int]:
+        return {}
+
+
+def open_store(folder: str | Path) -> Store | CsvRuns:
+    """The store of a results folder, or its runs.csv when it has no store; UserError when it has neither."""
     path = Path(folder)
     if not path.exists():
         raise UserError(f"results folder {path} does not exist; give a folder that `flx sweep --out` wrote")
     store = Store(path)
+    if path.is_dir() and not store.exists() and (path / "runs.csv").is_file():
+        return CsvRuns(path)
     if path.is_dir() and not store.exists():
         raise UserError(
             f"no runs stored in {path} (no {store.path.name}); give a folder that `flx sweep --out` wrote"

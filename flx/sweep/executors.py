@@ -89,7 +89,8 @@ class LocalPoolExecutor:
                         self.shutdown()
                         pool = self._start()
                         yield failed_record(
-                            task, "a worker process died while training this run (out of memory?)"
+                            task,
+                            f"a worker process died while training this run (out of memory?{_script_hint()})",
                         )
         finally:
             self.shutdown()
@@ -106,6 +107,17 @@ class LocalPoolExecutor:
         for p in processes:
             p.join(timeout=5)
         self._pool = None
+
+
+def _script_hint() -> str:
+    """For a sweep started from a Python script: spawned workers import that script again, so a sweep not under
+    ``if __name__ == "__main__":`` kills every worker at its start."""
+    import sys
+
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not script or "flx" in script.replace("\\", "/").split("/"):
+        return ""
+    return f' or, in a script, a sweep outside `if __name__ == "__main__":` in {script}'
 
 
 BACKENDS = ("local", "ray")  # flx sweep --executor

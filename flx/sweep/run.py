@@ -14,6 +14,7 @@ thread exits each one within a second of its parent's death, SIGKILL included.
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import threading
 import time
@@ -107,6 +108,11 @@ def run_sweep(
     ``dry_run`` stops after the checks (reading only). Events: "note" (text), "data" (config, info), "decode"
     (done, total), "start" (pending, workers), "record" (record), "elsewhere" (key), "waiting" (n).
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "a sweep was started while a sweep worker imported the script that starts it: put the sweep under "
+            '`if __name__ == "__main__":` (workers are spawned processes, and they import that script)'
+        )
     if dry_run:
         store.done()  # a corrupt store is reported, a read-only one is fine
     else:
