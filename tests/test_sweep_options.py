@@ -58,6 +58,12 @@ def test_note_for_loss_options_that_do_not_apply():
     assert inapplicable([ce, focal], ["gamma"]) == "--gamma applies to focal only, not ce"
     assert inapplicable([focal], ["gamma", "alpha"]) is None
     assert inapplicable([ce, focal], ["lr", "dataset"]) is None
+    # issue 22, item 11: options a data set does not use get the same note as a loss's
+    shapes = Config(dataset="shapes").normalized()
+    assert inapplicable([shapes], ["epochs"]) == "--epochs does not apply to shapes and is ignored"
+    assert inapplicable([ce], ["steps", "n_samples"]) == "--steps does not apply to synthetic and is ignored"
+    assert inapplicable([ce, shapes], ["lr"]) is None
+    assert inapplicable([ce, shapes], ["n_images"]) == "--n-images applies to shapes only, not synthetic"
 
 
 def test_sweep_prints_the_note_once(tmp_path):

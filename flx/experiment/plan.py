@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 from flx.errors import ConfigError
 from flx.experiment.config import CONFIG_FIELDS, Config
-from flx.experiment.params import MAX_RUNS, parse_list
-from flx.experiment.registries import LOSSES
+from flx.experiment.params import DATA_PARAMS, MAX_RUNS, RUN_PARAMS, parse_list
+from flx.experiment.registries import LOSSES, get_dataset
 from flx.experiment.spec import empty_spec
 
 
@@ -88,14 +88,23 @@ def with_sets(overrides: dict, items: list[str], many: bool = True, defaulted: I
 
 
 def inapplicable(configs: list[Config], given: Iterable[str]) -> str | None:
-    """A note on the loss hyperparameters the user gave that some or all of the sweep's losses do not take
-    (``--loss ce --gamma 2``: ce has no gamma), or None when every one applies to every loss."""
+    """A note on the options the user gave that some or all of the sweep's losses or data sets do not use
+    (``--loss ce --gamma 2``: ce has no gamma; ``--dataset shapes --epochs 2``: shapes trains for steps), or
+    None when every one applies everywhere."""
     losses = list(dict.fromkeys(c.loss for c in configs))
+    datasets = list(dict.fromkeys(c.dataset for c in configs))
     hyper = dict.fromkeys(p for spec in LOSSES.values() for p in spec.params)
     parts = []
-    for name in [f for f in given if f in hyper]:
-        users = [loss for loss in losses if name in LOSSES[loss].params]
-        others = [loss for loss in losses if loss not in users]
+    for name in given:
+        if name in hyper:
+            users = [loss for loss in losses if name in LOSSES[loss].params]
+            others = [loss for loss in losses if loss not in users]
+        elif name in DATA_PARAMS or name in RUN_PARAMS:
+            specs = {d: get_dataset(d) for d in datasets}
+            users = [d for d, spec in specs.items() if name in spec.params or name in spec.defaults]
+            others = [d for d in datasets if d not in users]
+        else:
+            continue
         option = "--" + name.replace("_", "-")
         if not users:
             parts.append(f"{option} does not apply to {', '.join(others)} and is ignored")
