@@ -75,3 +75,20 @@ def test_a_script_without_the_main_guard_is_told_what_to_add(tmp_path):
     assert 'put the sweep under `if __name__ == "__main__":`' in proc.stderr
     errors = {r["error"] for r in Store(tmp_path / "runs").records()}
     assert len(errors) == 1 and 'a sweep outside `if __name__ == "__main__":`' in errors.pop()
+
+
+def test_the_plugin_example_runs_as_written(tmp_path):
+    """Issue 22, item 14: the README's mylab.py (its data set's body was `...`) and its command (which named an
+    undefined mylab:other), run as written in a fresh folder."""
+    import re
+    import textwrap
+
+    readme = (ROOT / "README.md").read_text()
+    begin = readme.index("  ```python\n  # mylab.py\n") + len("  ```python\n")
+    (tmp_path / "mylab.py").write_text(textwrap.dedent(readme[begin : readme.index("  ```\n", begin)]))
+    command = re.search(r"`flx (--plugin mylab sweep [^`]*)`", readme).group(1).split()
+    proc = subprocess.run([sys.executable, "-m", "flx", *command], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = Store(tmp_path / "runs").to_dataframe()
+    assert len(runs) == 4 and set(runs["status"]) == {"ok"} and set(runs["dataset"]) == {"blobs"}
