@@ -168,6 +168,8 @@ def test_an_image_folder_with_any_class_names_runs_end_to_end(tmp_path):
     assert set(runs["status"]) == {"ok"} and set(runs["dataset"]) == {"images"}
     assert set(runs["data_classes"]) == {"healthy tissue/lesion"}  # the rarer class is positive by default
     assert (runs["n_test_pos"] + runs["n_test_neg"] == 15).all()  # 80/20 per class: 12 + 3
+    # issue 22, item 17: a log (not a terminal) gets a progress line at each quarter of a long stage
+    assert "decoding images: 76 of 76 images (100%)" in result.output
 
 
 def test_an_image_folder_with_its_own_split_and_a_chosen_positive(tmp_path):
@@ -227,3 +229,24 @@ def test_one_stratified_splitter_cuts_each_class_into_disjoint_parts():
     cut = carve(y, torch.Generator().manual_seed(0), "x")
     pool = cut["pool"]  # balanced: half the smaller class of each
     assert int(y[pool].sum()) == int((1 - y[pool]).sum()) == 3
+
+
+def test_a_log_gets_progress_lines_during_a_long_stage():
+    """Issue 22, item 17: in a log (not a terminal) the in-domain backbone's 12 epochs printed one line at the
+    start and then nothing for minutes; now a line at each quarter."""
+    import io
+
+    from rich.console import Console
+
+    from flx.cli.views import SweepView
+
+    buffer = io.StringIO()
+    with SweepView(Console(file=buffer, width=120)) as view:
+        for epoch in range(1, 13):
+            view.event("decode", done=epoch, total=12, stage="training the in-domain backbone")
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "training the in-domain backbone: 12 epochs (cached for later runs)..."
+    assert lines[1:] == [
+        f"training the in-domain backbone: {e} of 12 epochs ({25 * q}%)"
+        for q, e in enumerate((3, 6, 9, 12), 1)
+    ]

@@ -32,7 +32,7 @@ class SweepView:
             console=console, disable=not self.live,
         )  # fmt: skip
         self.counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0}
-        self.task, self.decode = None, {}
+        self.task, self.decode, self.quarters = None, {}, {}
         self.finished = self.pending = 0
 
     def __enter__(self):
@@ -57,12 +57,19 @@ class SweepView:
             self.planned = f["planned"]
         elif kind == "decode":
             stage = f.get("stage", "decoding images")
+            what = "images" if stage == "decoding images" else "epochs"
             if stage not in self.decode:
                 self.decode[stage] = self.progress.add_task(stage, total=f["total"], tally="")
+                self.quarters[stage] = 0
                 if not self.live:
-                    what = "images" if stage == "decoding images" else "epochs"
                     self._print(f"{stage}: {f['total']:,} {what} (cached for later runs)...")
             self.progress.update(self.decode[stage], completed=f["done"])
+            quarter = 4 * f["done"] // max(1, f["total"])
+            if (
+                not self.live and quarter > self.quarters[stage]
+            ):  # a log gets a line at each quarter, not silence
+                self.quarters[stage] = quarter
+                self._print(f"{stage}: {f['done']:,} of {f['total']:,} {what} ({25 * quarter}%)")
         elif kind == "data":
             self._print(info_line(f["config"], f["info"]))
         elif kind == "start":
