@@ -80,3 +80,50 @@ def test_export_without_mlflow_or_runs_is_one_line(tmp_path, monkeypatch):
     result = runner.invoke(app, ["export", "mlflow", str(tmp_path / "runs")])
     assert result.exit_code == 2, result.output
     assert "flx export mlflow needs MLflow" in result.output and "pip install 'flx[mlflow]'" in result.output
+
+
+def test_a_sqlite_store_that_cannot_work_is_refused_at_once_and_artefacts_sit_beside_it(
+    tmp_path, monkeypatch
+):
+    """Issue 22, item 9: an unwritable database retried for about 2 minutes with 38 warnings, a missing folder
+    was created silently, and the artefacts landed in ./mlruns of the working folder."""
+    import os
+    import time
+
+    out = tmp_path / "runs"
+    swept = runner.invoke(app, ["sweep", "--loss", "ce", *TINY, "--workers", "1", "--out", str(out)])
+    assert swept.exit_code == 0, swept.output
+    missing = runner.invoke(
+        app, ["export", "mlflow", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'no' / 'm.db'}"]
+    )
+    assert missing.exit_code == 2 and "does not exist; create it first" in missing.output
+    assert not (tmp_path / "no").exists()
+    db = tmp_path / "store" / "m.db"
+    db.parent.mkdir()
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        done = runner.invoke(app, ["export", "mlflow", str(out), "--tracking-uri", f"sqlite:///{db}"])
+    finally:
+        os.chdir(here)
+    assert done.exit_code == 0, done.output
+    assert (db.parent / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: make the folder read-only as the check sees it
+            from flx.results import export
+
+            monkeypatch.setattr(export, "_writable", lambda path: False)
+        t0 = time.perf_counter()
+        refused = runner.invoke(
+            app, ["export", "mlflow", str(out), "--tracking-uri", f"sqlite:///{locked / 'm.db'}"]
+        )
+        assert (
+            refused.exit_code == 2
+            and "is not writable here" in refused.output
+            and time.perf_counter() - t0 < 10
+        )
+    finally:
+        locked.chmod(0o700)

@@ -14,6 +14,7 @@ MLflow is optional (``pip install 'flx[mlflow]'``) and imported only here.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -60,6 +61,26 @@ def _millis(text: str | None) -> int | None:
         return None
 
 
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _check_sqlite_uri(tracking_uri: str | None) -> Path | None:
+    """For a ``sqlite:///PATH`` tracking store: its database's folder, checked to exist and be writable first
+    (MLflow would retry an unwritable one for minutes, and create a missing folder silently); else None."""
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri[len("sqlite:///") :]).expanduser()
+    folder = database.parent
+    if not folder.is_dir():
+        raise ExportError(
+            f"MLflow tracking store {tracking_uri}: the folder {folder} does not exist; create it first"
+        )
+    if not _writable(folder) or (database.exists() and not _writable(database)):
+        raise ExportError(f"MLflow tracking store {tracking_uri}: {database} is not writable here")
+    return folder
+
+
 def export_mlflow(
     results_dir: str | Path,
     tracking_uri: str | None = None,
@@ -75,13 +96,16 @@ def export_mlflow(
             f"no runs in {results_dir} (no runs.sqlite); run `flx sweep --out {results_dir}` first"
         )
     records = store.records(with_time=True)
+    folder = _check_sqlite_uri(tracking_uri)
     client_class = _mlflow()
 
     try:
         client = client_class(tracking_uri)
         name = experiment or Path(results_dir).resolve().name
         found = client.get_experiment_by_name(name)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
+        # a SQLite store keeps its artefacts beside the database, not in ./mlruns of wherever flx ran
+        location = (folder / "mlartifacts").resolve().as_uri() if folder is not None else None
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(name, location)
         exported = {}
         for run in client.search_runs([experiment_id], max_results=50_000):
             key = run.data.tags.get(KEY_TAG)
