@@ -113,25 +113,27 @@ class OverlapGraph:
         """Greedy NMS over the anchors ``ranked`` (best first): the survivors, best first, at most ``limit``.
         Exactly what ``torchvision.ops.nms(anchors[ranked], scores, threshold)`` keeps for strictly
         decreasing scores (the first ``limit`` of it), in one pass over the candidates and their edges."""
-        out = np.empty(len(ranked), dtype=np.int64)
+        kept = np.empty(len(ranked), dtype=np.int64)
+        suppressed = np.zeros(self.n, np.bool_)
         ranked = ranked.cpu().numpy()
-        count = _greedy(ranked, self.indptr.numpy(), self.indices.numpy(), self.n, limit or len(ranked), out)
-        return torch.from_numpy(ranked[out[:count]])
+        count = _greedy(
+            ranked, self.indptr.numpy(), self.indices.numpy(), suppressed, kept, 0, limit or len(ranked)
+        )
+        return torch.from_numpy(kept[:count])
 
 
 @numba.njit(cache=True, nogil=True)
-def _greedy(ranked, indptr, indices, n, limit, out):  # pragma: no cover (compiled)
-    """Positions in ``ranked`` of the anchors greedy NMS keeps, stopping at ``limit``; returns how many."""
-    suppressed = np.zeros(n, np.bool_)
-    count = 0
-    for i in range(len(ranked)):
-        a = ranked[i]
-        if suppressed[a]:
-            continue
-        out[count] = i
-        count += 1
+def _greedy(ranked, indptr, indices, suppressed, kept, count, limit):  # pragma: no cover (compiled)
+    """Greedy NMS over the anchors ``ranked`` (best first), going on from ``count`` survivors already in
+    ``kept`` and their ``suppressed`` neighbours: appends each survivor, stops at ``limit``; returns the count.
+    An ``indptr`` of zeros (no edges) keeps every anchor: no NMS."""
+    for a in ranked:
         if count == limit:
             break
+        if suppressed[a]:
+            continue
+        kept[count] = a
+        count += 1
         for j in range(indptr[a], indptr[a + 1]):
             suppressed[indices[j]] = True
     return count
@@ -145,11 +147,13 @@ def ohem_keep(losses, valid, positive, k: int, ratio: float | None, graph: Overl
     b, a = losses.shape
     keep = np.full((b, k), -1, dtype=np.int64)
     counts = np.zeros(b, dtype=np.int64)
-    indptr = graph.indptr.numpy() if graph is not None else np.zeros(1, dtype=np.int64)
+    indptr = (
+        graph.indptr.numpy() if graph is not None else np.zeros(a + 1, dtype=np.int64)
+    )  # no edges: no NMS
     indices = graph.indices.numpy() if graph is not None else np.zeros(0, dtype=np.int64)
     _ohem_keep(
         losses.detach().float().cpu().numpy(), valid.cpu().numpy(), positive.cpu().numpy(), k,
-        -1.0 if ratio is None else float(ratio), graph is not None, indptr, indices, keep, counts,
+        -1.0 if ratio is None else float(ratio), indptr, indices, keep, counts,
     )  # fmt: skip
     return torch.from_numpy(keep).to(losses.device), torch.from_numpy(counts).to(losses.device)
 
@@ -162,41 +166,32 @@ def _block(losses, idx, values, lower, upper):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, nogil=True)
-def _survivors(losses, idx, k, limit, use_graph, indptr, indices, n):  # pragma: no cover (compiled)
+def _survivors(losses, idx, k, limit, indptr, indices, n):  # pragma: no cover (compiled)
     """Greedy NMS over ``idx`` ranked by loss until ``limit`` survive, ranking only as deep as it must: the
     best 4k first, then blocks twice as deep, the greedy pass going on from where it stopped."""
     values = -losses[idx]
-    survivors = np.empty(len(idx), dtype=np.int64)
-    count = 0
+    kept = np.empty(len(idx), dtype=np.int64)
     suppressed = np.zeros(n, np.bool_)
+    count = 0
     lower = -np.inf
     m = min(len(idx), 4 * k) if limit < len(idx) else len(idx)
     while True:
         upper = np.inf if m >= len(idx) else np.partition(values.copy(), m - 1)[m - 1]
-        for a in _block(losses, idx, values, lower, upper):
-            if use_graph and suppressed[a]:
-                continue
-            survivors[count] = a
-            count += 1
-            if count == limit:
-                return survivors[:count]
-            if use_graph:
-                for j in range(indptr[a], indptr[a + 1]):
-                    suppressed[indices[j]] = True
-        if m >= len(idx):
-            return survivors[:count]
+        count = _greedy(
+            _block(losses, idx, values, lower, upper), indptr, indices, suppressed, kept, count, limit
+        )
+        if count == limit or m >= len(idx):
+            return kept[:count]
         lower, m = upper, min(len(idx), 2 * m)
 
 
 @numba.njit(cache=True, nogil=True)
-def _ohem_keep(
-    losses, valid, positive, k, ratio, use_graph, indptr, indices, keep, counts
-):  # pragma: no cover
+def _ohem_keep(losses, valid, positive, k, ratio, indptr, indices, keep, counts):  # pragma: no cover
     n = losses.shape[1]
     for b in range(losses.shape[0]):
         idx = np.nonzero(valid[b])[0]
         limit = k if ratio < 0 else len(idx)
-        survivors = _survivors(losses[b], idx, k, limit, use_graph, indptr, indices, n)
+        survivors = _survivors(losses[b], idx, k, limit, indptr, indices, n)
         if ratio < 0:
             keep[b, : len(survivors)] = survivors
             counts[b] = len(survivors)

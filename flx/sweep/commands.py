@@ -101,5 +101,4 @@ def train_one(
     note = inapplicable([config], [k for k in fields if k != "loss"])
     if note:
         on_event("note", text=note)
-    on_event("start", config=config)
     return run_one(config, Store(out or default_out()) if store else None, data_dir, device)
