@@ -8,11 +8,11 @@ export OMP_NUM_THREADS ?= 1
 # Detection tables (shapes, tiny RetinaNet) after the learning-curve check that sets their length, then the
 # classification proxy. catsdogs (real photos) and catsdogs_cifar (CIFAR-10, after `flx download cifar10`) have
 # their own targets and stay out of `ablations`. Each target re-indexes results/README.md and the README.
-ABLATIONS := curves table1a table1b table1c table1d prior poly proxy
+ABLATIONS := curves stability table1a table1b table1c table1d prior poly proxy
 # Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
 export FLX_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test demo lint bench gpu-check clean ablations catsdogs catsdogs_cifar $(ABLATIONS)
+.PHONY: install test demo lint bench gpu-check clean ablations regimes catsdogs catsdogs_cifar $(ABLATIONS)
 
 install: $(STAMP)
 
@@ -49,11 +49,11 @@ gpu-check: $(STAMP)
 
 # Each ablation: train the spec's runs (skipping those already in results/NAME/runs.sqlite), then write
 # results/NAME/{runs.csv,table.md,table.csv,*.png}. On a fresh clone there is no store: everything is retrained.
-$(ABLATIONS) catsdogs catsdogs_cifar: $(STAMP)
+$(ABLATIONS) regimes catsdogs catsdogs_cifar: $(STAMP)
 	$(BIN)/flx sweep experiments/$@.toml --out results/$@
 	$(BIN)/flx report results/$@
 	$(BIN)/flx report --no-plots --index results/README.md --readme README.md \
-	  $$(for d in $(ABLATIONS) catsdogs catsdogs_cifar; do test -f results/$$d/runs.csv && echo results/$$d; done)
+	  $$(for d in $(ABLATIONS) regimes catsdogs catsdogs_cifar; do test -f results/$$d/runs.csv && echo results/$$d; done)
 
 ablations: $(ABLATIONS)
 

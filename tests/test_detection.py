@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flx.data.shapes import render
+from flx.data.shapes import load_shapes, render
 from flx.engine.coco import coco_metrics
 from flx.engine.detection import anchor_imbalance, train_detector
 from flx.errors import ConfigError
@@ -35,14 +35,29 @@ def test_shapes_boxes_lie_inside_the_image_and_generation_is_deterministic():
 
 def test_shapes_anchor_imbalance_is_measured():
     config = Config(dataset="shapes", loss="ce").normalized()
-    stats = anchor_imbalance(render(64, 48, seed=0), config)
-    assert stats["anchors_per_image"] == (24 * 24 + 12 * 12) * 9
+    model = build_detector(config)
+    stats = anchor_imbalance(render(64, 64, seed=0), config, model)
+    assert stats["anchors_per_image"] == (32 * 32 + 16 * 16) * 9 == len(model.anchors_for(64))
     assert 5 < stats["pos_anchors_per_image"] < 60
     # hundreds of background anchors per object anchor, and the count is what the ratio says
-    assert 150 < stats["imbalance"] < 1500
+    assert 300 < stats["imbalance"] < 800
     neg = stats["anchors_per_image"] - stats["pos_anchors_per_image"] - stats["ignored_anchors_per_image"]
     assert stats["imbalance"] == pytest.approx(neg / stats["pos_anchors_per_image"], rel=1e-6)
     assert 0 < stats["neg_loss_share"] < 1
+
+
+def test_objects_and_anchors_keep_their_size_so_a_larger_canvas_adds_only_background():
+    """The regime map's premise: the same objects and anchors on a larger canvas, so the object anchors per image
+    stay put and the imbalance grows with the canvas's area."""
+    config = Config(dataset="shapes", loss="ce").normalized()
+    model = build_detector(config)
+    small, large = render(256, 64, seed=0), render(256, 128, seed=0)
+    sides = lambda split: torch.cat(split.boxes)[:, 2:] - torch.cat(split.boxes)[:, :2]  # noqa: E731
+    assert sides(small).mean(0).allclose(sides(large).mean(0), rtol=0.1)
+    a, b = anchor_imbalance(small, config, model), anchor_imbalance(large, config, model)
+    assert b["anchors_per_image"] == 4 * a["anchors_per_image"]
+    assert b["pos_anchors_per_image"] == pytest.approx(a["pos_anchors_per_image"], rel=0.15)
+    assert 3.2 < b["imbalance"] / a["imbalance"] < 4.8
 
 
 def test_detector_loss_falls_on_a_tiny_set():
@@ -92,6 +107,20 @@ def test_ohem_k_and_the_one_to_three_rule_change_what_is_kept():
     assert positive[ruled].sum() == 2 and (~positive[ruled]).sum() == 6  # at most 8/4 positives
     hardest_neg = torch.topk(torch.where(positive, -1.0, losses), 6).indices
     assert set(ruled[~positive[ruled]].tolist()) == set(hardest_neg.tolist())
+
+
+def test_ohem_one_to_three_keeps_at_most_three_negatives_per_positive_and_leaves_the_rest_unfilled():
+    """SSD's rule, which the paper's OHEM 1:3 follows: 2 positives survive, so 6 negatives (the hardest) are
+    kept of B = 128 and the rest of the minibatch stays empty; an image without positives trains on nothing."""
+    boxes = torch.stack([torch.tensor([i * 10.0, 0, i * 10 + 8, 8]) for i in range(200)])  # disjoint
+    losses = torch.linspace(2, 0, 200)
+    positive = torch.zeros(200, dtype=torch.bool)
+    positive[[50, 120]] = True
+    kept = ohem_select(losses, boxes, positive, 128, 0.5, ratio=3.0)
+    assert sorted(kept[positive[kept]].tolist()) == [50, 120]
+    assert kept[~positive[kept]].tolist() == [0, 1, 2, 3, 4, 5]  # the six hardest negatives
+    assert len(ohem_select(losses, boxes, torch.zeros(200, dtype=torch.bool), 128, 0.5, ratio=3.0)) == 0
+    assert len(ohem_select(losses, boxes, positive, 128, 0.5)) == 128  # plain OHEM fills B
 
 
 def test_ohem_nms_removes_overlapping_anchors_at_05_and_keeps_them_at_07():
@@ -275,7 +304,7 @@ def test_static_matches_equal_torchvision_matcher_with_low_quality_matches():
     from flx.models.anchors import match, pad_boxes
 
     matcher = det_utils.Matcher(0.5, 0.4, allow_low_quality_matches=True)
-    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(48)
+    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(64)
     g = torch.Generator().manual_seed(2)
     boxes = []
     for i in range(40):
@@ -294,7 +323,7 @@ def test_static_matches_equal_torchvision_matcher_with_low_quality_matches():
 def test_graph_nms_equals_torchvision_nms(threshold):
     from torchvision.ops import nms
 
-    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(48)
+    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(64)
     graph = OverlapGraph(anchors, threshold)
     g = torch.Generator().manual_seed(3)
     for _ in range(12):
@@ -359,12 +388,13 @@ def test_anchor_average_precision_equals_scikit_learn():
 )
 def test_ohem_keep_is_nms_over_every_anchor_of_each_image(k, threshold, ratio):
     """The batched, compiled OHEM choice against the definition: each image's valid anchors ranked by loss,
-    torchvision's NMS over all of them, the k best survivors (with a ratio: positives first, capped)."""
+    torchvision's NMS over all of them, the k best survivors (with a ratio: positives first, capped, then at most
+    ratio negatives per positive)."""
     from torchvision.ops import nms
 
     from flx.models.anchors import ohem_keep
 
-    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(48)
+    anchors = build_detector(Config(dataset="shapes").normalized()).anchors_for(64)
     graph = OverlapGraph(anchors, threshold)
     g = torch.Generator().manual_seed(5)
     losses = torch.rand(4, len(anchors), generator=g)
@@ -379,5 +409,40 @@ def test_ohem_keep_is_nms_over_every_anchor_of_each_image(k, threshold, ratio):
             expected = survivors[:k]
         else:
             pos = survivors[positive[i, survivors]][: int(k // (1 + ratio))]
-            expected = torch.cat([pos, survivors[~positive[i, survivors]][: k - len(pos)]])
+            most = min(k - len(pos), int(ratio * len(pos)))
+            expected = torch.cat([pos, survivors[~positive[i, survivors]][:most]])
         assert int(count[i]) == len(expected) and torch.equal(keep[i, : int(count[i])], expected)
+
+
+def test_the_watch_flags_a_knock_back_with_its_step_and_not_a_run_that_trains():
+    """A knock-back: the object-anchor loss falls, then returns to its initial level (the classifier back at
+    the prior) with nothing non-finite. A normal run's loss falls and stays down; noise is not a knock-back."""
+    from flx.engine.status import WINDOW, Watch, near_chance
+
+    g = torch.Generator().manual_seed(0)
+    trains, knocked = Watch(), Watch()
+    for step in range(400):
+        noise = 0.05 * float(torch.rand(1, generator=g))
+        falling = 1.06 * math.exp(-step / 60) + 0.05
+        trains.step(step, falling + noise, 5.0 + step % 7)
+        knocked.step(step, (falling if step < 200 else 1.06) + noise, 369.0 if step == 205 else 5.0)
+    assert trains.knocked_back is None and trains.max_grad_norm == 11.0
+    assert 200 <= knocked.knocked_back < 200 + WINDOW and knocked.max_grad_norm == 369.0
+    assert f"knocked back at step {knocked.knocked_back}" in knocked.message()
+    assert near_chance(0.014, 1 / 500) and not near_chance(0.3, 1 / 500)
+
+
+def test_a_detection_record_has_its_largest_gradient_norm_and_a_failure_has_its_step():
+    from flx.engine.detection import run_detection
+
+    train, test, meta = load_shapes(16, 32)
+    ok = run_detection(
+        Config(dataset="shapes", steps=3, image_size=32, n_images=16).normalized(), train, test, meta
+    )
+    assert ok["max_grad_norm"] > 0 and ok["anchors_per_image"] == (16 * 16 + 8 * 8) * 9
+    blown = Config(
+        dataset="shapes", steps=5, image_size=32, n_images=16, lr=1e6, head_norm="off"
+    ).normalized()
+    failed = run_detection(blown, train, test, meta)
+    assert failed["status"] in ("diverged", "collapsed") and failed["collapse_step"] <= 5
+    assert f"at step {failed['collapse_step']}" in failed["error"]

@@ -145,10 +145,14 @@ def _stock_model(model):
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.retinanet import RetinaNetHead
 
-    from flx.models.retinanet import HEAD_CONVS
+    from flx.models.retinanet import HEAD_CONVS, norm_layer
 
     backbone = copy.deepcopy(model.backbone)
-    head = RetinaNetHead(backbone.out_channels, model.anchor_generator.num_anchors_per_location()[0], 1)
+    config = model.head.classification_head.config
+    head = RetinaNetHead(
+        backbone.out_channels, model.anchor_generator.num_anchors_per_location()[0], 1,
+        norm_layer=norm_layer(config.head_norm),
+    )  # fmt: skip
     head.classification_head.conv = head.classification_head.conv[:HEAD_CONVS]
     head.regression_head.conv = head.regression_head.conv[:HEAD_CONVS]
     size = model.transform.min_size[0]

@@ -1,11 +1,12 @@
 """``shapes``: a synthetic dense-detection data set in the paper's regime, for the tiny RetinaNet of
 :mod:`flx.models.retinanet`.
 
-Each image (``image_size`` px square, 64 by default) holds 1-3 **rings** (the one object class: elliptical
+Each image (``image_size`` px square, 64 by default) holds 1-2 **rings** (the one object class: elliptical
 outlines with a ground-truth box each) among 2-5 **distractors** that resemble them (filled ellipses and
 rectangle outlines of the same sizes, aspect ratios and colours) on a cluttered background (a colour gradient,
-pixel noise and small specks). With the detector's ~11.5k anchors per 64 px image about 9 anchors per image
-are positives: roughly the paper's 1:1000 imbalance (each run records the measured ratio).
+pixel noise and small specks). Objects have the same size in pixels on every canvas, so a larger canvas adds
+background only: with the detector's 11,520 anchors per 64 px image (anchors of a fixed size too) about 1 in 500
+anchors is positive, at 96 px 1 in ~1,100, at 128 px 1 in ~2,000 (each run records the ratio it measured).
 
 Deterministic per ``data_seed``: the training images are one stream; the validation (256) and test (512)
 images are fixed streams of their own, so every run of a sweep selects on the same validation images and
@@ -23,7 +24,8 @@ import torch
 N_VAL, N_TEST = 256, 512
 OBJECTS = (1, 2)  # rings per image (inclusive)
 DISTRACTORS = (2, 5)
-SIZE = (3.5, 8.0)  # semi-axis geometric mean in px at 64 px (scaled with image_size)
+SIZE = (2.625, 6.0)  # semi-axis geometric mean in px, on every canvas
+WIDTH = (0.9, 1.65)  # outline thickness in px
 ASPECT = (0.5, 2.0)  # width / height, log-uniform
 KINDS = ("ring", "disk", "box")  # 0 is the object class; the others are distractors
 
@@ -55,7 +57,6 @@ def _uniform(g, n, lo, hi):
 def render(n: int, size: int = 64, seed: int = 0) -> DetSplit:
     """``n`` images and their ring boxes, generated from ``seed`` alone."""
     g = torch.Generator().manual_seed(seed)
-    scale = size / 64
     n_obj = torch.randint(OBJECTS[0], OBJECTS[1] + 1, (n,), generator=g)
     n_dis = torch.randint(DISTRACTORS[0], DISTRACTORS[1] + 1, (n,), generator=g)
     k = int((n_obj + n_dis).max())
@@ -64,13 +65,13 @@ def render(n: int, size: int = 64, seed: int = 0) -> DetSplit:
     used = slot < (n_obj + n_dis)[:, None]
     kind = torch.randint(1, len(KINDS), (n, k), generator=g)
     kind[(slot >= n_dis[:, None]) & used] = 0
-    s = torch.exp(_uniform(g, (n, k), math.log(SIZE[0]), math.log(SIZE[1]))) * scale
+    s = torch.exp(_uniform(g, (n, k), math.log(SIZE[0]), math.log(SIZE[1])))
     ar = torch.exp(_uniform(g, (n, k), math.log(ASPECT[0]), math.log(ASPECT[1])))
     a, b = s * ar.sqrt(), s / ar.sqrt()  # semi-axes (x, y)
     cx = a + 1 + torch.rand(n, k, generator=g) * (size - 2 * a - 2)
     cy = b + 1 + torch.rand(n, k, generator=g) * (size - 2 * b - 2)
     colour = _uniform(g, (n, k, 3), 0.35, 1.0)
-    width = _uniform(g, (n, k), 1.2, 2.2) * scale  # outline thickness in px
+    width = _uniform(g, (n, k), *WIDTH)
 
     yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
     base = _uniform(g, (n, 3), 0.0, 0.35)

@@ -48,9 +48,10 @@ def batch_of(split, idx, flip, matches: Assignment, device):
 
 def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device: str = "cpu"):
     """Train per ``config`` for ``config.steps`` steps; returns (model, status, mean loss of the last 10% of
-    steps, steps run). ``evaluate_every`` > 0 calls ``on_eval(step, model, mean training loss of the steps
-    since the last call)`` on a schedule (the learning-curve check)."""
-    from flx.engine.status import EXPLODE_FACTOR, EXPLODE_FLOOR
+    steps, steps run, :class:`flx.engine.status.Watch`: the largest gradient norm and a knock-back's step).
+    ``evaluate_every`` > 0 calls ``on_eval(step, model, mean training loss of the steps since the last call)``
+    on a schedule (the learning-curve check)."""
+    from flx.engine.status import EXPLODE_FACTOR, EXPLODE_FLOOR, Watch
 
     torch.manual_seed(config.seed)
     model = build_detector(config).to(device)
@@ -65,7 +66,7 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
     )
     g = torch.Generator().manual_seed(config.seed)
     order = torch.empty(0, dtype=torch.int64)
-    status, losses, first = "ok", [], None
+    status, losses, first, watch = "ok", [], None, Watch()
     step = 0
     for step in range(config.steps):
         if len(order) < config.batch_size:
@@ -89,6 +90,8 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        watch.step(step, float(out["positive"]), float(torch.nn.utils.get_total_norm(grads)))
         opt.step()
         if evaluate_every and (step + 1) % evaluate_every == 0 and on_eval is not None:
             since = losses[-evaluate_every:]
@@ -96,7 +99,7 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
     if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
         status = "diverged"
     tail = losses[-max(1, len(losses) // 10) :]
-    return model, status, sum(tail) / max(1, len(tail)), len(losses)
+    return model, status, sum(tail) / max(1, len(tail)), len(losses), watch
 
 
 def predict_split(model, split, batch_size: int = 256):
@@ -161,10 +164,15 @@ def anchor_imbalance(split, config, model=None) -> dict:
 def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dict:
     """Train the tiny RetinaNet (:mod:`flx.models.retinanet`) and evaluate it on the validation and test images.
 
-    "collapsed" also covers a detector that ends with no detection above the score threshold on the test
-    images (it predicts background everywhere: the paper's CE without the prior). With ``eval_every`` the
-    validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP, val AP50], ...]).
+    "collapsed" covers a detector knocked back to the prior during training (:class:`flx.engine.status.Watch`;
+    ``collapse_step`` and ``error`` say when and how; it is still evaluated, so its record shows what it
+    became), one whose anchor-level test AP is near chance, and one that ends with no detection above the
+    score threshold (it predicts background everywhere: the paper's CE without the prior). ``max_grad_norm``:
+    the largest gradient norm of the run. With ``eval_every`` the validation AP is recorded every that many
+    steps (``curve``, JSON: [[step, val AP, val AP50], ...]).
     """
+    from flx.engine.status import near_chance
+
     curve, train_curve = [], []
 
     def on_eval(step, model, train_loss):
@@ -172,14 +180,18 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dic
         curve.append([step, round(m["val_ap"], 5), round(m["val_ap50"], 5)])
         train_curve.append([step, round_metric(train_loss)])
 
-    model, status, train_loss, steps_run = train_detector(
+    model, status, train_loss, steps_run, watch = train_detector(
         config, train, evaluate_every=config.eval_every or 0, on_eval=on_eval, device=device
     )
     record = {
         "train_loss": train_loss,
         "steps_run": steps_run,
+        "max_grad_norm": watch.max_grad_norm,
         **anchor_imbalance(meta["val"], config, model),
     }
+    if status != "ok":  # stopped in training: the loss not finite, or exploded
+        record.update(collapse_step=steps_run, error=f"{status} at step {steps_run} (largest gradient norm "
+                      f"{watch.max_grad_norm:.3g})")  # fmt: skip
     if status == "ok":
         artefacts: dict = {}
         val, tested = evaluate(model, meta["val"], "val_"), evaluate(model, test, artefacts=artefacts)
@@ -190,8 +202,15 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dic
         metrics = {**val, **tested}
         if not (finite and all(math.isfinite(v) for v in metrics.values())):
             status = "diverged"
+        elif watch.knocked_back is not None:
+            status = "collapsed"
+            record.update(collapse_step=watch.knocked_back, error=watch.message())
+        elif near_chance(metrics["anchor_ap"], 1 / (1 + record["imbalance"])):
+            status = "collapsed"
+            record["error"] = f"anchor-level test AP {metrics['anchor_ap']:.4f}: near chance"
         elif metrics["detections"] == 0:
             status = "collapsed"
+            record["error"] = "no detection above the score threshold on the test images"
         record.update({k: v for k, v in metrics.items() if k in METRICS or k == "detections"})
     if curve:
         record["curve"] = json.dumps(curve)

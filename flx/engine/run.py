@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import platform
 import subprocess
@@ -36,11 +37,39 @@ def git_commit() -> str | None:
         return None
 
 
+@functools.cache
+def code_changes() -> str | None:
+    """None when flx's code (the ``flx`` package of the checkout) is as committed; else a hash of its changes
+    (the diff against the commit and the untracked files' contents): runs stamped with the same commit but
+    different changes ran different code. Looked up once per process."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args) -> bytes:
+        return subprocess.run(["git", *args], capture_output=True, timeout=10, cwd=root, check=True).stdout
+
+    try:
+        diff = git("diff", "HEAD", "--", ".")
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", ".").split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not diff and not untracked:
+        return None
+    digest = hashlib.sha256(diff)
+    for name in sorted(untracked):
+        digest.update(name + b"\0" + (root / name.decode()).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def provenance() -> dict:
+    """What code ran: flx's and torch's versions, the commit, whether flx's code differed from it (``git_dirty``)
+    and a hash of the difference (``code_diff``), and the host."""
+    changes = code_changes()
     return {
         "flx_version": __version__,
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
+        "git_dirty": changes is not None,
+        "code_diff": changes,
         "host": platform.node(),
     }
 
@@ -68,7 +97,7 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None, d
     started = time.perf_counter()
     if record.get("status") != "failed" and get_dataset(config.dataset).task == "detection":
         try:
-            record.update(run_detection(config, train, test, meta, device), error=None)
+            record.update({"error": None, **run_detection(config, train, test, meta, device)})
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
     elif record.get("status") != "failed":
@@ -92,3 +121,4 @@ def warm_up() -> None:
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     git_commit()
+    code_changes()

@@ -62,6 +62,7 @@ class Config:
     prior: float | None = 0.01  # pi of the classifier-bias initialisation; None = bias 0
     anchor_scales: int | None = None  # detection: scales per anchor location
     anchor_ratios: int | None = None  # detection: aspect ratios per anchor location
+    head_norm: str | None = None  # detection: gn or none in the heads
     # loss (None = the loss's default; blanked where it does not apply)
     loss: str = "focal"
     alpha: float | None = None

@@ -173,6 +173,12 @@ PARAMS: dict[str, Param] = {
             "Detection: anchor aspect ratios per location (1: {1}; 3: {1/2, 1, 2}).",
             choices=lambda: (1, 3),
         ),
+        Param(
+            "head_norm",
+            str,
+            "Detection: the heads' normalisation, gn (conv + GroupNorm + ReLU) or off (conv + ReLU).",
+            choices=lambda: ("gn", "off"),
+        ),
         # loss
         Param("loss", str, "Loss.", choices=lambda: tuple(LOSSES)),
         Param("alpha", float, "Positive-class weight (balanced_ce, focal losses).", 0, 1),
@@ -263,5 +269,5 @@ LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms") 
 
 RUN_PARAMS = (
     *("hidden", "optimizer", "lr", "epochs", "steps", "batch_size"),
-    *("anchor_scales", "anchor_ratios", "eval_every"),
+    *("anchor_scales", "anchor_ratios", "head_norm", "eval_every"),
 )  # per task

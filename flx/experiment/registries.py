@@ -193,6 +193,7 @@ DETECTION_DEFAULTS = {
     "steps": 1500,
     "anchor_scales": 3,
     "anchor_ratios": 3,
+    "head_norm": "gn",
     "eval_every": None,
 }
 
@@ -251,7 +252,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "shapes",
             "flx.data.shapes:load_shapes",
-            {"n_images": 2048, "image_size": 48},
+            {"n_images": 2048, "image_size": 64},
             model="retinanet",
             description="dense detection: rings among look-alike distractors, ~1:1000 anchors (flx.data.shapes)",
             defaults=DETECTION_DEFAULTS,

@@ -142,7 +142,9 @@ def _greedy(ranked, indptr, indices, suppressed, kept, count, limit):  # pragma:
 def ohem_keep(losses, valid, positive, k: int, ratio: float | None, graph: OverlapGraph | None):
     """OHEM's choice for a batch: per image, its anchors that are not ignored ranked by loss (ties: lower index
     first), greedy NMS over the ranking on ``graph`` (None: no NMS), and of the survivors the ``k`` best; with
-    ``ratio``, at most ``k // (1 + ratio)`` positives and the rest filled with the best negatives. Takes (B, A)
+    ``ratio`` (SSD's rule, which the paper's OHEM 1:3 follows), the positive survivors (at most
+    ``k // (1 + ratio)``) and the best negative survivors, at most ``ratio`` per positive kept: the rest of the
+    ``k`` stays unfilled (an image without a positive survivor trains on nothing). Takes (B, A)
     tensors; returns (B, k) anchor indices (-1 where fewer were kept) and the count kept per image."""
     b, a = losses.shape
     keep = np.full((b, k), -1, dtype=np.int64)
@@ -202,8 +204,9 @@ def _ohem_keep(losses, valid, positive, k, ratio, indptr, indices, keep, counts)
             if count < cap and positive[b, a]:
                 keep[b, count] = a
                 count += 1
-        for a in survivors:  # then the best negatives, up to k in all
-            if count < k and not positive[b, a]:
+        most = count + int(ratio * count)  # then the best negatives, at most ratio per positive
+        for a in survivors:
+            if count < min(k, most) and not positive[b, a]:
                 keep[b, count] = a
                 count += 1
         counts[b] = count

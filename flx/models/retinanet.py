@@ -4,13 +4,16 @@ pycocotools: the dense-detection regime of Lin et al. (ICCV 2017) at a size that
 Parts (torchvision's, extended where the paper's experiments need it):
 
 - backbone: four conv-BN-ReLU layers (strides 2 and 4) and torchvision's ``FeaturePyramidNetwork``: two levels,
-  strides 2 and 4 (24x24 and 12x12 at 48 px), anchor sizes 6 and 12 px at 48 px (8 and 16 at 64 px);
+  strides 2 and 4 (32x32 and 16x16 at 64 px), anchor sizes 6 and 12 px on every canvas (3 x stride, as
+  RetinaNet's 32 px anchors at stride 8 are 4 x; the objects of :mod:`flx.data.shapes` are 5-17 px);
 - ``AnchorGenerator``: ``anchor_scales`` octave scales (2^(i/n)) x ``anchor_ratios`` aspect ratios ({1} or
-  {1/2, 1, 2}) per location; 3 x 3 = 9 gives 6,480 anchors per 48 px image;
+  {1/2, 1, 2}) per location; 3 x 3 = 9 gives 11,520 anchors per 64 px image;
 - ``RetinaNet`` with its ``Matcher`` (IoU >= 0.5 object, < 0.4 background, between ignored), ``BoxCoder``,
   smooth-L1 box regression, and post-processing (score 0.05, top 1000 per level, NMS 0.5, 100 detections);
-- :class:`ClassificationHead`: torchvision's head (one 3x3 conv here, ``HEAD_CONVS``; torchvision's has 4) whose loss is any registry loss of
-  :mod:`flx.experiment.registries`, summed over an image's anchors and divided by its positive anchors (the paper's
+- :class:`ClassificationHead`: torchvision's head (``HEAD_CONVS`` = 2 3x3 convs here, the paper's 4; each
+  conv + GroupNorm + ReLU with ``head_norm = gn``, as detectron2's and mmdetection's RetinaNet ``norm`` option
+  and FCOS, or conv + ReLU with ``off``), weights drawn with the paper's sigma = 0.01, whose loss is any
+  registry loss of :mod:`flx.experiment.registries`, summed over an image's anchors and divided by its positive anchors (the paper's
   normalisation); or OHEM (:func:`ohem_select`): anchors ranked by loss, NMS over the anchor boxes, the B
   highest kept, and the loss divided by the number kept. The classifier's last bias starts at the prior
   pi (b = -log((1 - pi) / pi)), or 0 with ``prior = none``.
@@ -21,6 +24,7 @@ Training: SGD (momentum 0.9, weight decay 1e-4), lr warm-up from lr/3 over the f
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 
@@ -39,24 +43,32 @@ from flx.models.anchors import BETWEEN, OverlapGraph, ohem_keep
 STRIDES = (2, 4)
 
 
-BASE_SIZES = (8, 16)  # at 64 px (scaled with the image): 4 x stride, as RetinaNet's 32 px anchors at stride 8
+BASE_SIZES = (6, 12)  # px on every canvas: 3 x stride (RetinaNet's 32 px anchors at stride 8 are 4 x)
 
 
-HEAD_CONVS = 1  # torchvision's heads have 4; one keeps a step at tens of ms on one core
+HEAD_CONVS = 2  # the paper's heads have 4; two keep a step at tens of ms on one core
+
+
+GN_GROUPS = 4  # GroupNorm groups in the heads (16 channels: 4 per group)
 
 
 SCORE_THRESH, NMS_THRESH, DETECTIONS, TOPK = 0.05, 0.5, 100, 1000
 
 
-def anchor_sizes(n_scales: int, image_size: int = 64) -> tuple:
-    """Per level, the anchor sizes 2^(i / n_scales) x base (the paper's octave scales)."""
-    return tuple(
-        tuple(base * image_size / 64 * 2 ** (i / n_scales) for i in range(n_scales)) for base in BASE_SIZES
-    )
+def anchor_sizes(n_scales: int) -> tuple:
+    """Per level, the anchor sizes 2^(i / n_scales) x base (the paper's octave scales), the same on every
+    canvas (a larger canvas adds background anchors, not larger ones)."""
+    return tuple(tuple(base * 2 ** (i / n_scales) for i in range(n_scales)) for base in BASE_SIZES)
 
 
 def aspect_ratios(n_ratios: int) -> tuple:
+    """The paper's aspect ratios per location: {1:1} or {1:2, 1:1, 2:1}."""
     return {1: (1.0,), 3: (0.5, 1.0, 2.0)}[n_ratios]
+
+
+def norm_layer(head_norm: str | None):
+    """The heads' normalisation layer: GroupNorm for ``gn``, none for ``off``."""
+    return functools.partial(nn.GroupNorm, GN_GROUPS) if head_norm == "gn" else None
 
 
 class TinyBackbone(nn.Module):
@@ -89,7 +101,8 @@ class TinyBackbone(nn.Module):
 def ohem_select(losses, anchors, positive, k: int, graph: OverlapGraph | None, ratio: float | None = None):
     """Indices of the anchors OHEM trains on in one image: ranked by loss, NMS over their boxes (``graph``: the
     anchors' overlaps above the NMS threshold; None: no NMS), the ``k`` highest-loss survivors kept; with
-    ``ratio`` (SSD's 1:3 is 3), at most k / (1 + ratio) positives and the rest filled with the hardest negatives.
+    ``ratio`` (SSD's 1:3 is 3), the positive survivors (at most k / (1 + ratio)) and at most ``ratio`` hardest
+    negatives per positive kept, the rest of k unfilled.
     ``anchors``: the anchor index of each entry of ``losses`` (the image's anchors that are not ignored).
     Returns positions in ``losses``. :func:`flx.models.anchors.ohem_keep` does a whole batch."""
     n = graph.n if graph is not None else int(anchors.max()) + 1 if len(anchors) else 0
@@ -111,7 +124,9 @@ class ClassificationHead(RetinaNetClassificationHead):
     at once; :meth:`compute_loss` is torchvision's per-image interface (the stock path, kept for comparison)."""
 
     def __init__(self, in_channels, num_anchors, config, convs: int = HEAD_CONVS):
-        super().__init__(in_channels, num_anchors, 1, prior_probability=config.prior or 0.5)
+        super().__init__(
+            in_channels, num_anchors, 1, config.prior or 0.5, norm_layer=norm_layer(config.head_norm)
+        )
         self.conv = self.conv[:convs]
         self.config = config
         self.loss = get_loss(config.loss)
@@ -134,9 +149,12 @@ class ClassificationHead(RetinaNetClassificationHead):
 
     def batch_loss(self, logits: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
         """The loss of (B, A) logits against the anchors' matches (B, A): per image, the loss summed over its
-        anchors that are not ignored and divided by its positive anchors (or OHEM's), then averaged over images."""
+        anchors that are not ignored and divided by its positive anchors (or OHEM's), then averaged over images.
+        Sets ``positive_loss``: the mean loss of the object anchors (every one, OHEM's too), detached."""
         positive, valid = matched >= 0, matched != BETWEEN
         per_anchor = self.per_anchor_loss(logits, positive.to(logits.dtype))
+        on_objects = torch.where(positive, per_anchor.detach(), torch.zeros_like(per_anchor)).sum(1)
+        self.positive_loss = (on_objects / positive.sum(1).clamp(min=1)).mean()  # the failure watch's
         if self.config.loss == "ohem":
             return self._ohem(list(per_anchor), list(positive), list(valid))
         per_image = torch.where(valid, per_anchor, torch.zeros_like(per_anchor)).sum(1)
@@ -161,8 +179,8 @@ class RegressionHead(RetinaNetRegressionHead):
     """torchvision's regression head (smooth L1 on the encoded boxes of positive anchors, per image divided by
     its positive anchors) with the loss of a whole batch in one expression (:meth:`batch_loss`)."""
 
-    def __init__(self, in_channels, num_anchors, convs: int = HEAD_CONVS):
-        super().__init__(in_channels, num_anchors)
+    def __init__(self, in_channels, num_anchors, head_norm: str | None = None, convs: int = HEAD_CONVS):
+        super().__init__(in_channels, num_anchors, norm_layer=norm_layer(head_norm))
         self.conv = self.conv[:convs]
         self._loss_type = "smooth_l1"
 
@@ -234,6 +252,7 @@ class Detector(RetinaNet):
         return {
             "classification": cls_head.batch_loss(logits, matched),
             "bbox_regression": self.head.regression_head.batch_loss(regression, anchors, matched, boxes),
+            "positive": cls_head.positive_loss,
         }
 
     @torch.no_grad()
@@ -259,14 +278,14 @@ class Detector(RetinaNet):
 
 def build_detector(config) -> Detector:
     """The tiny RetinaNet of ``config`` (hidden = FPN and head width; anchor_scales x anchor_ratios)."""
-    sizes = anchor_sizes(config.anchor_scales, config.image_size)
+    sizes = anchor_sizes(config.anchor_scales)
     generator = AnchorGenerator(sizes, (aspect_ratios(config.anchor_ratios),) * len(sizes))
     backbone = TinyBackbone(config.hidden)
     num_anchors = generator.num_anchors_per_location()[0]
     cls_head = ClassificationHead(config.hidden, num_anchors, config)
     if config.prior is None:
         nn.init.zeros_(cls_head.cls_logits.bias)
-    reg_head = RegressionHead(config.hidden, num_anchors)
+    reg_head = RegressionHead(config.hidden, num_anchors, config.head_norm)
     model = Detector(
         backbone,
         num_classes=1,

@@ -22,6 +22,8 @@ RUN_COLUMNS = (
     "flx_version",
     "torch_version",
     "git_commit",
+    "git_dirty",
+    "code_diff",
     "host",
     *DATA_COLUMNS,
     *("backbone_test_ap", "backbone_train_s", "backbone_pool", "backbone_cache"),
