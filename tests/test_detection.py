@@ -200,9 +200,38 @@ def test_failed_runs_score_as_declared():
         rows.append({"loss": "ce", "prior": None, "seed": seed, "status": "collapsed", "ap": math.nan,
                      "val_ap": math.nan})  # fmt: skip
     claim = {"name": "prior", "a": {"loss": "ce", "prior": 0.01}, "b": {"loss": "ce", "prior": "none"}}
-    assert judge(claim, pd.DataFrame(rows)).verdict == "too few seeds"  # failures left out by default
-    scored = judge({**claim, "failures": 0.0}, pd.DataFrame(rows))
+    dropped = judge({**claim, "failures": "drop"}, pd.DataFrame(rows))
+    assert dropped.verdict == "too few seeds" and dropped.failed == (0, 5) and "left out" in dropped.line()
+    scored = judge(claim, pd.DataFrame(rows))  # by default a failed run scores AP 0
     assert scored.verdict == "replicated" and scored.n == 5 and scored.mean == pytest.approx(0.3)
+    assert scored.failed == (0, 5) and "0 + 5 failed (scored 0)" in scored.line()
+
+
+def test_a_side_is_chosen_with_its_failed_runs_counted():
+    """Two OHEM settings: k = 512 has the best validation AP over its ok runs but 2 of its 5 seeds collapsed;
+    scored as AP 0 they make k = 128 the better choice on validation."""
+    rows = []
+    for seed in range(5):
+        rows.append({"loss": "focal", "seed": seed, "status": "ok", "ap": 0.5, "val_ap": 0.5})
+        rows.append({"loss": "ohem", "ohem_k": 128, "seed": seed, "status": "ok", "ap": 0.4, "val_ap": 0.4})
+        failed = seed < 2
+        rows.append({"loss": "ohem", "ohem_k": 512, "seed": seed, "status": "collapsed" if failed else "ok",
+                     "ap": math.nan if failed else 0.45, "val_ap": math.nan if failed else 0.45})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    assert "ohem_k=128" in judge(CLAIM, runs).b
+    assert "ohem_k=512" in judge({**CLAIM, "failures": "drop"}, runs).b
+
+
+def test_a_verdict_shows_the_signed_rank_test_beside_the_interval():
+    from scipy import stats
+
+    diffs = [0.05, 0.06, 0.04, 0.05, 0.07, 0.03, 0.08]
+    verdict = judge({**CLAIM, "min_seeds": 7}, _runs(diffs))
+    assert verdict.p == pytest.approx(stats.wilcoxon(diffs).pvalue) and verdict.p < 0.05
+    assert f"signed-rank p = {verdict.p:.3g}" in verdict.line()
+    assert judge(CLAIM, _runs([0.05, 0.06, 0.04, 0.05, 0.07])).p == pytest.approx(
+        0.0625
+    )  # its floor at n = 5
 
 
 def test_claims_are_validated_in_the_spec():
@@ -446,3 +475,22 @@ def test_a_detection_record_has_its_largest_gradient_norm_and_a_failure_has_its_
     failed = run_detection(blown, train, test, meta)
     assert failed["status"] in ("diverged", "collapsed") and failed["collapse_step"] <= 5
     assert f"at step {failed['collapse_step']}" in failed["error"]
+
+
+def test_the_regime_map_draws_each_canvas_claim_at_its_measured_imbalance(tmp_path):
+    from flx.report.figures import regime_map
+    from flx.report.tables import ReportSpec
+
+    rows, claims = [], []
+    for size, imbalance, gain in ((64, 515.0, 0.01), (96, 1172.0, 0.03), (128, 2089.0, 0.05)):
+        for seed in range(5):
+            common = {"image_size": size, "seed": seed, "status": "ok", "imbalance": imbalance}
+            rows.append({**common, "loss": "focal", "ap": 0.6 + gain + 0.001 * seed, "val_ap": 0.6})
+            rows.append({**common, "loss": "balanced_ce", "ap": 0.6, "val_ap": 0.6})
+        claims.append({"name": f"{size} px: FL beats CE", "a": {"loss": "focal", "image_size": size},
+                       "b": {"loss": "balanced_ce", "image_size": size}})  # fmt: skip
+    spec = ReportSpec(name="regimes", claims=claims)
+    path = regime_map(pd.DataFrame(rows), tmp_path, spec)
+    assert path == tmp_path / "regime_map.png" and path.stat().st_size > 10_000
+    no_canvas = ReportSpec(name="x", claims=[{**CLAIM}])
+    assert regime_map(_runs([0.05] * 5), tmp_path, no_canvas) is None

@@ -117,11 +117,11 @@ def test_report_on_fixture_store_gives_exact_table(tmp_path):
     assert (tmp_path / "csv_only" / "table.md").read_text() == EXPECTED.format(name="csv_only")
 
 
-LATEX_DOCUMENT = r"""\documentclass{article}
+LATEX_DOCUMENT = r"""\documentclass[twocolumn]{article}
 \usepackage[utf8]{inputenc}
-\usepackage{booktabs}
+\usepackage{booktabs,graphicx}
 \begin{document}
-\input{table.tex}
+%s
 \end{document}
 """
 
@@ -130,14 +130,25 @@ LATEX_DOCUMENT = r"""\documentclass{article}
 def test_the_latex_table_compiles_with_pdflatex(tmp_path):
     import subprocess
 
-    shutil.copy(ROOT / "tests" / "data" / "fixture_table.tex", tmp_path / "table.tex")
-    (tmp_path / "doc.tex").write_text(LATEX_DOCUMENT)
+    """The fixture and every committed table, as LaTeX, in a two-column article: it compiles, and no table is
+    wider than its column (no overfull box)."""
+    shutil.copy(ROOT / "tests" / "data" / "fixture_table.tex", tmp_path / "fixture.tex")
+    inputs = [r"\input{fixture.tex}"]
+    for results in sorted(p.parent for p in RESULTS.glob("*/runs.csv")):
+        copy = tmp_path / results.name
+        copy.mkdir()
+        for name in ("runs.csv", "spec.toml"):
+            shutil.copy(results / name, copy / name)
+        write_report(copy, formats=("tex",), plots=False)
+        inputs.append(rf"\input{{{results.name}/table.tex}}\clearpage")
+    (tmp_path / "doc.tex").write_text(LATEX_DOCUMENT % "\n".join(inputs))
     done = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
+    assert "Overfull" not in (tmp_path / "doc.log").read_text(errors="replace")
 
 
 def test_latex_text_escapes_what_latex_rejects():
@@ -147,6 +158,32 @@ def test_latex_text_escapes_what_latex_rejects():
         r"ohem\_k \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}"
     )
     assert latex_text("0.5 ± 0.1 – ≥ 5") == r"0.5 $\pm$ 0.1 -- $\geq$ 5"
+
+
+def test_a_table_of_runs_from_two_code_versions_is_refused_unless_allowed(tmp_path):
+    import pandas as pd
+
+    out = _fixture_store(tmp_path / "fx")
+    runner.invoke(app, ["report", str(out), "--no-plots"])
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(out / "spec.toml", mixed / "spec.toml")
+    runs = pd.read_csv(out / "runs.csv")
+    runs["git_commit"] = ["a" * 40] * (len(runs) - 1) + ["b" * 40]
+    runs["code_diff"] = None
+    runs.to_csv(mixed / "runs.csv", index=False)
+    result = runner.invoke(app, ["report", str(mixed), "--no-plots"])
+    assert result.exit_code == 2 and "2 code versions (aaaaaaa" in result.output
+    assert "--allow-mixed" in result.output and not (mixed / "table.md").exists()
+    result = runner.invoke(app, ["report", str(mixed), "--no-plots", "--allow-mixed"])
+    assert result.exit_code == 0, result.output
+    assert "Code: MIXED versions (aaaaaaa: " in (mixed / "table.md").read_text()
+    # uncommitted changes are a version of their own
+    runs["git_commit"] = "a" * 40
+    runs["code_diff"] = ["0123456789ab"] + [None] * (len(runs) - 1)
+    runs.to_csv(mixed / "runs.csv", index=False)
+    result = runner.invoke(app, ["report", str(mixed), "--no-plots"])
+    assert result.exit_code == 2 and "aaaaaaa + uncommitted changes 0123456789ab (1 runs)" in result.output
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path):
@@ -174,6 +211,7 @@ def test_committed_results_readme_is_generated():
         pytest.skip("no committed results yet")
     order = [
         "curves",
+        "stability",
         "table1a",
         "table1b",
         "table1c",
@@ -181,6 +219,7 @@ def test_committed_results_readme_is_generated():
         "prior",
         "poly",
         "proxy",
+        "regimes",
         "catsdogs",
         "catsdogs_cifar",
     ]
@@ -200,6 +239,8 @@ def test_each_spec_smoke_with_tiny_budget(tmp_path, spec):
     dataset = load_spec(spec)["config"].get("dataset")
     detection, photos = dataset == "shapes", dataset in ("catsdogs", "cifar_catsdogs")
     budget = ["--steps", "2", "--n-images", "8", "--batch-size", "2", "--image-size", "32"]
+    if any("image_size" in grid for grid in load_spec(spec)["grid"]):
+        budget = budget[:-2]  # the canvases are what the spec compares (the regime map)
     if photos:
         budget = ["--steps", "2", "--eval-every", "1", "--batch-size", "8", "--image-size", "16"]
     args = ["sweep", str(spec), *(budget if detection or photos else [*TINY, "--image-size", "16"])]
@@ -224,3 +265,43 @@ def test_each_spec_smoke_with_tiny_budget(tmp_path, spec):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(png) as im:
             im.verify()
+
+
+def test_every_tie_as_shown_is_bold_and_each_data_set_has_its_own_best():
+    import pandas as pd
+
+    from flx.report.tables import ReportSpec, table_cells
+
+    rows = []
+    for dataset, aps in (("synthetic", (0.99996, 1.0, 0.99961, 0.9)), ("table", (0.5, 0.6, 0.6, 0.4))):
+        for i, ap in enumerate(aps):
+            for seed in range(2):
+                rows.append({"dataset": dataset, "loss": "focal", "gamma": float(i), "seed": seed,
+                             "status": "ok", "key": f"{dataset}{i}{seed}", "ap": ap})  # fmt: skip
+    table = build_table(pd.DataFrame(rows), ReportSpec(name="t"))
+    header, cells, bold = table_cells(table)
+    ap = header.index("AP")
+    marked = [(r[0], r[header.index("gamma")]) for r, b in zip(cells, bold, strict=True) if b[ap]]
+    assert marked == [
+        ("synthetic", "0"),
+        ("synthetic", "1"),
+        ("synthetic", "2"),
+        ("table", "1"),
+        ("table", "2"),
+    ]
+
+
+def test_ap_vs_param_marks_a_setting_whose_runs_all_failed(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from flx.report import figures
+    from flx.report.tables import ReportSpec
+
+    rows = [{"loss": "focal", "gamma": g, "seed": s, "status": "ok", "key": f"{g}{s}", "ap": 0.5 + g / 10}
+            for g in (0.0, 2.0) for s in range(2)]  # fmt: skip
+    rows += [{"loss": "focal", "gamma": 5.0, "seed": s, "status": "collapsed", "key": f"5{s}", "ap": float("nan")}
+             for s in range(3)]  # fmt: skip
+    notes = []
+    monkeypatch.setattr(figures.plt.Axes, "annotate", lambda self, text, *a, **k: notes.append(text))
+    path = figures.ap_vs_param(pd.DataFrame(rows), tmp_path, ReportSpec(name="t"))
+    assert path.exists() and notes == ["all 3 failed"]

@@ -120,3 +120,20 @@ def test_help_shows_flags_as_flags_and_one_style_of_defaults(command, capsys):
     assert "--help" in text and "<bool>" not in text and "[default:" not in text
     if command == ["run"]:
         assert "--store / --no-store" in text and "(default: focal)" in text
+
+
+def test_seeds_take_a_range_for_fresh_seeds(tmp_path):
+    """--seeds 5-9 plans seeds 5..9 (a re-check of a verdict on fresh seeds); a spec takes "5-9" too; a range
+    that runs backwards or text is one line, exit 2."""
+    from flx.experiment.params import check_seeds, seed_list
+    from flx.experiment.plan import plan
+    from flx.experiment.spec import validate_spec
+
+    assert seed_list(check_seeds("5-9")) == [5, 6, 7, 8, 9] and seed_list(check_seeds(3)) == [0, 1, 2]
+    spec = validate_spec({"seeds": "5-6", "grid": [{"loss": ["ce", "focal"]}]})
+    assert sorted({c.seed for c in plan(spec)}) == [5, 6]
+    result = runner.invoke(app, ["sweep", "--seeds", "5-7", "--dry-run", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0 and "3 runs planned" in result.output, result.output
+    for bad in ("9-5", "x", "0"):
+        result = runner.invoke(app, ["sweep", "--seeds", bad, "--dry-run", "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2 and "--seeds got" in result.output and bad in result.output

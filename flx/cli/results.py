@@ -31,6 +31,18 @@ def report(
         None, help="Also write an index of all the tables here (results/README.md)."
     ),
     readme: str | None = typer.Option(None, help="Also splice the tables into this README's results block."),
+    columns: str | None = typer.Option(
+        None, help="LaTeX: the metric columns to show, comma-separated (e.g. ap,ap50,val_ap). (default: all)"
+    ),
+    wide: bool = typer.Option(
+        False, "--latex-wide", help="LaTeX: a table* spanning both columns of a two-column page."
+    ),
+    allow_mixed: bool = typer.Option(
+        False,
+        "--allow-mixed",
+        help="Report a folder whose runs ran different code versions (commit or uncommitted changes); the "
+        "table says so. Without it such a folder is refused.",
+    ),
     out: str | None = OutOpt,
 ) -> None:
     """Tables (mean ± std over seeds, best in bold, paper AP beside) and figures from stored runs. Only reads
@@ -39,7 +51,18 @@ def report(
 
     console = make_console()
     with console.status("report..."):
-        write(results_dirs or ([out] if out else []), fmt, plots, to, index, readme, report_printer(console))
+        write(
+            results_dirs or ([out] if out else []),
+            fmt,
+            plots,
+            to,
+            index,
+            readme,
+            report_printer(console),
+            allow_mixed,
+            columns,
+            wide,
+        )
 
 
 class _ListByDefault(TyperGroup):

@@ -7,7 +7,7 @@ import typer
 from flx.cli.app import app, make_console, user_errors
 from flx.cli.options import DataDirOpt, OutOpt, config_options, param_option, parse_fields
 from flx.cli.views import SweepView, note_printer, print_plan, print_record, print_summary
-from flx.experiment.params import check
+from flx.experiment.params import check, check_seeds
 
 
 @app.command()
@@ -83,7 +83,7 @@ def sweep(
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
     overrides = parse_fields(fields, many=True)
     if seeds is not None:
-        overrides["seeds"] = check("seeds", seeds, "--seeds")
+        overrides["seeds"] = check_seeds(seeds, "--seeds")
     n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
     device = check("device", device or "auto", "--device")
     n_per_gpu = check("per_gpu", per_gpu or 1, "--per-gpu")

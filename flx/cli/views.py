@@ -154,7 +154,7 @@ def print_summary(console, df) -> None:
     from rich.table import Table
 
     from flx.experiment.metrics import METRICS, SUMMARY_METRICS
-    from flx.results.summary import cell, format_mean_std, setting_columns, summarize
+    from flx.results.summary import cell, format_mean_std, setting_columns, still_rising, summarize
 
     summary = summarize(df)
     if summary.empty:
@@ -173,6 +173,13 @@ def print_summary(console, df) -> None:
             *(format_mean_std(row[f"{m}_mean"], row[f"{m}_std"], METRICS[m].digits) for m in SUMMARY_METRICS),
         )
     console.print(table)
+    rising = still_rising(df)
+    if rising:
+        console.print(
+            f"note: {rising} of the ok runs had their best validation AP at their last step (still rising): "
+            "train longer (--steps) to find where they level off",
+            highlight=False,
+        )
 
 
 def cell_text(value) -> str:

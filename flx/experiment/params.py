@@ -204,7 +204,13 @@ PARAMS: dict[str, Param] = {
         Param("batch_size", int, "Minibatch size.", 1, 10_000_000),
         Param("seed", int, "Seed of initialisation and batch order.", 0, 2**31 - 1),
         # a sweep
-        Param("seeds", int, "Seeds 0..N-1 per setting.", 1, MAX_RUNS),
+        Param(
+            "seeds",
+            int,
+            "Seeds per setting: N for seeds 0..N-1, or A-B for seeds A to B (e.g. 5-9: fresh seeds for a re-check).",
+            1,
+            MAX_RUNS,
+        ),
         Param(
             "workers",
             int,
@@ -228,6 +234,34 @@ PARAMS: dict[str, Param] = {
 def check(name: str, value, label: str | None = None):
     """``value`` checked against the constraint table and returned in its canonical type."""
     return PARAMS[name].check(value, label)
+
+
+SEED_RANGE = re.compile(r"\s*(\d+)\s*-\s*(\d+)\s*")
+
+
+def check_seeds(value, label: str = "seeds"):
+    """A sweep's seeds: a count N (seeds 0..N-1, returned as an int) or a range "A-B" (seeds A to B inclusive,
+    returned as "A-B"); ConfigError naming the value otherwise."""
+    accepted = f"an integer in [1, {MAX_RUNS:g}] (seeds 0..N-1) or a range A-B of seeds (e.g. 5-9)"
+    match = SEED_RANGE.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        a, b = int(match[1]), int(match[2])
+        if a <= b < 2**31 and b - a < MAX_RUNS:
+            return f"{a}-{b}"
+    else:
+        try:
+            return check("seeds", value, label)
+        except ConfigError:
+            pass
+    raise ConfigError(f"{label} got {_show(value, int)}; accepted: {accepted}")
+
+
+def seed_list(seeds) -> list[int]:
+    """The seeds that :func:`check_seeds`'s value names."""
+    if isinstance(seeds, str):
+        a, b = map(int, seeds.split("-"))
+        return list(range(a, b + 1))
+    return list(range(seeds))
 
 
 def parse_list(name: str, text: str, label: str | None = None) -> list:

@@ -12,14 +12,14 @@ from collections.abc import Iterable
 
 from flx.errors import ConfigError
 from flx.experiment.config import CONFIG_FIELDS, Config
-from flx.experiment.params import DATA_PARAMS, MAX_RUNS, RUN_PARAMS, parse_list
+from flx.experiment.params import DATA_PARAMS, MAX_RUNS, RUN_PARAMS, parse_list, seed_list
 from flx.experiment.registries import LOSSES, get_dataset
 from flx.experiment.spec import empty_spec
 
 
 def merge(spec: dict | None, overrides: dict | None = None) -> dict:
     """The spec that really runs: ``overrides`` maps a config field to a list (it replaces that field in every
-    grid) or to one value (fixed in [config] and dropped from the grids); "seeds" to the number of seeds."""
+    grid) or to one value (fixed in [config] and dropped from the grids); "seeds" to the seeds (a count or "A-B")."""
     spec = dict(spec or empty_spec())
     overrides = dict(overrides or {})
     seeds = overrides.pop("seeds", None)
@@ -116,7 +116,8 @@ def inapplicable(configs: list[Config], given: Iterable[str]) -> str | None:
 def plan_size(spec: dict) -> int:
     """Grid points times seeds before inapplicable parameters collapse (an upper bound on the runs)."""
     return sum(
-        math.prod(len(v) for k, v in g.items() if k != "seeds") * g.get("seeds", spec["seeds"])
+        math.prod(len(v) for k, v in g.items() if k != "seeds")
+        * len(seed_list(g.get("seeds", spec["seeds"])))
         for g in spec["grid"]
     )
 
@@ -128,7 +129,7 @@ def expand(base: Config, grids: list[dict[str, list]], seeds: Iterable[int]) -> 
     for grid in grids:
         names = [n for n in grid if n != "seeds"]
         for values in itertools.product(*(grid[n] for n in names)):
-            for seed in range(grid["seeds"]) if "seeds" in grid else seeds:
+            for seed in seed_list(grid["seeds"]) if "seeds" in grid else seeds:
                 config = dataclasses.replace(
                     base, **dict(zip(names, values, strict=True)), seed=seed
                 ).normalized()
@@ -145,7 +146,7 @@ def plan(spec: dict | None = None, overrides: dict | None = None, paths: bool = 
         raise ConfigError(
             f"the sweep has {size:,} grid points x seeds; at most {MAX_RUNS:,} are accepted: give fewer values or seeds"
         )
-    configs = expand(Config(**spec["config"]), spec["grid"], range(spec["seeds"]))
+    configs = expand(Config(**spec["config"]), spec["grid"], seed_list(spec["seeds"]))
     for config in {(c.data, c.test, c.model): c for c in configs}.values() if paths else ():  # each once
         config.check_runnable()
     return configs

@@ -13,7 +13,7 @@ import tomllib
 
 from flx.errors import ConfigError
 from flx.experiment.config import CONFIG_FIELDS
-from flx.experiment.params import check
+from flx.experiment.params import check, check_seeds
 
 # Figures a spec's [report] table may ask for (drawn by flx.report.figures.FIGURES, which must match these names).
 FIGURES = {
@@ -24,6 +24,7 @@ FIGURES = {
     "learning_curves": "validation AP against training steps (runs with eval_every)",
     "detection_loss_cdf": "the paper's Figure 4 on the detector's anchors (the FL run's stored anchor logits)",
     "examples": "test images with ground truth and the detections of CE and FL (stored with the runs)",
+    "regime_map": "each canvas's claims (named 'N px: ...') as paired differences against the measured imbalance",
 }
 
 
@@ -50,7 +51,7 @@ CLAIM_KEYS = {
     "direction": "greater (a's metric above b's, the default), less, or equivalent (a within margin of b)",
     "margin": "equivalent: the largest difference that counts as none, e.g. 0.01 AP (required there)",
     "min_seeds": "paired seeds needed for a verdict (default 3; 5 for the headline claims)",
-    "failures": "the metric a diverged or collapsed run scores (default: such seeds are left out)",
+    "failures": 'the metric a failed, diverged or collapsed run scores (default 0), or "drop" to leave such seeds out',
     "paper": "the paper's numbers, quoted beside the verdict",
 }
 
@@ -95,7 +96,7 @@ def validate_spec(spec: dict, where: str = "spec") -> dict:
         "description": str(spec.get("description", "")),
         "config": {k: _check_field(k, v, f"spec file {where}: [config] {k}") for k, v in config.items()},
         "grid": [],
-        "seeds": check("seeds", spec.get("seeds", 1), f"spec file {where}: seeds"),
+        "seeds": check_seeds(spec.get("seeds", 1), f"spec file {where}: seeds"),
         "report": _check_report(spec.get("report", {}), where),
     }
     if "out" in spec:
@@ -104,7 +105,7 @@ def validate_spec(spec: dict, where: str = "spec") -> dict:
         checked = {}
         for k, values in grid.items():
             if k == "seeds":  # this grid's own number of seeds (0..N-1)
-                checked[k] = check("seeds", values, f"spec file {where}: [[grid]] seeds")
+                checked[k] = check_seeds(values, f"spec file {where}: [[grid]] seeds")
                 continue
             values = values if isinstance(values, list) else [values]
             if not values:
@@ -184,9 +185,9 @@ def _check_claim(claim: dict, where: str) -> None:
     if direction != "equivalent" and margin is not None:
         raise ConfigError(f'{where}: margin is only for direction = "equivalent"; remove it')
     claim["min_seeds"] = check("seeds", claim.get("min_seeds", 3), f"{where}: min_seeds")
-    failures = claim.get("failures")
-    if failures is not None and (isinstance(failures, bool) or not isinstance(failures, (int, float))):
-        raise ConfigError(f"{where}: failures got {failures!r}; accepted: a number")
+    failures = claim.setdefault("failures", 0.0)
+    if failures != "drop" and (isinstance(failures, bool) or not isinstance(failures, (int, float))):
+        raise ConfigError(f'{where}: failures got {failures!r}; accepted: a number or "drop"')
 
 
 def _toml_value(value) -> str:

@@ -29,7 +29,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
-    """Mean AP ± std against the first swept hyperparameter, one line per value of the other settings."""
+    """Mean AP ± std against the first swept hyperparameter, one line per value of the other settings; a
+    setting whose runs all failed is an x at AP 0 marked "all n failed"."""
 
     keys = setting_columns(runs)
     swept = [p for p in PARAMS if p in keys]
@@ -44,7 +45,12 @@ def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
     for _, g in groups:
         g = g.sort_values(x)
         name = ", ".join(f"{k}={cell(g.iloc[0][k])}" for k in others) or "AP"
-        ax.errorbar(g[x], g["ap_mean"], yerr=g["ap_std"].fillna(0), marker="o", capsize=3, label=name)
+        line = ax.errorbar(g[x], g["ap_mean"], yerr=g["ap_std"].fillna(0), marker="o", capsize=3, label=name)
+        failed = g[g["ap_mean"].isna() & (g["runs"] > g["missing"])]  # every run failed: shown, not dropped
+        for row in failed.to_dict("records"):
+            ax.plot(row[x], 0, marker="x", ms=9, mew=2, color=line[0].get_color())
+            ax.annotate(f"all {row['runs'] - row['missing']} failed", (row[x], 0), textcoords="offset points",
+                        xytext=(0, 8), ha="center", fontsize=7)  # fmt: skip
     ax.set_xlabel(x)
     ax.set_ylabel("test AP (mean ± std over seeds)")
     if x in ("alpha",) and table[x].max() > 0.98:
@@ -320,8 +326,9 @@ def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
 
 
 def examples(runs, out: Path, spec, store=None) -> Path | None:
-    """Test images with their ground truth (green) and the detections scoring >= 0.3 of the first CE-like run
-    (gamma 0 or ce) and of FL (gamma 2), from their stored test detections (first seed)."""
+    """Test images (in grey, so no box colour is one the shapes use) with their ground truth (cyan, dashed) and
+    the detections scoring >= 0.3 (magenta, with their scores) of the first CE-like run (gamma 0 or ce) and of
+    FL (gamma 2), from their stored test detections (first seed)."""
     candidates = {
         "ground truth": None,
         "CE (γ = 0)": _first_run(runs, loss="focal", gamma=0.0) or _first_run(runs, loss="balanced_ce"),
@@ -337,21 +344,64 @@ def examples(runs, out: Path, spec, store=None) -> Path | None:
     for r, name in enumerate(candidates):
         for i in range(n):
             ax = axes[r][i]
-            ax.imshow(images[i].transpose(1, 2, 0))
+            ax.imshow(images[i].transpose(1, 2, 0).mean(-1), cmap="gray", vmin=0, vmax=255)
             for b in first["truth_boxes"][first["truth_image"] == i].tolist():
-                ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="lime", lw=1))
+                ax.add_patch(
+                    plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="cyan", lw=1.2, ls="--")
+                )
             if name in stored:
                 d = stored[name]
                 at = (d["image"] == i) & (d["scores"] >= 0.3)
-                for b in d["boxes"][at].tolist():
-                    ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="red", lw=1))
+                for b, score in zip(d["boxes"][at].tolist(), d["scores"][at].tolist(), strict=True):
+                    ax.add_patch(
+                        plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="magenta", lw=1)
+                    )
+                    ax.text(b[0], b[1] - 0.5, f"{score:.2f}", color="magenta", fontsize=5, va="bottom")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(name if name in stored or r == 0 else f"{name}: no run", fontsize=8)
     fig.suptitle(
-        "shapes test images: rings (green: ground truth) among disks and boxes; red: detections ≥ 0.3"
+        "shapes test images (grey): rings among disks and boxes; cyan dashed: ground truth; magenta: "
+        "detections ≥ 0.3 with scores"
     )
     return _save(fig, out / "examples.png")
+
+
+def regime_map(runs, out: Path, spec, store=None) -> Path | None:
+    """The regime map: each canvas's claims (named "N px: ...") as paired test-AP differences, mean and 95%
+    interval, against the object : background anchor ratio measured on that canvas, one line per claim."""
+    from flx.report.claims import judge
+
+    series: dict[str, list] = {}
+    for claim in spec.claims:
+        size = claim["a"].get("image_size")
+        at = runs[(runs["status"] != "missing") & (runs.get("image_size") == size)] if size else runs[:0]
+        if at.empty or "imbalance" not in at or at["imbalance"].isna().all():
+            continue
+        v = judge(claim, runs)
+        name = claim["name"].split(": ", 1)[-1]
+        series.setdefault(name, []).append((at["imbalance"].median(), v.mean, v.low, v.high, size))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (name, points) in enumerate(series.items()):
+        points.sort()
+        xs = [p[0] * (1 + 0.04 * (i - (len(series) - 1) / 2)) for p in points]  # side by side
+        means = [p[1] for p in points]
+        low = [p[1] - p[2] if p[2] == p[2] else 0 for p in points]
+        high = [p[3] - p[1] if p[3] == p[3] else 0 for p in points]
+        ax.errorbar(xs, means, yerr=[low, high], marker="o", capsize=3, label=name)
+    ticks = sorted({(p[0], p[4]) for points in series.values() for p in points})
+    ax.set_xscale("log")
+    ax.set_xticks([t[0] for t in ticks], [f"{t[1]:.0f} px\n1:{t[0]:,.0f}" for t in ticks])
+    ax.minorticks_off()
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("canvas and object : background anchors (measured)")
+    ax.set_ylabel("paired test AP difference\n(mean, 95% t interval over seeds)")
+    ax.set_title(f"{spec.name}: FL's advantage against the share of easy negatives")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out / "regime_map.png")
 
 
 FIGURES = {
@@ -362,5 +412,6 @@ FIGURES = {
     "learning_curves": learning_curves,
     "detection_loss_cdf": detection_loss_cdf,
     "examples": examples,
+    "regime_map": regime_map,
 }
 assert set(FIGURES) == set(FIGURE_NAMES), "flx.experiment.spec.FIGURES names the figures a spec may ask for"

@@ -154,7 +154,62 @@ def findings(name: str, table, runs) -> list[str]:
     out += FINDINGS.get(name, _findings_generic)(table, runs)
     if name != "curves" and "curve" in runs and runs["curve"].notna().any():
         out += _plateau_summary(runs)
+    return out + (regime(runs) if name != "curves" else []) + stability(runs)
+
+
+def regime(runs) -> list[str]:
+    """The imbalance as the model trained it: anchors per image and object anchors, per canvas and layout."""
+    done = runs[runs["status"] != "missing"]
+    if "anchors_per_image" not in done or done["anchors_per_image"].isna().all():
+        return []
+    keys = [k for k in ("image_size", "anchor_scales", "anchor_ratios") if k in done]
+    parts = []
+    for _, g in done[done["anchors_per_image"].notna()].groupby(keys, sort=True):
+        r = g.iloc[0]
+        layout = (
+            f"{r['anchor_scales']:.0f} x {r['anchor_ratios']:.0f} anchors" if "anchor_scales" in r else ""
+        )
+        parts.append(
+            f"{r['image_size']:.0f} px{', ' + layout if layout else ''}: {r['anchors_per_image']:,.0f} anchors per "
+            f"image, {r['pos_anchors_per_image']:.1f} on an object, 1:{r['imbalance']:,.0f}"
+        )
+    return [f"Regime (the model's own anchors, validation images): {'; '.join(parts)}."]
+
+
+def stability(runs) -> list[str]:
+    """The largest gradient norm of the runs, and each failed run with its step."""
+    out = []
+    if "max_grad_norm" in runs and runs["max_grad_norm"].notna().any():
+        norms = runs["max_grad_norm"].dropna()
+        out.append(
+            f"Largest gradient norm per run: median {norms.median():.3g}, at most {norms.max():.3g} "
+            f"(of {len(norms)} runs)."
+        )
+    if "collapse_step" in runs:
+        failed = runs[runs["status"].isin(("diverged", "collapsed")) & runs["collapse_step"].notna()]
+        if len(failed):
+            out.append(
+                "Failed runs and when: "
+                + "; ".join(
+                    f"{run_label(r)} seed {r['seed']:.0f} at step {r['collapse_step']:.0f} ({r['status']})"
+                    for r in failed.to_dict("records")
+                )  # fmt: skip
+                + "."
+            )
     return out
+
+
+def code_version(runs) -> str:
+    """One sentence: the code version every run ran, or the versions when they differ."""
+    from flx.results.records import code_versions
+
+    versions = code_versions(runs)
+    if not versions:
+        return ""
+    if len(versions) == 1:
+        ((version, n),) = versions.items()
+        return f"Code: all {n} runs at commit {version}."
+    return "Code: MIXED versions (" + ", ".join(f"{v}: {n} runs" for v, n in versions.items()) + ")."
 
 
 def _tail_move(curve: list) -> float:

@@ -61,10 +61,10 @@ def read_spec(results_dir: Path) -> ReportSpec:
     )
 
 
-def load_runs(results_dir: Path, to: Path | None = None):
+def load_runs(results_dir: Path, to: Path | None = None, check=None):
     """The runs of a results directory. Its store (if any, opened read-only) is exported to ``to/runs.csv``
     (default: the results directory) and the CSV is read back, so a report from the store and one from the
-    committed CSV are the same."""
+    committed CSV are the same. ``check(results_dir, runs)`` may refuse them before anything is written."""
     from flx.results.store import Store
 
     results_dir = Path(results_dir)
@@ -75,12 +75,17 @@ def load_runs(results_dir: Path, to: Path | None = None):
     if store.exists():
         df = store.to_dataframe()
         df = df.reindex(columns=[c for c in RUN_COLUMNS if c in df] + [c for c in df if c not in RUN_COLUMNS])
+        if check is not None:
+            check(results_dir, df)
         write_file(to / "runs.csv", lambda path: df.sort_values("key").to_csv(path, index=False))
     elif not (results_dir / "runs.csv").exists():
         raise ReportError(
             f"no runs in {results_dir} (neither runs.sqlite nor runs.csv); run `flx sweep --out {results_dir}` first"
         )
-    return read_runs_csv(to if store.exists() else results_dir)
+    df = read_runs_csv(to if store.exists() else results_dir)
+    if check is not None and not store.exists():
+        check(results_dir, df)
+    return df
 
 
 def write_file(path: Path, write) -> Path:
@@ -119,6 +124,7 @@ def with_missing(df, planned):
 
 def build_table(df, spec: ReportSpec):
     """Numeric table: one row per setting (each with its best ``best_over`` value, if set), paper AP beside."""
+    from flx.report.findings import code_version
     from flx.report.paper import paper_ap
 
     runs = with_missing(df, spec.planned)
@@ -139,6 +145,7 @@ def build_table(df, spec: ReportSpec):
     if spec.paper:
         table["paper_ap"] = [paper_ap(spec.paper, {**context, **row}) for row in table.to_dict("records")]
     table.attrs["context"] = context  # travels with the table to render_markdown
+    table.attrs["code"] = code_version(runs)
     table.attrs["chosen_on_val"] = spec.best_over in keys and spec_chooser == "val_ap_mean"
     if spec.claims:
         from flx.report.claims import judge_all
@@ -147,22 +154,46 @@ def build_table(df, spec: ReportSpec):
     return table
 
 
-def table_cells(table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+def best_cells(table, metrics) -> set:
+    """(row position, metric) of each best mean: compared as shown (rounded to the metric's digits), so every
+    tie is marked, and within each data set when a table holds several."""
+    groups = (
+        table.groupby(table["dataset"].map(cell), sort=False).indices.values()
+        if "dataset" in table and table["dataset"].nunique() > 1
+        else [range(len(table))]
+    )
+    out = set()
+    for positions in groups:
+        for m in metrics:
+            shown = table[f"{m}_mean"].iloc[list(positions)].round(METRICS[m].digits)
+            if shown.notna().any():
+                top = shown.max() if METRICS[m].higher_is_better else shown.min()
+                out |= {(int(p), m) for p, v in zip(positions, shown, strict=True) if v == top}
+    return out
+
+
+def table_cells(
+    table, columns: list[str] | None = None
+) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """The rendered table, whatever the format: (header, rows of cell texts, which cells are best). Cells:
-    mean ± std per metric (the best mean of each metric marked), counts, settings, the paper's AP."""
+    mean ± std per metric (the best mean of each metric marked; ``columns``: only these metrics), counts,
+    settings, the paper's AP."""
     settings = [
-        c for c in table if c not in {"runs", *STATUSES, "paper_ap"} and not c.endswith(("_mean", "_std"))
+        c
+        for c in table
+        if c not in {"runs", *STATUSES, "paper_ap", "max_grad_norm"} and not c.endswith(("_mean", "_std"))
     ]
+    norms = "max_grad_norm" in table and table["max_grad_norm"].notna().any()
     metrics = [m for m in TABLE_METRICS if table[f"{m}_mean"].notna().any()]  # those these runs measure
-    best = {}
-    for m in metrics:
-        values = table[f"{m}_mean"].dropna()
-        best[m] = values.max() if METRICS[m].higher_is_better else values.min()
+    metrics = [m for m in metrics if columns is None or m in columns]
+    best = best_cells(table, metrics)
     header = [*settings, "n", "diverged", *(METRICS[m].label for m in metrics)]
+    if norms:
+        header.append("largest grad norm")
     if "paper_ap" in table:
         header.append("paper AP")
     rows, bold = [], []
-    for row in table.to_dict("records"):
+    for i, row in enumerate(table.to_dict("records")):
         cells = [setting_cell({**table.attrs["context"], **row}, c) for c in settings]
         n = f"{row['ok']}"
         if row["missing"]:
@@ -177,7 +208,12 @@ def table_cells(table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
             if row["ok"] == 0:
                 text = "missing" if row["missing"] else "–"
             cells.append(text)
-            marks.append(row["ok"] > 0 and m in best and row[f"{m}_mean"] == best[m])
+            marks.append(row["ok"] > 0 and (i, m) in best)
+        if norms:
+            cells.append(
+                f"{row['max_grad_norm']:.3g}" if row["max_grad_norm"] == row["max_grad_norm"] else "–"
+            )
+            marks.append(False)
         if "paper_ap" in table:
             cells.append(cell(row["paper_ap"]))
             marks.append(False)
@@ -210,6 +246,12 @@ def table_notes(table, spec: ReportSpec) -> str:
             "AP, AP50, AP75: COCO detection AP (pycocotools) on the 512 test images; anchor AP: object against "
             "background anchors; val AP: COCO AP on the 256 validation images."
         )
+    if "max_grad_norm" in table and table["max_grad_norm"].notna().any():
+        notes.append(
+            "largest grad norm: the largest gradient norm of any of the setting's runs, failed ones too."
+        )
     if "paper_ap" in table:
         notes.append(f"paper AP: {CITATION}; compare the shape, not the values.")
+    if table.attrs.get("code"):
+        notes.append(table.attrs["code"])
     return " ".join(notes)

@@ -10,16 +10,28 @@ from flx.report.tables import build_table, load_runs, read_spec, with_missing, w
 
 
 def write_report(
-    results_dir: Path, formats=("md", "csv"), plots: bool = True, to: Path | None = None, on_note=None
+    results_dir: Path,
+    formats=("md", "csv"),
+    plots: bool = True,
+    to: Path | None = None,
+    on_note=None,
+    allow_mixed: bool = False,
+    latex: dict | None = None,
 ) -> dict:
     """Write runs.csv, table.csv / table.md (/ table.tex) and the spec's figures into ``to`` (default: the
     results directory). Reads only from ``results_dir`` (records and the runs' stored artefacts: never the
     data), so it works on a read-only store. A figure whose runs have no stored artefacts is left out and
-    ``on_note(text)`` says so."""
+    ``on_note(text)`` says so. Runs of several code versions are refused (ReportError) unless ``allow_mixed``,
+    and then the table says so. ``latex``: :func:`flx.report.render.render_latex`'s options (columns, wide)."""
+    from flx.results.records import code_versions
+
     results_dir = Path(results_dir)
     to = Path(to or results_dir)
     spec = read_spec(results_dir)
-    df = load_runs(results_dir, to)
+    df = load_runs(results_dir, to, check=None if allow_mixed else _one_version)
+    versions = code_versions(df)
+    if len(versions) > 1 and on_note is not None:
+        on_note(f"{results_dir}: runs of {len(versions)} code versions in one table (--allow-mixed)")
     table = build_table(df, spec)
     written = {}
     if "csv" in formats:
@@ -27,7 +39,9 @@ def write_report(
     if "md" in formats:
         written["md"] = write_file(to / "table.md", lambda p: p.write_text(render_markdown(table, spec)))
     if "tex" in formats:
-        written["tex"] = write_file(to / "table.tex", lambda p: p.write_text(render_latex(table, spec)))
+        written["tex"] = write_file(
+            to / "table.tex", lambda p: p.write_text(render_latex(table, spec, **(latex or {})))
+        )
     if plots and spec.figures:
         from flx.report import figures as P
 
@@ -55,23 +69,25 @@ def report(
     index: str | Path | None = None,
     readme: str | Path | None = None,
     on_event=lambda kind, **fields: None,
+    allow_mixed: bool = False,
+    columns: str | None = None,
+    wide: bool = False,
 ) -> None:
     """``flx report``: :func:`write_report` for each results folder (default: ``FLX_OUT`` / ./runs), then the
     index of their tables and the README's results block when asked. Events: "note" (text), "written" (folder,
     paths), "index" (path), "readme" (path)."""
     from flx.report.index import write_index, write_readme
-    from flx.report.render import parse_formats
+    from flx.report.render import parse_columns, parse_formats
     from flx.results.store import default_out
 
     chosen = parse_formats(formats)
+    latex = {"columns": parse_columns(columns), "wide": wide}
     dirs = [Path(d) for d in (results_dirs or [default_out()])]
     if to and len(dirs) > 1:
         raise ReportError(f"--to takes the report of one results folder; {len(dirs)} were given")
     for d in dirs:
         notes: list[str] = []
-        written = write_report(
-            d, formats=chosen, plots=plots, to=Path(to) if to else None, on_note=notes.append
-        )
+        written = write_report(d, chosen, plots, Path(to) if to else None, notes.append, allow_mixed, latex)
         for note in notes:
             on_event("note", text=note)
         on_event("written", folder=d, paths=list(written.values()))
@@ -79,3 +95,16 @@ def report(
         on_event("index", path=write_index(Path(index), dirs))
     if readme:
         on_event("readme", path=write_readme(Path(readme), dirs))
+
+
+def _one_version(results_dir: Path, df) -> None:
+    """ReportError when the runs of a results folder ran more than one code version."""
+    from flx.results.records import code_versions
+
+    versions = code_versions(df)
+    if len(versions) > 1:
+        listed = ", ".join(f"{v} ({n} runs)" for v, n in versions.items())
+        raise ReportError(
+            f"{results_dir}: its runs ran {len(versions)} code versions ({listed}); one table needs one version: "
+            "re-run them with one (a new --out), or pass --allow-mixed to report them anyway"
+        )

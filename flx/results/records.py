@@ -47,3 +47,18 @@ def read_runs_csv(results_dir: Path):
     if missing:
         raise ReportError(f"{path} is not an flx runs file: it lacks the column(s) {sorted(missing)}")
     return df
+
+
+def code_versions(runs) -> dict:
+    """Code version (commit, and the hash of uncommitted changes if any) -> how many runs ran it."""
+    done = runs[runs["status"] != "missing"]
+    if "git_commit" not in done:
+        return {}
+    diff = done["code_diff"] if "code_diff" in done else None
+    versions = {}
+    for i, commit in enumerate(done["git_commit"]):
+        text = str(commit)[:7] if commit == commit else "unknown"
+        if diff is not None and diff.iloc[i] == diff.iloc[i] and diff.iloc[i]:
+            text += f" + uncommitted changes {diff.iloc[i]}"
+        versions[text] = versions.get(text, 0) + 1
+    return versions

@@ -55,7 +55,8 @@ def setting_columns(df) -> list[str]:
 
 
 def summarize(df, metrics=TABLE_METRICS, keys: list[str] | None = None):
-    """One row per setting: runs, a count per status, and mean/std of each metric over the ok runs only."""
+    """One row per setting: runs, a count per status, and mean/std of each metric over the ok runs only (and
+    the largest gradient norm of any of its runs, where the runs record one)."""
     import pandas as pd
 
     if df.empty:
@@ -71,5 +72,18 @@ def summarize(df, metrics=TABLE_METRICS, keys: list[str] | None = None):
         for m in metrics:  # a metric these runs do not record (older records, another task) is NaN
             row[f"{m}_mean"] = ok[m].mean() if len(ok) and m in ok else math.nan
             row[f"{m}_std"] = ok[m].std(ddof=1) if len(ok) > 1 and m in ok else math.nan
+        if (
+            "max_grad_norm" in group and group["max_grad_norm"].notna().any()
+        ):  # over every run, failed ones too
+            row["max_grad_norm"] = group["max_grad_norm"].max()
         rows.append(row)
     return pd.DataFrame(rows).sort_values(keys, na_position="first", kind="stable").reset_index(drop=True)
+
+
+def still_rising(df) -> int:
+    """How many ok runs chose their last evaluated step on validation (``best_step`` = ``steps_run``): their
+    validation AP was still rising when training stopped."""
+    if "best_step" not in df or "steps_run" not in df:
+        return 0
+    ok = df[(df["status"] == "ok") & df["best_step"].notna()]
+    return int((ok["best_step"] >= ok["steps_run"]).sum())
