@@ -1,0 +1,62 @@
+"""``flx compare``: does focal loss help on my data?"""
+
+from __future__ import annotations
+
+import typer
+
+from flx.cli.app import app, make_console, user_errors
+from flx.cli.options import DataDirOpt
+
+
+@app.command()
+@user_errors
+def compare(
+    data: str = typer.Argument(
+        ..., help="A .csv/.tsv/.parquet table, an image folder, or a data set's name."
+    ),
+    label: str | None = typer.Option(None, help="Tables: the column holding each row's class."),
+    positive: str | None = typer.Option(None, help="The minority (positive) class's label value or folder."),
+    families: str = typer.Option(
+        "ce,balanced_ce,focal,poly1,poly1_focal",
+        show_default=False,
+        help="Loss families to compare, comma-separated. (default: ce,balanced_ce,focal,poly1,poly1_focal)",
+    ),
+    budget: str = typer.Option(
+        "12", show_default=False, help="Trials per family, on the validation split. (default: 12)"
+    ),
+    seeds: str = typer.Option("5", show_default=False, help="Paired seeds of the finalists. (default: 5)"),
+    workers: str | None = typer.Option(None, help="Worker processes for the finalists. (default: the cores)"),
+    out: str = typer.Option("runs/compare", help="Results folder (its store, spec.toml, compare.md)."),
+    data_dir: str | None = DataDirOpt,
+) -> None:
+    """Each loss family tuned on the same budget (Optuna TPE, seeded), the best of each retrained on paired
+    seeds, and claims declared before those runs judged like the paper's: DIR/compare.md. Resumable."""
+    from flx.experiment.params import check
+
+    n_workers = check("workers", workers, "--workers") if workers is not None else None
+    from flx.compare import run_compare  # after the checks
+
+    console = make_console()
+    printer = _printer(console)
+    with console.status("comparing..."):
+        result = run_compare(
+            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer
+        )
+    console.print(result.page.read_text().split("\n\n|")[0], highlight=False, markup=False)
+    console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)
+
+
+def _printer(console):
+    def on_event(kind: str, **f) -> None:
+        if kind == "trial":
+            fields = ", ".join(f"{k} {v:g}" for k, v in f["fields"].items())
+            console.print(
+                f"{f['family']} trial {f['trial']}: {fields}: val AP {f['val_ap']:.3f} ({f['status']})",
+                highlight=False,
+            )
+        elif kind == "finals":
+            console.print(
+                f"finalists: {len(f['configs'])} runs (claims written to spec.toml)", highlight=False
+            )
+
+    return on_event

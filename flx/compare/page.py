@@ -1,0 +1,141 @@
+"""``compare.md``: the verdicts in plain words first, then the finalists, the trials per family (equal
+budgets), the tuning curves and the focal family's AP over (alpha, gamma)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flx.experiment.metrics import METRICS
+
+FINAL_METRICS = ("ap", "roc_auc", "balanced_accuracy", "ece")
+WORDS = {
+    "replicated": "holds",
+    "contradicted": "is contradicted",
+    "inconclusive": "is not shown either way",
+    "too few seeds": "cannot be judged (too few seeds)",
+}
+
+
+def _fields(fields: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in fields.items())
+
+
+def sentence(verdict, finalists: dict) -> str:
+    """One verdict in plain words: 'focal loss beats cross-entropy is not shown either way: focal (lr 0.003,
+    alpha 0.4, gamma 1.5) vs ce (lr 0.001): -0.003 AP [-0.011, +0.004], 5 paired seeds, 0 + 0 failed.'"""
+    a, b = verdict.a.split()[0], verdict.b.split()[0]
+    diff = (
+        f"{verdict.mean:+.3f} AP [{verdict.low:+.3f}, {verdict.high:+.3f}]"
+        if verdict.low == verdict.low
+        else "–"
+    )
+    rank = f", signed-rank p = {verdict.p:.2g}" if verdict.p == verdict.p else ""
+    return (
+        f"**{verdict.name}** {WORDS[verdict.verdict]} on this data: {a} ({_fields(finalists.get(a, {}))}) vs "
+        f"{b} ({_fields(finalists.get(b, {}))}): {diff}, {verdict.n} paired seeds{rank}, "
+        f"{verdict.failed_text()} → {verdict.verdict}."
+    )
+
+
+def write_page(result) -> Path:
+    """``compare.md`` and its figures in ``result.out``."""
+    from tabulate import tabulate
+
+    from flx.results.store import write_atomic
+    from flx.results.summary import format_mean_std
+
+    rows = []
+    for family in result.families:
+        runs = result.runs[result.runs["loss"] == family]
+        ok = runs[runs["status"] == "ok"]
+        best = max(t["val_ap"] for t in result.trials[family])
+        cells = [family, _fields(result.finalists[family]), len(result.trials[family]), f"{best:.3f}"]
+        cells += [f"{len(ok)} of {len(runs)}"]
+        for m in FINAL_METRICS:
+            cells.append(
+                format_mean_std(ok[m].mean(), ok[m].std(ddof=1), METRICS[m].digits) if m in ok else "–"
+            )
+        rows.append(cells)
+    header = ["family", "chosen on validation", "trials", "best val AP (seed 0)", "ok runs"]
+    header += [METRICS[m].label for m in FINAL_METRICS]
+    tied = [f for f in result.families if len({round(t["val_ap"], 3) for t in result.trials[f]}) == 1]
+    caution = (
+        f"- Caution: every trial of {', '.join(tied)} scored the same validation AP to 3 decimals, so validation "
+        "could barely tell the settings apart and the choice among them is close to arbitrary; a larger or "
+        "harder validation split would tell them apart."
+    )
+    lines = [
+        "# flx compare",
+        "",
+        *(f"- {sentence(v, result.finalists)}" for v in result.verdicts),
+        *([caution] if tied else []),
+        "",
+        f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, its "
+        f"learning rate searched with its own hyperparameters; a failed trial scores 0. The best of each was "
+        f"retrained on seeds 1-{result.seeds} and tested; the claims were written to spec.toml before those runs "
+        "(a failed run scores AP 0), judged by the paired test-AP difference's 95% t interval.",
+        "",
+        tabulate(rows, headers=header, tablefmt="github", disable_numparse=True),
+        "",
+        f"![tuning]({_tuning_figure(result).name})",
+    ]
+    heat = _focal_figure(result)
+    if heat is not None:
+        lines += ["", f"![focal]({heat.name})"]
+    path = result.out / "compare.md"
+    write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
+    return path
+
+
+def _tuning_figure(result) -> Path:
+    """Each family's best-so-far validation AP against the number of trials: did the budget suffice?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for family in result.families:
+        values = [t["val_ap"] for t in result.trials[family]]
+        running = [max(values[: i + 1]) for i in range(len(values))]
+        ax.plot(range(1, len(values) + 1), running, marker="o", ms=3, label=family)
+    ax.set_xlabel("trials")
+    ax.set_ylabel("best validation AP so far")
+    ax.set_title("tuning: an equal budget per family")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, result.out / "tuning.png")
+
+
+def _focal_figure(result) -> Path | None:
+    """The focal family's trials over (alpha, gamma), coloured by validation AP."""
+    trials = result.trials.get("focal")
+    if not trials:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    points = ax.scatter(
+        [t["fields"]["alpha"] for t in trials],
+        [t["fields"]["gamma"] for t in trials],
+        c=[t["val_ap"] for t in trials],
+        cmap="viridis",
+        s=60,
+    )
+    fig.colorbar(points, ax=ax, label="validation AP")
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("gamma")
+    ax.set_title("focal loss: validation AP over (alpha, gamma)")
+    return _save(fig, result.out / "focal_alpha_gamma.png")
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path

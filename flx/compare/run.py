@@ -1,0 +1,156 @@
+"""The comparison: tune each family on the validation split, declare the claims, retrain the finalists on
+paired seeds, judge the claims, write the page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flx.compare.space import FAMILIES, claims, parse_families, suggest
+from flx.errors import ConfigError
+from flx.experiment.config import Config
+from flx.experiment.params import check
+
+SAMPLER_SEED = 0  # TPE's seed (per family: this plus the family's position in FAMILIES)
+TUNING_SEED = 0  # the seed every trial trains with; the finalists' paired seeds are 1..N
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    families: list[str]
+    budget: int
+    seeds: int
+    trials: dict = field(default_factory=dict)  # family -> [{"trial", "fields", "val_ap", "status", "key"}]
+    finalists: dict = field(default_factory=dict)  # family -> its best fields (on validation)
+    verdicts: list = field(default_factory=list)  # flx.report.claims.Verdict
+    runs: object = None  # the finalists' records (DataFrame)
+    trained: int = 0  # runs trained by this call (0: everything was in the store)
+    page: Path | None = None
+
+
+def base_config(data: str, label: str | None, positive: str | None) -> Config:
+    """The comparison's data: a table or image folder (a path) or a data set's name, checked (before torch)."""
+    from flx.experiment.registries import DATASETS
+
+    if Path(data).expanduser().exists():
+        config = Config(data=data, label=label, positive=positive)
+    elif data in DATASETS:
+        config = Config(dataset=data, positive=positive) if positive else Config(dataset=data)
+    else:
+        raise ConfigError(
+            f"DATA got {data!r}; accepted: a .csv, .tsv or .parquet file, an image folder, or a data set "
+            f"({', '.join(DATASETS)})"
+        )
+    normalized = config.normalized()
+    if normalized.dataset == "shapes":
+        raise ConfigError(
+            "DATA got 'shapes'; flx compare compares classifiers (the detection tables: make ablations)"
+        )
+    return normalized
+
+
+def run_compare(
+    data: str,
+    label: str | None = None,
+    positive: str | None = None,
+    families: str | list = ",".join(FAMILIES),
+    budget: int = 12,
+    seeds: int = 5,
+    out: str | Path = "runs/compare",
+    workers: int | None = None,
+    data_dir: str | None = None,
+    on_event=lambda kind, **fields: None,
+) -> CompareResult:
+    """``flx compare``: each family gets ``budget`` trials (seed 0, chosen on validation AP, a failed trial
+    scoring 0), its best configuration is retrained on seeds 1..``seeds`` with the claims of
+    :func:`flx.compare.space.claims` written to ``out/spec.toml`` first, and ``out/compare.md`` holds the
+    verdicts, the finalists and the figures. Every run is an ordinary run of the store at ``out``: a second
+    call trains nothing. Events: "trial" (family, trial, fields, val_ap, status), "finals" (configs), "page"."""
+    families = parse_families(families) if isinstance(families, str) else parse_families(",".join(families))
+    budget = check("seeds", budget, "--budget")
+    seeds = check("seeds", seeds, "--seeds")
+    if seeds < 2:
+        raise ConfigError(
+            f"--seeds got {seeds}; accepted: an integer >= 2 (a paired verdict needs two seeds)"
+        )
+    base = base_config(data, label, positive)
+    from flx.results.store import Store
+
+    result = CompareResult(Path(out), families, budget, seeds)
+    store = Store(result.out)
+    for family in families:
+        result.trials[family] = _tune(base, family, budget, store, data_dir, result, on_event)
+        best = max(result.trials[family], key=lambda t: t["val_ap"])
+        result.finalists[family] = best["fields"]
+    _finals(base, result, store, workers, data_dir, on_event)
+    from flx.compare.page import write_page
+
+    result.page = write_page(result)
+    on_event("page", path=result.page)
+    return result
+
+
+def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spec=None) -> list[dict]:
+    """The records of ``configs`` (trained unless the store has them), in order."""
+    from flx.sweep.executors import SerialExecutor
+    from flx.sweep.run import run_sweep
+
+    executor = SerialExecutor() if workers == 1 else None
+    done = run_sweep(configs, store, workers=workers, data_dir=data_dir, executor=executor, spec=spec)
+    result.trained += sum(done.counts.values())
+    records = {r["key"]: r for r in store.records()}
+    return [records[t.key] for t in done.tasks]
+
+
+def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_event) -> list[dict]:
+    """``budget`` TPE trials of ``family`` (seeded: the same command plans the same trials)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(
+        seed=SAMPLER_SEED + FAMILIES.index(family), n_startup_trials=max(3, budget // 3)
+    )
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    trials = []
+    for n in range(1, budget + 1):
+        trial = study.ask()
+        fields = suggest(trial, family)
+        config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
+        (record,) = _train([config], store, data_dir, result)
+        ok = record["status"] == "ok" and record.get("val_ap") == record.get("val_ap")
+        value = float(record["val_ap"]) if ok else 0.0  # a failed trial scores 0
+        study.tell(trial, value)
+        trials.append(
+            {"trial": n, "fields": fields, "val_ap": value, "status": record["status"], "key": record["key"]}
+        )
+        on_event("trial", family=family, trial=n, fields=fields, val_ap=value, status=record["status"])
+    return trials
+
+
+def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_event) -> None:
+    """The finalists on seeds 1..N, the claims written to the store's spec before they train, then judged."""
+    import pandas as pd
+
+    from flx.report.claims import judge_all
+
+    seeds = f"1-{result.seeds}"
+    declared = claims(result.families, result.seeds)
+    grid = [{"loss": [f], **{k: [v] for k, v in result.finalists[f].items()}} for f in result.families]
+    spec = {
+        "name": "compare",
+        "description": f"flx compare: each family's best of {result.budget} trials on validation, on seeds {seeds}",
+        "config": {k: v for k, v in base.to_dict().items() if k not in ("loss", "seed")},
+        "grid": grid,
+        "seeds": seeds,
+        "report": {"claims": declared},
+    }
+    configs = [
+        Config(**{**base.to_dict(), "loss": f, "seed": s, **result.finalists[f]})
+        for f in result.families
+        for s in range(1, result.seeds + 1)
+    ]
+    on_event("finals", configs=configs)
+    records = _train(configs, store, data_dir, result, workers=workers, spec=spec)
+    result.runs = pd.DataFrame(records)
+    result.verdicts = judge_all(declared, result.runs)
