@@ -79,9 +79,9 @@ def write_page(result) -> Path:
         "",
         f"![tuning]({_tuning_figure(result).name})",
     ]
-    heat = _focal_figure(result)
-    if heat is not None:
-        lines += ["", f"![focal]({heat.name})"]
+    for figure in (_focal_figure(result), *_test_figures(result)):
+        if figure is not None:
+            lines += ["", f"![{figure.stem}]({figure.name})"]
     path = result.out / "compare.md"
     write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
     return path
@@ -139,3 +139,48 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def _test_figures(result) -> list:
+    """PR curves of the finalists and their reliability diagram, from the stored test scores of each one's
+    first paired seed (nothing retrained)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from flx.report.figures import MissingArtefacts, pr_curves
+    from flx.report.tables import ReportSpec
+    from flx.results.artefacts import decode, stored_scores
+    from flx.results.store import Store
+
+    store = Store(result.out)
+    try:
+        pr = pr_curves(result.runs, result.out, ReportSpec(name="compare"), store)
+    except MissingArtefacts:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    for family in result.families:
+        runs = result.runs[(result.runs["loss"] == family) & (result.runs["status"] == "ok")]
+        if runs.empty:
+            continue
+        blob = store.artefacts(runs.sort_values("seed").iloc[0]["key"]).get("test")
+        if blob is None:
+            continue
+        y, scores = stored_scores(decode(blob))
+        bins = np.clip((np.asarray(scores) * 10).astype(int), 0, 9)
+        filled = [b for b in range(10) if (bins == b).any()]
+        ax.plot(
+            [np.mean(np.asarray(scores)[bins == b]) for b in filled],
+            [np.mean(np.asarray(y)[bins == b]) for b in filled],
+            marker="o",
+            label=family,
+        )
+    ax.set_xlabel("predicted probability (10 bins, test split; no prior correction)")
+    ax.set_ylabel("observed share of positives")
+    ax.set_title("reliability of the finalists (first paired seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return [pr, _save(fig, result.out / "reliability.png")]
