@@ -127,3 +127,26 @@ def test_a_sqlite_store_that_cannot_work_is_refused_at_once_and_artefacts_sit_be
         )
     finally:
         locked.chmod(0o700)
+
+
+def test_a_sweep_logs_each_run_to_mlflow_as_it_finishes(tmp_path, monkeypatch):
+    """--mlflow: the runs are in MLflow when the sweep ends (logged per record), and a tracking store that
+    cannot work is refused before anything trains."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "live"
+    uri = f"sqlite:///{tmp_path / 'live.db'}"
+    logged = []
+    import flx.results.export as export
+
+    original = export.export_mlflow
+    monkeypatch.setattr(export, "export_mlflow", lambda *a, **k: logged.append(original(*a, **k)))
+    args = ["sweep", "--loss", "ce,focal", *TINY, "--epochs", "2", "--workers", "1", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--mlflow", uri])
+    assert result.exit_code == 0, result.output
+    assert [c["logged"] for c in logged] == [1, 1]  # one run logged as each one finished
+    experiment = MlflowClient(uri).get_experiment_by_name("live")
+    assert len(MlflowClient(uri).search_runs([experiment.experiment_id])) == 2
+    bad = runner.invoke(app, [*args[:-1], str(tmp_path / "never"), "--mlflow", "sqlite:///nowhere/x/y.db"])
+    assert bad.exit_code == 2 and not (tmp_path / "never").exists()

@@ -28,6 +28,11 @@ def compare(
     workers: str | None = typer.Option(None, help="Worker processes for the finalists. (default: the cores)"),
     out: str = typer.Option("runs/compare", help="Results folder (its store, spec.toml, compare.md)."),
     data_dir: str | None = DataDirOpt,
+    mlflow: str | None = typer.Option(
+        None,
+        "--mlflow",
+        help="Log each run to this MLflow tracking URI as it finishes (e.g. sqlite:///mlflow.db).",
+    ),
 ) -> None:
     """Each loss family tuned on the same budget (Optuna TPE, seeded), the best of each retrained on paired
     seeds, and claims declared before those runs judged like the paper's: DIR/compare.md. Resumable."""
@@ -40,7 +45,7 @@ def compare(
     printer = _printer(console)
     with console.status("comparing..."):
         result = run_compare(
-            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer
+            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow
         )
     console.print(result.page.read_text().split("\n\n|")[0], highlight=False, markup=False)
     console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)

@@ -79,6 +79,12 @@ def sweep(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List the planned runs and how many are done; run nothing."
     ),
+    mlflow: str | None = typer.Option(
+        None,
+        "--mlflow",
+        help="Log each run to this MLflow tracking URI as it finishes (what flx export mlflow logs), e.g. "
+        "sqlite:///mlflow.db.",
+    ),
 ) -> None:
     """Train one model per grid point (loss x hyperparameters x seed), in parallel, skipping stored runs."""
     overrides = parse_fields(fields, many=True)
@@ -104,6 +110,7 @@ def sweep(
             data_dir=data_dir,
             dry_run=dry_run,
             on_event=view.event,
+            mlflow=mlflow,
         )
     if dry_run:
         print_plan(console, done.result, done.store)

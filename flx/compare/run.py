@@ -26,6 +26,7 @@ class CompareResult:
     verdicts: list = field(default_factory=list)  # flx.report.claims.Verdict
     runs: object = None  # the finalists' records (DataFrame)
     trained: int = 0  # runs trained by this call (0: everything was in the store)
+    mlflow: str | None = None  # the tracking URI each run is logged to as it finishes
     page: Path | None = None
 
 
@@ -61,12 +62,14 @@ def run_compare(
     workers: int | None = None,
     data_dir: str | None = None,
     on_event=lambda kind, **fields: None,
+    mlflow: str | None = None,
 ) -> CompareResult:
     """``flx compare``: each family gets ``budget`` trials (seed 0, chosen on validation AP, a failed trial
     scoring 0), its best configuration is retrained on seeds 1..``seeds`` with the claims of
     :func:`flx.compare.space.claims` written to ``out/spec.toml`` first, and ``out/compare.md`` holds the
     verdicts, the finalists and the figures. Every run is an ordinary run of the store at ``out``: a second
-    call trains nothing. Events: "trial" (family, trial, fields, val_ap, status), "finals" (configs), "page"."""
+    call trains nothing. ``mlflow``: a tracking URI each run is logged to as it finishes. Events: "trial"
+    (family, trial, fields, val_ap, status), "finals" (configs), "page"."""
     families = parse_families(families) if isinstance(families, str) else parse_families(",".join(families))
     budget = check("seeds", budget, "--budget")
     seeds = check("seeds", seeds, "--seeds")
@@ -77,7 +80,11 @@ def run_compare(
     base = base_config(data, label, positive)
     from flx.results.store import Store
 
-    result = CompareResult(Path(out), families, budget, seeds)
+    result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
+    if mlflow is not None:
+        from flx.results.export import check_tracking
+
+        check_tracking(mlflow)
     store = Store(result.out)
     for family in families:
         result.trials[family] = _tune(base, family, budget, store, data_dir, result, on_event)
@@ -99,6 +106,10 @@ def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spe
     executor = SerialExecutor() if workers == 1 else None
     done = run_sweep(configs, store, workers=workers, data_dir=data_dir, executor=executor, spec=spec)
     result.trained += sum(done.counts.values())
+    if result.mlflow is not None and sum(done.counts.values()):
+        from flx.results.export import export_mlflow
+
+        export_mlflow(store.out, result.mlflow)
     records = {r["key"]: r for r in store.records()}
     return [records[t.key] for t in done.tasks]
 

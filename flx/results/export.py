@@ -81,6 +81,13 @@ def _check_sqlite_uri(tracking_uri: str | None) -> Path | None:
     return folder
 
 
+def check_tracking(tracking_uri: str | None) -> None:
+    """ExportError (one line) when MLflow is missing or ``tracking_uri`` is a sqlite:/// store that cannot be
+    written, before a sweep that logs to it starts."""
+    _check_sqlite_uri(tracking_uri)
+    _mlflow()
+
+
 def export_mlflow(
     results_dir: str | Path,
     tracking_uri: str | None = None,

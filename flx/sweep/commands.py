@@ -52,9 +52,11 @@ def sweep(
     data_dir: str | None = None,
     dry_run: bool = False,
     on_event: Event = quiet,
+    mlflow: str | None = None,
 ) -> Sweep:
     """Run the sweep of ``spec`` (a TOML path, or None) with ``overrides`` (config field -> list of values, or
     "seeds" -> a number) and ``sets`` ("FIELD=V1,V2" items); see :func:`flx.sweep.run_sweep` for the rest.
+    ``mlflow``: a tracking URI that each run is logged to as it finishes (what ``flx export mlflow`` logs).
     Emits "plan" (planned) before the sweep starts."""
     if ray_address is not None and executor != "ray":
         raise ConfigError("--ray-address is for --executor ray; add --executor ray or leave it out")
@@ -67,6 +69,8 @@ def sweep(
     if note:
         on_event("note", text=note)
     on_event("plan", planned=len(configs))
+    if mlflow is not None and not dry_run:
+        on_event = live_mlflow(store.out, mlflow, on_event)
     result = run_sweep(
         configs,
         store,
@@ -81,6 +85,21 @@ def sweep(
         ray_address=ray_address,
     )
     return Sweep(configs, store, result)
+
+
+def live_mlflow(out, tracking_uri: str, on_event: Event) -> Event:
+    """``on_event`` that also logs each stored run to MLflow at ``tracking_uri`` as it finishes (the tracking
+    store is checked first: a bad one is refused before anything trains)."""
+    from flx.results.export import check_tracking, export_mlflow
+
+    check_tracking(tracking_uri)
+
+    def logged(kind: str, **fields) -> None:
+        on_event(kind, **fields)
+        if kind == "record":
+            export_mlflow(out, tracking_uri)
+
+    return logged
 
 
 def train_one(
