@@ -28,6 +28,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, ax, labels: tuple, path: Path) -> Path:
+    """x label, y label and title, a small legend and a light grid; then saved."""
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2])
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
     """Mean AP ± std against the first swept hyperparameter, one line per value of the other settings; a
     setting whose runs all failed is an x at AP 0 marked "all n failed"."""
@@ -134,12 +144,8 @@ def pr_curves(runs, out: Path, spec, store=None) -> Path | None:
         y, scores = stored_scores(_stored(store, row, "test"))
         precision, recall, _ = precision_recall_curve(y, scores)
         ax.plot(recall, precision, label=f"{_label(row)} (AP {average_precision_score(y, scores):.3f})")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(f"{spec.name}: PR curves of the best settings (seed {rows[0]['seed']})")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _save(fig, out / "pr_curves.png")
+    title = f"{spec.name}: PR curves of the best settings (seed {rows[0]['seed']})"
+    return _finish(fig, ax, ("recall", "precision", title), out / "pr_curves.png")
 
 
 def loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
@@ -396,12 +402,12 @@ def regime_map(runs, out: Path, spec, store=None) -> Path | None:
     ax.set_xticks([t[0] for t in ticks], [f"{t[1]:.0f} px\n1:{t[0]:,.0f}" for t in ticks])
     ax.minorticks_off()
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("canvas and object : background anchors (measured)")
-    ax.set_ylabel("paired test AP difference\n(mean, 95% t interval over seeds)")
-    ax.set_title(f"{spec.name}: FL's advantage against the share of easy negatives")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _save(fig, out / "regime_map.png")
+    labels = (
+        "canvas and object : background anchors (measured)",
+        "paired test AP difference\n(mean, 95% t interval over seeds)",
+        f"{spec.name}: FL's advantage against the share of easy negatives",
+    )
+    return _finish(fig, ax, labels, out / "regime_map.png")
 
 
 FIGURES = {
