@@ -99,9 +99,15 @@ def test_indomain_pool_is_disjoint_from_the_heads_images(tmp_path):
     assert sum(p.split("/")[-1].startswith("cat.") for p in pool) == len(pool) / 2 == 8  # 50% of 16 per class
     assert len(members["train"]) == len(train) and len(members["test"]) == len(test) == 8
     assert len(members["val"]) == len(meta["val"])
-    # the pool is the same whatever the ratio (one backbone serves every ratio) and for every backbone
-    _, _, other = _load(tmp_path / "data", ratio=5.0, backbone="scratch")
+    # the pool is the same whatever the ratio (one backbone serves every ratio)
+    _, _, other = _load(tmp_path / "data", ratio=5.0)
     assert set(other["members"]["pool"]) == members["pool"]
+    # a backbone that does not train on the pool gives it to the heads; validation stays the same (issue 22, 16)
+    _, _, full = _load(tmp_path / "data", ratio=None)
+    scratch, _, free = _load(tmp_path / "data", ratio=None, backbone="scratch")
+    assert "pool" not in free["members"] and set(free["members"]["val"]) == set(full["members"]["val"])
+    assert set(free["members"]["train"]) == set(full["members"]["train"]) | set(full["members"]["pool"])
+    assert len(scratch) == len(free["members"]["train"])
 
 
 def test_pretrained_backbone_builds_and_extracts_with_random_weights(tmp_path):

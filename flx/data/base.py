@@ -131,7 +131,8 @@ def carve(y: torch.Tensor, g: torch.Generator, where: str) -> dict[str, torch.Te
     """The train split's indices cut three ways, per class: ``pool`` (:data:`POOL_FRAC` of the smaller class
     from each class: balanced, what the in-domain backbone trains on), ``val`` (:data:`VAL_FRAC` of each class)
     and ``train`` (the rest: what the heads train on, before the imbalance is made). The same cut serves every
-    backbone, so heads on different backbones see the same images. DataError below 3 images of a class."""
+    backbone, so heads on different backbones validate on the same images (a backbone that does not train on
+    the pool gives it to the heads' training images). DataError below 3 images of a class."""
     counts = [int((y == c).sum()) for c in (0, 1)]
     if min(counts) < 3:
         raise DataError(

@@ -17,7 +17,8 @@ give the same tensors.
   so the same files moved elsewhere keep it.
 - ``cifar_catsdogs``: CIFAR-10's cats and dogs (torchvision's download, or its python pickles on disk).
 
-For both image sets the train split is cut per class (:func:`carve`) into a balanced backbone pool, validation
+For both image sets the train split is cut per class (:func:`carve`) into a balanced backbone pool (held back
+only for the ``indomain`` backbone, which trains on it; any other backbone's heads train on it too), validation
 images (``meta["val"]``) and the heads' training images, whose positive (minority) class, dogs by default, is
 subsampled to 1:``ratio``; the test split keeps its natural balance. With a frozen ``backbone`` the splits hold
 feature vectors (:mod:`flx.data.features`), with ``scratch`` (or none) the uint8 images.
@@ -214,6 +215,8 @@ def assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, d
     g = torch.Generator().manual_seed(data_seed)
     parts = carve(y[train_idx], g, meta["location"])
     parts = {k: train_idx[v] for k, v in parts.items()}
+    if backbone != "indomain":  # only the in-domain backbone trains on the pool; otherwise the heads get it
+        parts["train"] = torch.cat([parts.pop("pool"), parts["train"]]).sort().values
     if ratio is not None:  # None: the data's own balance
         parts["train"] = parts["train"][_imbalance(y[parts["train"]], ratio, g)]
     parts["test"] = test_idx
@@ -222,14 +225,15 @@ def assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, d
     if backbone not in (None, "scratch"):
         from flx.data.features import featurize
 
-        pool = hashlib.sha256("\n".join(meta["members"]["pool"]).encode()).hexdigest()[:24]
+        pool = hashlib.sha256("\n".join(meta["members"].get("pool", [])).encode()).hexdigest()[:24]
         ident = {
             "fingerprint": meta["fingerprint"],
             "image_size": int(x.shape[-1]),
             "pool": pool,
             "positive": meta["classes"][1],  # the in-domain backbone's labels
         }
-        pool_split, test_split = (Split(x[parts[k]], y[parts[k]]) for k in ("pool", "test"))
+        held = parts.get("pool", parts["test"][:0])
+        pool_split, test_split = Split(x[held], y[held]), Split(x[parts["test"]], y[parts["test"]])
         x, meta["extra"] = featurize(x, pool_split, test_split, backbone, weights, ident, progress)
     splits = {k: Split(x[v], y[v]) for k, v in parts.items() if k != "pool"}
     meta["val"] = splits["val"]
