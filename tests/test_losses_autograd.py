@@ -429,3 +429,24 @@ def test_poly1_focal_with_per_class_alpha_compiles_with_a_dynamic_graph():
         dynamic=True,
     )
     torch.testing.assert_close(compiled(x, t), eager)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_batched_gradients_vectorized_jacobian_and_forward_ad_match_the_reference(reduction):
+    """is_grads_batched and jacobian(vectorize=True) vmap the fused kernel's backward; forward-mode AD takes
+    the composite path (issue 22, item 4). Each against the float64 reference's Jacobian."""
+    import torch.autograd.forward_ad as fa
+
+    x, y, _, _ = _data(3)
+    reduce = {"none": lambda e: e, "sum": torch.sum, "mean": torch.mean}[reduction]
+    f = lambda v: L.sigmoid_focal_loss(v, y, alpha=0.25, gamma=2.0, reduction=reduction)  # noqa: E731
+    expected = torch.autograd.functional.jacobian(lambda v: reduce(_ref_sigmoid(v, y, 0.25, 2.0)), x.detach())
+    out = f(x)
+    basis = torch.eye(out.numel(), dtype=torch.float64).reshape(-1, *out.shape)
+    (batched,) = torch.autograd.grad(out, x, basis, is_grads_batched=True)
+    assert torch.allclose(batched.reshape(expected.shape), expected)
+    assert torch.allclose(torch.autograd.functional.jacobian(f, x, vectorize=True), expected)
+    tangent = torch.randn(len(x), dtype=torch.float64)
+    with fa.dual_level():
+        jvp = fa.unpack_dual(f(fa.make_dual(x.detach(), tangent))).tangent
+    assert torch.allclose(jvp, (expected.reshape(-1, len(x)) @ tangent).reshape(jvp.shape))

@@ -232,9 +232,10 @@ def reduce_loss(loss: torch.Tensor, reduction: str, normalizer=None, keep: torch
 
 
 def transformed(*tensors: torch.Tensor) -> bool:
-    """True under torch.compile, inside a torch.func transform, or for tensor subclasses: places where the
-    fused eager kernel (threads, out= buffers, Python floats from tensors) cannot run."""
-    if torch.compiler.is_compiling():
+    """True under torch.compile, inside a torch.func transform, in forward-mode AD (a dual level is open), or
+    for tensor subclasses: places where the fused eager kernel (threads, out= buffers, Python floats from
+    tensors, no jvp) cannot run."""
+    if torch.compiler.is_compiling() or torch.autograd.forward_ad._current_level >= 0:
         return True
     for t in tensors:
         if type(t) not in (

@@ -56,6 +56,12 @@ def sigmoid_focal_elements(x: torch.Tensor, y: torch.Tensor, alpha: float, gamma
     return loss
 
 
+def _batched(t: torch.Tensor) -> bool:
+    """Whether ``t`` is vmapped (torch.func's or autograd's own batched gradients): in-place ops cannot take it."""
+    functorch = torch._C._functorch
+    return functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t)
+
+
 _LOCAL = threading.local()
 
 
@@ -291,6 +297,8 @@ class SigmoidFocal(torch.autograd.Function):
                 with _no_autocast(x.device.type):
                     y_flat = y.detach().reshape(-1).contiguous()
                     _, fast = _fused(flat, y_flat, alpha, gamma, scale, False, True, ctx.shape)
+            if _batched(grad_loss):  # vmapped: is_grads_batched, jacobian(vectorize=True), torch.func
+                return (fast * grad_loss.to(fast.dtype)).to(ctx.dtype), None, None, None, None, None, None
             unit = grad_loss.dim() == 0 and grad_loss.device.type == "cpu" and float(grad_loss) == 1.0
             if not unit:
                 fast.mul_(grad_loss.to(fast.dtype))
