@@ -450,3 +450,20 @@ def test_batched_gradients_vectorized_jacobian_and_forward_ad_match_the_referenc
     with fa.dual_level():
         jvp = fa.unpack_dual(f(fa.make_dual(x.detach(), tangent))).tangent
     assert torch.allclose(jvp, (expected.reshape(-1, len(x)) @ tangent).reshape(jvp.shape))
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_an_infinite_logit_gives_the_limit_not_nan(reduction):
+    """+inf on the wrong side (y = 0) or -inf for y = 1: the loss is inf, as torchvision's is for +inf, y = 0;
+    on the right side it is 0, where torchvision gives NaN (issue 22, item 5)."""
+    inf = float("inf")
+    x = torch.tensor([inf, -inf, inf, -inf, 1.0])
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0])
+    out = L.sigmoid_focal_loss(x, y, reduction=reduction)
+    if reduction == "none":
+        assert out[:2].isinf().all() and (out[:2] > 0).all() and (out[2:4] == 0).all()
+        assert out[4] == pytest.approx(float(tv_focal(x[4:], y[4:], reduction="none")[0]))
+        assert float(tv_focal(x[:1], y[:1], reduction="none")[0]) == inf
+    else:
+        assert float(out) == inf
+        assert float(L.sigmoid_focal_loss(x[2:], y[2:], reduction=reduction)) < 1  # the finite element only

@@ -243,10 +243,37 @@ def _fused(x, y, alpha, gamma, scale, want_elements, want_grad, shape):
         futures = [_executor(workers).submit(work, bounds[k], bounds[k + 1]) for k in range(workers)]
         sums = [s for f in futures for s in f.result()]
     if want_elements:
+        if host and not bool(torch.isfinite(out).all()):  # an infinite logit: its limit, not inf - inf
+            out = torch.where(
+                torch.isnan(out) & ~torch.isnan(x.view(shape)), _limits(x, y, alpha, gamma, shape), out
+            )
         return out, grad
     if host:
-        return torch.tensor(math.fsum(sums), dtype=torch.float64), grad
+        total = _fsum(sums)
+        if not math.isfinite(total):  # an infinite logit: the sums' alpha_t combination is inf - inf
+            total = float(_limits(x, y, alpha, gamma, (n,)).double().sum())
+        return torch.tensor(total, dtype=torch.float64), grad
     return (torch.stack(sums).sum() if sums else torch.zeros((), dtype=torch.float64, device=x.device)), grad
+
+
+def _limits(x, y, alpha, gamma, shape) -> torch.Tensor:
+    """Per-element loss written so that an infinite logit with a 0/1 target gets its limit (inf on the wrong
+    side, 0 on the right one): z = x (1 - 2y) is formed by a product, and alpha_t before it multiplies. Slower
+    than the chunks' formulas; used only when they gave a non-finite result."""
+    z = x * (1 - 2 * y)
+    loss = torch.nn.functional.softplus(z) * safe_pow(torch.sigmoid(z), gamma)
+    loss = torch.where(torch.isinf(z) & (z < 0), torch.zeros_like(loss), loss)
+    if alpha >= 0:
+        loss = ((1 - alpha) + (2 * alpha - 1) * y) * loss
+    return loss.view(shape)
+
+
+def _fsum(values: list) -> float:
+    """math.fsum, or nan where it refuses (inf + -inf)."""
+    try:
+        return math.fsum(values)
+    except ValueError:
+        return math.nan
 
 
 class SigmoidFocal(torch.autograd.Function):
