@@ -96,10 +96,11 @@ def _setting(row) -> tuple:
 
 
 def _label(group, where: dict) -> str:
+    from flx.experiment.params import LOSS_PARAMS
     from flx.results.summary import run_label, setting_cell
 
     row = group.iloc[0].to_dict()
-    extra = [f"{k}={setting_cell(row, k)}" for k in ("anchor_scales", "anchor_ratios", "prior") if k in where]
+    extra = [f"{k}={setting_cell(row, k)}" for k in where if k not in ("loss", *LOSS_PARAMS)]
     return " ".join([run_label(row), *extra])
 
 
