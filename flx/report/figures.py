@@ -278,6 +278,14 @@ def _mean_curves(runs, rows, out: Path, spec) -> Path:
     return _save(fig, out / "learning_curves.png")
 
 
+def _best_alpha(runs) -> float | None:
+    """The alpha of CE (focal at gamma 0) with the best mean validation AP, the one a table shows."""
+    ce = runs[(runs["status"] == "ok") & (runs.get("gamma") == 0.0)] if "gamma" in runs else runs[:0]
+    if ce.empty or "val_ap" not in ce or "alpha" not in ce:
+        return None
+    return float(ce.groupby("alpha")["val_ap"].mean().idxmax())
+
+
 def _first_run(runs, **where):
     """The first seed's run of the setting ``where`` names: an ok one if there is one, else any stored one."""
     match = runs[runs["status"] != "missing"]
@@ -333,11 +341,13 @@ def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
 
 def examples(runs, out: Path, spec, store=None) -> Path | None:
     """Test images (in grey, so no box colour is one the shapes use) with their ground truth (cyan, dashed) and
-    the detections scoring >= 0.3 (magenta, with their scores) of the first CE-like run (gamma 0 or ce) and of
+    the detections scoring >= 0.3 (magenta, with their scores) of CE (gamma 0 at its best alpha on validation) and of
     FL (gamma 2), from their stored test detections (first seed)."""
     candidates = {
         "ground truth": None,
-        "CE (γ = 0)": _first_run(runs, loss="focal", gamma=0.0) or _first_run(runs, loss="balanced_ce"),
+        "CE (γ = 0)": _first_run(runs, loss="focal", gamma=0.0, alpha=_best_alpha(runs))
+        or _first_run(runs, loss="focal", gamma=0.0)
+        or _first_run(runs, loss="balanced_ce"),
         "FL (γ = 2)": _first_run(runs, loss="focal", gamma=2.0, alpha=0.25),
     }
     stored = {name: _stored(store, row, "detections") for name, row in candidates.items() if row is not None}
