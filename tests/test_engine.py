@@ -321,8 +321,9 @@ def test_folder_loader_layouts_split_and_cache(tmp_path, layout):
     train, test, _ = load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
     assert train.x.shape[1:] == (3, 16, 16) and train.x.dtype == torch.uint8
     assert test.n_pos == 4 and len(test) == 8  # 20% of each class, balanced
-    # of 16 train images per class: 8 to the backbone pool, 2 to validation, 6 to the heads; dogs cut to 6 / 4
-    assert len(train) - train.n_pos == 6 and train.n_pos == 2
+    # of 16 train images per class: 2 to validation, 14 to the heads (no backbone trains on the pool: it joins
+    # them); dogs cut to 14 / 4
+    assert len(train) - train.n_pos == 14 and train.n_pos == 4
     assert list(Path(os.environ["FLX_CACHE_DIR"]).glob("images-16-*.pt")), "decoded images are cached"
     again, _, _ = load_catsdogs(ratio=4, image_size=16, positive="dog", data_dir=str(root))
     assert torch.equal(again.x, train.x)

@@ -126,7 +126,7 @@ def test_store_has_one_column_per_config_field_and_metric_for_read_sql(tmp_path)
 
 
 def test_committed_results_without_a_store_are_browsed_from_runs_csv():
-    """Issue 22, item 13: the README's `flx runs results/table1b ...` and `flx runs show e3a921c2 results/table1b`
+    """Issue 22, item 13: the README's `flx runs results/table1b ...` and `flx runs show 362394d3 results/table1b`
     failed on a fresh clone (committed results have no runs.sqlite); they read runs.csv now."""
     from pathlib import Path
 
@@ -136,6 +136,6 @@ def test_committed_results_without_a_store_are_browsed_from_runs_csv():
     listed = runner.invoke(
         app, ["runs", str(results), "--where", "loss=focal", "--where", "gamma>=2", "--where", "seed=0"]
     )
-    assert listed.exit_code == 0 and "3 runs in" in listed.output and "e3a921c23c" in listed.output
-    shown = runner.invoke(app, ["runs", "show", "e3a921c2", str(results)])
-    assert shown.exit_code == 0 and "key: e3a921c23ce407cc" in shown.output
+    assert listed.exit_code == 0 and "3 runs in" in listed.output and "362394d315" in listed.output
+    shown = runner.invoke(app, ["runs", "show", "362394d3", str(results)])
+    assert shown.exit_code == 0 and "key: 362394d3157e3084" in shown.output
