@@ -80,3 +80,20 @@ def test_compare_refuses_bad_input_in_one_line(table, tmp_path):
         assert not (tmp_path / "x").exists()
     result = runner.invoke(app, ["compare", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "DATA got" in result.output
+
+
+def test_the_focal_heat_map_keeps_each_cells_best_trial_and_count():
+    from flx.compare.page import heat_cells
+
+    trials = [
+        {"fields": {"alpha": 0.25, "gamma": 2.0}, "val_ap": 0.6},
+        {
+            "fields": {"alpha": 0.30, "gamma": 2.5},
+            "val_ap": 0.7,
+        },  # the same cell: alpha [0.2, 0.35), gamma [2, 3)
+        {"fields": {"alpha": 0.95, "gamma": 5.0}, "val_ap": 0.1},  # the upper edges fall in the last cell
+    ]
+    best, count = heat_cells(trials)
+    assert best[2, 1] == 0.7 and count[2, 1] == 2
+    assert best[4, 5] == 0.1 and count[4, 5] == 1
+    assert count.sum() == 3 and int((count > 0).sum()) == 2

@@ -369,8 +369,9 @@ def test_missing_image_folder_message(tmp_path):
 def test_shared_dogs_vs_cats_integration():
     train, test, _ = load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(SHARED_DATA))
     assert len(test) == 4000 and test.n_pos == 2000
-    # 8,000 train images per class: 4,000 to the backbone pool, 800 to validation, 3,200 to the heads
-    assert len(train) - train.n_pos == 3200 and train.n_pos == 320
+    # 8,000 train images per class: 800 to validation; with no backbone to train, the 4,000 of the backbone
+    # pool stay with the heads, so 7,200 negatives and 720 positives at 1:10
+    assert len(train) - train.n_pos == 7200 and train.n_pos == 720
     record = run(
         Config(dataset="catsdogs", image_size=16, steps=40, batch_size=256, loss="focal", backbone="scratch"),
         data_dir=str(SHARED_DATA),

@@ -240,7 +240,9 @@ def test_each_spec_smoke_with_tiny_budget(tmp_path, spec):
     detection, photos = dataset == "shapes", dataset in ("catsdogs", "cifar_catsdogs")
     budget = ["--steps", "2", "--n-images", "8", "--batch-size", "2", "--image-size", "32"]
     if any("image_size" in grid for grid in load_spec(spec)["grid"]):
-        budget = budget[:-2]  # the canvases are what the spec compares (the regime map)
+        # the canvases are what the spec compares (the regime map): two of them, one its claims name (64 px);
+        # each 96 or 128 px run evaluates 768 images of up to 46k anchors (7 minutes in all at 64/96/128)
+        budget = [*budget[:-1], "32,64"]
     if photos:
         budget = ["--steps", "2", "--eval-every", "1", "--batch-size", "8", "--image-size", "16"]
     args = ["sweep", str(spec), *(budget if detection or photos else [*TINY, "--image-size", "16"])]
@@ -305,3 +307,35 @@ def test_ap_vs_param_marks_a_setting_whose_runs_all_failed(tmp_path, monkeypatch
     monkeypatch.setattr(figures.plt.Axes, "annotate", lambda self, text, *a, **k: notes.append(text))
     path = figures.ap_vs_param(pd.DataFrame(rows), tmp_path, ReportSpec(name="t"))
     assert path.exists() and notes == ["all 3 failed"]
+
+
+def test_a_spec_less_folder_gets_the_figures_of_what_varies(tmp_path, monkeypatch):
+    """Issue 22, item 19: without a spec, figures are chosen from what varies; no one-point curve, and a
+    loss without the swept hyperparameter is a level line, not a legend entry "epsilon=–"."""
+    import pandas as pd
+
+    from flx.report import figures
+
+    def rows(**grid):
+        (name, values), *_ = grid.items()
+        return [{"loss": "focal", "alpha": 0.25, name: v, "seed": s, "status": "ok", "key": f"{v}{s}", "ap": 0.5}
+                for v in values for s in range(2)]  # fmt: skip
+
+    ce = [{"loss": "ce", "seed": s, "status": "ok", "key": f"ce{s}", "ap": 0.4} for s in range(2)]
+    swept = pd.DataFrame(rows(gamma=[1.0, 2.0]) + ce)
+    assert figures.chosen_figures(swept) == ["ap_vs_param"]  # no store: no figure of stored artefacts
+    assert figures.chosen_figures(swept, store=object()) == ["ap_vs_param", "pr_curves"]
+    assert figures.chosen_figures(pd.DataFrame(rows(gamma=[2.0]) + ce)) == [
+        "ap_vs_param"
+    ]  # a point and CE's line
+    lone = pd.DataFrame(rows(gamma=[2.0]))  # one setting over seeds: a lone point says nothing
+    assert figures.chosen_figures(lone) == [] and figures.ap_vs_param(lone, tmp_path, None) is None
+    labels = []
+    monkeypatch.setattr(figures.plt.Axes, "legend", lambda self, *a, **k: labels.extend(
+        self.get_legend_handles_labels()[1]))  # fmt: skip
+    spec = type("S", (), {"name": "t"})()
+    assert figures.ap_vs_param(swept, tmp_path, spec).name == "ap_vs_gamma.png"
+    assert labels == ["loss=ce", "loss=focal, alpha=0.25"]
+    out = _fixture_store(tmp_path / "fx")
+    (out / "spec.toml").unlink()  # a sweep from flags stores no spec
+    assert {p.name for p in write_report(out, plots=True).values()} >= {"ap_vs_gamma.png"}

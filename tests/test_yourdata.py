@@ -250,3 +250,34 @@ def test_a_log_gets_progress_lines_during_a_long_stage():
         f"training the in-domain backbone: {e} of 12 epochs ({25 * q}%)"
         for q, e in enumerate((3, 6, 9, 12), 1)
     ]
+
+
+def test_a_dry_run_on_a_new_image_folder_decodes_nothing_and_plans_the_real_keys(tmp_path, monkeypatch):
+    """Issue 22, item 10: --dry-run lists and fingerprints an image folder (seconds), decoding no image and
+    training no backbone, and plans the same run keys and split counts as the sweep that then runs."""
+    import flx.data.features
+    import flx.data.images
+    from flx.sweep.worker import prepare
+
+    folder = make_folder(tmp_path / "pets", {"cat": 30, "dog": 12})
+    monkeypatch.setenv("FLX_CACHE_DIR", str(tmp_path / "cache"))
+    configs = [
+        Config(dataset="images", data=str(folder), backbone=b, image_size=12, loss="ce", model=m)
+        for b, m in (("indomain", "mlp"), ("scratch", "cnn"))
+    ]
+
+    def refuse(*_, **__):
+        raise AssertionError("a dry run decoded images or trained a backbone")
+
+    with monkeypatch.context() as m:
+        m.setattr(flx.data.images, "decode_images", refuse)
+        m.setattr(flx.data.features, "featurize", refuse)
+        planned = prepare(configs, plan=True)
+        dry = sweep("--set", "dataset=images", "--data", str(folder), "--image-size", "12", "--dry-run",
+                    "--out", str(tmp_path / "r"))  # fmt: skip
+    assert dry.exit_code == 0 and "not decoded" in dry.output and "1 to run" in dry.output, dry.output
+    real = prepare(configs)
+    assert [t.key for t in planned] == [t.key for t in real]
+    counts = ("n_train_neg", "n_train_pos", "n_test_neg", "n_test_pos")
+    for p, r in zip(planned, real, strict=True):
+        assert [p.data[k] for k in counts] == [r.data[k] for k in counts]

@@ -107,8 +107,28 @@ def _tuning_figure(result) -> Path:
     return _save(fig, result.out / "tuning.png")
 
 
+ALPHA_EDGES = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95)  # the heat map's cells over focal's search space
+GAMMA_EDGES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def heat_cells(trials: list[dict]):
+    """(best validation AP, trial count) per (gamma, alpha) cell of :data:`GAMMA_EDGES` x :data:`ALPHA_EDGES`
+    (NaN and 0 where no trial fell); a value on an inner edge belongs to the upper cell."""
+    import numpy as np
+
+    best = np.full((len(GAMMA_EDGES) - 1, len(ALPHA_EDGES) - 1), np.nan)
+    count = np.zeros(best.shape, dtype=int)
+    for t in trials:
+        i = min(int(np.searchsorted(GAMMA_EDGES, t["fields"]["gamma"], side="right")) - 1, best.shape[0] - 1)
+        j = min(int(np.searchsorted(ALPHA_EDGES, t["fields"]["alpha"], side="right")) - 1, best.shape[1] - 1)
+        best[i, j] = np.fmax(best[i, j], t["val_ap"])
+        count[i, j] += 1
+    return best, count
+
+
 def _focal_figure(result) -> Path | None:
-    """The focal family's trials over (alpha, gamma), coloured by validation AP."""
+    """The focal family's validation AP over (alpha, gamma): a heat map of the best trial in each cell (its
+    trial count written in it; blank: no trial there), with the trials themselves as dots."""
     trials = result.trials.get("focal")
     if not trials:
         return None
@@ -117,18 +137,20 @@ def _focal_figure(result) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    points = ax.scatter(
-        [t["fields"]["alpha"] for t in trials],
-        [t["fields"]["gamma"] for t in trials],
-        c=[t["val_ap"] for t in trials],
-        cmap="viridis",
-        s=60,
-    )
-    fig.colorbar(points, ax=ax, label="validation AP")
+    best, count = heat_cells(trials)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    mesh = ax.pcolormesh(ALPHA_EDGES, GAMMA_EDGES, best, cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label="best validation AP in the cell")
+    for i in range(best.shape[0]):
+        for j in range(best.shape[1]):
+            if count[i, j]:
+                x, y = (ALPHA_EDGES[j] + ALPHA_EDGES[j + 1]) / 2, (GAMMA_EDGES[i] + GAMMA_EDGES[i + 1]) / 2
+                ax.text(x, y, f"{best[i, j]:.3f}\nn={count[i, j]}", ha="center", va="center", fontsize=7,
+                        color="white")  # fmt: skip
+    ax.scatter([t["fields"]["alpha"] for t in trials], [t["fields"]["gamma"] for t in trials], s=8, c="k")
     ax.set_xlabel("alpha")
     ax.set_ylabel("gamma")
-    ax.set_title("focal loss: validation AP over (alpha, gamma)")
+    ax.set_title(f"focal loss: validation AP over (alpha, gamma), {len(trials)} trials")
     return _save(fig, result.out / "focal_alpha_gamma.png")
 
 

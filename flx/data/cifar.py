@@ -50,7 +50,7 @@ def _cifar_help(root: Path) -> str:
 
 
 def load_cifar_catsdogs(
-    ratio, positive, backbone=None, weights=None, data_seed=0, data_dir=None, progress=None, **_
+    ratio, positive, backbone=None, weights=None, data_seed=0, data_dir=None, progress=None, plan=False, **_
 ):
     root = resolve_data_dir(data_dir)
     folder = root / "cifar-10-batches-py" if root is not None else None
@@ -68,6 +68,6 @@ def load_cifar_catsdogs(
         "fingerprint": fingerprint,
     }
     names = [f"train:{i}" for i in range(len(y))] + [f"test:{i}" for i in range(len(ty))]
-    xs, ys = torch.cat([x, tx]), relabel(torch.cat([y, ty]), positive)
+    xs, ys = None if plan else torch.cat([x, tx]), relabel(torch.cat([y, ty]), positive)
     train_idx, test_idx = torch.arange(len(y)), torch.arange(len(y), len(ys))
     return assemble(xs, ys, train_idx, test_idx, names, meta, ratio, backbone, weights, data_seed, progress)

@@ -211,7 +211,8 @@ def assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, d
     """(train, test, meta) of an image set: the train split carved (:func:`carve`), its training part cut to
     1:``ratio``, and for a frozen backbone every split turned into feature vectors (:mod:`flx.data.features`).
     ``meta`` gains ``val`` (the validation split), ``members`` (the names of each split's images: disjointness
-    can be checked) and the backbone's ``extra`` columns."""
+    can be checked) and the backbone's ``extra`` columns. ``x`` None (a dry run's plan): the same splits, with
+    no pixels and no backbone trained; ``meta["planned"]`` says so."""
     g = torch.Generator().manual_seed(data_seed)
     parts = carve(y[train_idx], g, meta["location"])
     parts = {k: train_idx[v] for k, v in parts.items()}
@@ -222,7 +223,9 @@ def assemble(x, y, train_idx, test_idx, names, meta, ratio, backbone, weights, d
     parts["test"] = test_idx
     meta = dict(meta, members={k: [names[i] for i in v.tolist()] for k, v in parts.items()})
     meta["extra"] = {}
-    if backbone not in (None, "scratch"):
+    if x is None:
+        x, meta["planned"] = torch.empty(len(y), 0, dtype=torch.uint8), True
+    elif backbone not in (None, "scratch"):
         from flx.data.features import featurize
 
         pool = hashlib.sha256("\n".join(meta["members"].get("pool", [])).encode()).hexdigest()[:24]
@@ -250,6 +253,7 @@ def load_catsdogs(
     data_dir=None,
     copies=1,
     progress=None,
+    plan=False,
     **_,
 ):
     root = resolve_data_dir(data_dir)
@@ -261,7 +265,7 @@ def load_catsdogs(
     files = found.train + (found.test or [])
     check_memory(len(files), image_size, copies)
     fingerprint = files_fingerprint(found.root, [p for p, _ in files])
-    x = decode_images(files, image_size, fingerprint, progress)
+    x = None if plan else decode_images(files, image_size, fingerprint, progress)
     y = relabel(torch.tensor([label for _, label in files], dtype=torch.float32), positive)
     n_train = len(found.train)
     if found.test is None:
@@ -294,13 +298,14 @@ def folder_images(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 
 def load_folder(
     data, image_size, positive=None, ratio=None, backbone=None, weights=None, test=None, data_seed=0,
-    copies=1, progress=None, **_,
+    copies=1, progress=None, plan=False, **_,
 ):  # fmt: skip
     """The ``images`` data set: a user's folder of class subfolders (any names). An existing split is used as
     given (``train/`` with ``test/``, ``val/`` or ``validation/`` inside it, or ``test`` naming a second folder);
     otherwise flx splits it 80/20 per class. ``positive`` names the minority class (default: the class with
     the fewest training images); every other class is negative. ``ratio`` (optional) cuts the positives of the
-    heads' training images to 1:ratio; without it the folder's own balance is kept."""
+    heads' training images to 1:ratio; without it the folder's own balance is kept. ``plan``: nothing decoded
+    (:func:`assemble`)."""
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder")
@@ -337,7 +342,7 @@ def load_folder(
     negative = others[0] if len(others) == 1 else f"not {positive}"
     check_memory(len(files), image_size, copies)
     fingerprint = files_fingerprint(root, [p for p, _ in files])
-    x = decode_images(files, image_size, fingerprint, progress)
+    x = None if plan else decode_images(files, image_size, fingerprint, progress)
     y = torch.tensor([label for _, label in files], dtype=torch.float32)
     if test_dir is None:
         train_idx, test_idx = split_off(y, 0.2, torch.Generator().manual_seed(data_seed), at_least_one=False)

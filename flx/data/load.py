@@ -10,10 +10,16 @@ from flx.experiment.registries import get_dataset
 
 
 @lru_cache(maxsize=4)
-def load(name: str, params: tuple, data_seed: int, data_dir: str | None, copies: int = 1, progress=None):
-    """(train, test, meta) once per process for the given parameters (``params`` as sorted (key, value) pairs)."""
-    return get_dataset(name).load(
-        **dict(params), data_seed=data_seed, data_dir=data_dir, copies=copies, progress=progress
+def load(
+    name: str, params: tuple, data_seed: int, data_dir: str | None, copies: int = 1, progress=None, plan=False
+):
+    """(train, test, meta) once per process for the given parameters (``params`` as sorted (key, value) pairs).
+    ``plan``: for a data set that ``plans`` (the image sets), only the labels and the fingerprint: no image is
+    decoded and no backbone trained, and the splits' ``x`` hold no pixels (a dry run)."""
+    spec = get_dataset(name)
+    extra = {"plan": True} if plan and spec.plans else {}
+    return spec.load(
+        **dict(params), data_seed=data_seed, data_dir=data_dir, copies=copies, progress=progress, **extra
     )
 
 
@@ -35,13 +41,16 @@ def describe(train: Split, test: Split, meta: dict) -> dict:
     }
 
 
-def data_info(config, data_dir=None, copies: int = 1, progress=None, check=None) -> dict:
+def data_info(config, data_dir=None, copies: int = 1, progress=None, check=None, plan=False) -> dict:
     """:func:`describe` of a config's data, loaded (and for images decoded and cached) once here; DataError
     when the data is missing, holds one class, cannot be decoded or would not fit in memory. ``check`` (if given)
-    is called with the training split while it is loaded (the sweep builds each model on it once)."""
+    is called with the training split while it is loaded (the sweep builds each model on it once). ``plan``
+    (a dry run): image sets are only listed and fingerprinted, and ``check`` is skipped for them."""
     train, test, meta = load(
-        config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress
+        config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress, plan
     )
+    if meta.get("planned"):
+        check = None  # no pixels to build a model on
     for name, split in (("train", train), ("test", test)):
         if split.n_pos == 0 or split.n_neg == 0:
             raise DataError(

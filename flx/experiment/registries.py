@@ -144,6 +144,7 @@ class DatasetSpec:
     task: str = "classification"
     choices: dict = field(default_factory=dict)  # parameter -> the values this data set accepts for it
     required: tuple = ()  # parameters without a default that a user must give
+    plans: bool = False  # its loader takes plan=True: labels and fingerprint only (a dry run decodes nothing)
 
     def load(self, **kwargs):
         return _resolve(self.loader)(**kwargs)
@@ -217,6 +218,7 @@ DATASETS: dict[str, DatasetSpec] = {
             description="Dogs vs. Cats photos from a folder; heads on frozen features; train split cut to 1:ratio",
             defaults=IMAGE_DEFAULTS,
             choices={"positive": ("dog", "cat")},
+            plans=True,
         ),
         DatasetSpec(
             "cifar_catsdogs",
@@ -227,6 +229,7 @@ DATASETS: dict[str, DatasetSpec] = {
             description="CIFAR-10 cats and dogs; heads on frozen features; train split cut to 1:ratio",
             defaults=IMAGE_DEFAULTS,
             choices={"positive": ("dog", "cat")},
+            plans=True,
         ),
         DatasetSpec(
             "table",
@@ -248,6 +251,7 @@ DATASETS: dict[str, DatasetSpec] = {
             description="your image folder (--data): one subfolder per class, any names; heads on frozen features",
             defaults=IMAGE_DEFAULTS,
             required=("data",),
+            plans=True,
         ),
         DatasetSpec(
             "shapes",

@@ -38,23 +38,37 @@ def _finish(fig, ax, labels: tuple, path: Path) -> Path:
     return _save(fig, path)
 
 
-def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
-    """Mean AP ± std against the first swept hyperparameter, one line per value of the other settings; a
-    setting whose runs all failed is an x at AP 0 marked "all n failed"."""
+def _swept(runs) -> str | None:
+    """The hyperparameter that tells the most settings apart (the first of :data:`PARAMS` if tied): one that
+    takes two values or more, or one value beside settings without it (a point against a reference line)."""
+    swept = [p for p in PARAMS if p in setting_columns(runs) and runs[p].notna().any()]
+    return max(swept, key=lambda p: runs[p].dropna().nunique()) if swept else None
 
-    keys = setting_columns(runs)
-    swept = [p for p in PARAMS if p in keys]
-    if not swept:
+
+def _setting_name(row, keys) -> str:
+    """'loss=focal, alpha=0.25': the settings that apply to this row (a hyperparameter a loss lacks is left out)."""
+    return ", ".join(f"{k}={cell(row[k])}" for k in keys if cell(row[k]) != "–")
+
+
+def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
+    """Mean AP ± std against the hyperparameter swept over the most values, one line per value of the other
+    settings; a setting without that hyperparameter (CE against focal's gamma) is a dashed level line; a
+    setting whose runs all failed is an x at AP 0 marked "all n failed". None when no hyperparameter tells
+    settings apart (a lone point says nothing)."""
+    x = _swept(runs)
+    if x is None:
         return None
-    x = max(swept, key=lambda p: runs[p].dropna().nunique())  # the most-swept parameter (first if tied)
+    keys = setting_columns(runs)
     table = summarize(runs, keys=keys)
-    table = table[table[x].notna()]
     others = [k for k in keys if k != x]
     fig, ax = plt.subplots(figsize=(6, 4))
+    for row in table[table[x].isna() & table["ap_mean"].notna()].to_dict("records"):
+        ax.axhline(row["ap_mean"], ls="--", lw=1, color="grey", label=_setting_name(row, others) or "AP")
+    table = table[table[x].notna()]
     groups = table.groupby([table[k].map(cell) for k in others], sort=False) if others else [("", table)]
     for _, g in groups:
         g = g.sort_values(x)
-        name = ", ".join(f"{k}={cell(g.iloc[0][k])}" for k in others) or "AP"
+        name = _setting_name(g.iloc[0], others) or "AP"
         line = ax.errorbar(g[x], g["ap_mean"], yerr=g["ap_std"].fillna(0), marker="o", capsize=3, label=name)
         failed = g[g["ap_mean"].isna() & (g["runs"] > g["missing"])]  # every run failed: shown, not dropped
         for row in failed.to_dict("records"):
@@ -418,6 +432,25 @@ def regime_map(runs, out: Path, spec, store=None) -> Path | None:
         f"{spec.name}: FL's advantage against the share of easy negatives",
     )
     return _finish(fig, ax, labels, out / "regime_map.png")
+
+
+def chosen_figures(runs, store=None) -> list[str]:
+    """The figures of a results folder without a spec (a sweep from flags), chosen from what varies in its runs:
+    AP against a hyperparameter that tells settings apart (:func:`_swept`); learning curves when runs stored them; the PR
+    curves of the best settings when there are several (classification); for detection, Figure 4 and example
+    detections when an FL run (gamma 2) is there. Figures that read stored artefacts need the store."""
+    from flx.experiment.registries import DATASETS
+
+    ok = runs[runs["status"] == "ok"] if "status" in runs else runs.iloc[:0]
+    detection = any(getattr(DATASETS.get(d), "task", "") == "detection" for d in runs.get("dataset", []))
+    chosen = ["ap_vs_param"] if _swept(runs) else []
+    if "curve" in runs and any(val_curve(r) for r in ok.to_dict("records")):
+        chosen.append("learning_curves")
+    if store is not None and not detection and len(summarize(ok, keys=setting_columns(runs))) > 1:
+        chosen.append("pr_curves")
+    if store is not None and detection and _first_run(ok, loss="focal", gamma=2.0) is not None:
+        chosen += ["detection_loss_cdf", "examples"]
+    return chosen
 
 
 FIGURES = {

@@ -35,7 +35,7 @@ class ReportSpec:
     description: str = ""
     best_over: str | None = None
     paper: str | None = None
-    figures: list[str] = field(default_factory=list)
+    figures: list[str] | None = None  # None (no spec): chosen from what varies (figures.chosen_figures)
     planned: list | None = None  # normalized Configs of the grid, when a spec is known
     claims: list[dict] = field(default_factory=list)  # [[report.claims]], declared before the runs
 

@@ -18,7 +18,8 @@ def write_report(
     allow_mixed: bool = False,
     latex: dict | None = None,
 ) -> dict:
-    """Write runs.csv, table.csv / table.md (/ table.tex) and the spec's figures into ``to`` (default: the
+    """Write runs.csv, table.csv / table.md (/ table.tex) and the spec's figures (without a spec: those
+    :func:`flx.report.figures.chosen_figures` picks from what varies) into ``to`` (default: the
     results directory). Reads only from ``results_dir`` (records and the runs' stored artefacts: never the
     data), so it works on a read-only store. A figure whose runs have no stored artefacts is left out and
     ``on_note(text)`` says so. Runs of several code versions are refused (ReportError) unless ``allow_mixed``,
@@ -42,14 +43,14 @@ def write_report(
         written["tex"] = write_file(
             to / "table.tex", lambda p: p.write_text(render_latex(table, spec, **(latex or {})))
         )
-    if plots and spec.figures:
+    if plots and spec.figures != []:
         from flx.report import figures as P
-
-        runs = with_missing(df, spec.planned)
         from flx.results.store import Store
 
+        runs = with_missing(df, spec.planned)
         store = Store(results_dir) if Store(results_dir).exists() else None
-        for name in spec.figures:
+        names = spec.figures if spec.figures is not None else P.chosen_figures(runs, store)
+        for name in names:
             try:
                 path = P.FIGURES[name](runs, to, spec, store)
             except P.MissingArtefacts as exc:
@@ -76,12 +77,13 @@ def report(
     """``flx report``: :func:`write_report` for each results folder (default: ``FLX_OUT`` / ./runs), then the
     index of their tables and the README's results block when asked. Events: "note" (text), "written" (folder,
     paths), "index" (path), "readme" (path)."""
-    from flx.report.index import write_index, write_readme
     from flx.report.render import parse_columns, parse_formats
+
+    chosen = parse_formats(formats)  # before the heavier imports: a bad value is refused at once
+    latex = {"columns": parse_columns(columns), "wide": wide}
+    from flx.report.index import write_index, write_readme
     from flx.results.store import default_out
 
-    chosen = parse_formats(formats)
-    latex = {"columns": parse_columns(columns), "wide": wide}
     dirs = [Path(d) for d in (results_dirs or [default_out()])]
     if to and len(dirs) > 1:
         raise ReportError(f"--to takes the report of one results folder; {len(dirs)} were given")

@@ -105,7 +105,8 @@ def run_sweep(
 
     Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
     is checked and described once. ``spec`` (the effective spec) is then saved as ``store.out/spec.toml``.
-    ``dry_run`` stops after the checks (reading only). Events: "note" (text), "data" (config, info), "decode"
+    ``dry_run`` stops after the checks (reading only; image sets are listed and fingerprinted, not decoded,
+    and no backbone is trained: it plans in seconds). Events: "note" (text), "data" (config, info), "decode"
     (done, total), "start" (pending, workers), "record" (record), "elsewhere" (key), "waiting" (n).
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
@@ -119,7 +120,7 @@ def run_sweep(
         store.check_writable()
     device, workers, slots = _slots(backend, device, workers, per_gpu, ray_address, on_event)
     copies = 1 if backend == "ray" else min(len(slots), len(configs))
-    tasks = prepare(configs, data_dir, copies=copies + 1, on_event=on_event)
+    tasks = prepare(configs, data_dir, copies=copies + 1, on_event=on_event, plan=dry_run)
     done = store.done()
     result = SweepResult(tasks, done_before=sum(t.key in done for t in tasks))
     pending = [t for t in tasks if t.key not in done]

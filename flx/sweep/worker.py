@@ -31,13 +31,20 @@ class Task:
 
 
 def prepare(
-    configs: list[Config], data_dir: str | None = None, copies: int = 1, on_event: Event = quiet
+    configs: list[Config],
+    data_dir: str | None = None,
+    copies: int = 1,
+    on_event: Event = quiet,
+    plan: bool = False,
 ) -> list[Task]:
     """Load (and for images decode and cache) each distinct data set once, here, and key every config by its
     data's fingerprint. Raises flx.data.DataError for missing, one-class, undecodable or oversized data, and
-    ConfigError for a model that cannot work on it (each distinct model is built once here, on its data)."""
+    ConfigError for a model that cannot work on it (each distinct model is built once here, on its data).
+    ``plan`` (a dry run): image sets are listed and fingerprinted only, in seconds; nothing is decoded, no
+    backbone trained and no model built on them."""
     from flx.data.load import data_info
     from flx.engine.classification import check_models
+    from flx.experiment.registries import get_dataset
 
     infos: dict[tuple, dict] = {}
     tasks = []
@@ -55,8 +62,15 @@ def prepare(
                 copies=copies,
                 progress=progress,
                 check=lambda train, cs=same_data: check_models(cs, train),
+                plan=plan,
             )
             on_event("data", config=c, info=infos[ident])
+            if plan and get_dataset(c.dataset).plans:
+                on_event(
+                    "note",
+                    text=f"dry run: {c.dataset}'s images were counted and fingerprinted, not decoded; no backbone "
+                    "trained and no model built on them",
+                )
         tasks.append(Task(c, c.key(infos[ident]["data_fingerprint"]), infos[ident]))
     return tasks
 
