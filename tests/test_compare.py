@@ -97,3 +97,45 @@ def test_the_focal_heat_map_keeps_each_cells_best_trial_and_count():
     assert best[2, 1] == 0.7 and count[2, 1] == 2
     assert best[4, 5] == 0.1 and count[4, 5] == 1
     assert count.sum() == 3 and int((count > 0).sum()) == 2
+
+
+def test_trials_are_pruned_on_their_validation_curve_and_resume_alike(table, tmp_path):
+    """Optuna's median pruner on the curves flx records: a trial trains a quarter of its steps first (a run whose
+    curve is exactly the start of the full run's), a pruned one ends there and is never chosen, and a second
+    call replays the same trials and decisions from the store."""
+    from flx.compare.run import (
+        CompareResult,
+        Config,
+        _curve,
+        _train,
+        _tune,
+        base_config,
+        completed,
+        rung_steps,
+    )
+    from flx.results.store import Store
+
+    base = dataclasses.replace(base_config(str(table), "label", "1"), steps=400, eval_every=50)
+    assert (
+        rung_steps(base) == 100 and rung_steps(Config(dataset="synthetic")) is None
+    )  # epochs: no curve grid
+    assert rung_steps(base_config(str(table), "label", "1")) == 500  # a table's 2,000 steps, curve every 100
+
+    def tune(out):
+        result = CompareResult(out, ["focal"], 8, 2, rung=rung_steps(base))
+        trials = _tune(base, "focal", 8, Store(out), None, result, lambda *a, **k: None)
+        return result, trials
+
+    result, trials = tune(tmp_path / "a")
+    statuses = [t["status"] for t in trials]
+    assert statuses[:3] == ["ok"] * 3 and "pruned" in statuses  # the first 3 (TPE's random start) complete
+    # the first 3 train in full; each later one a rung run, and a full run unless pruned
+    assert result.trained == 3 + (len(trials) - 3) + (statuses.count("ok") - 3)
+    best = max(completed(trials), key=lambda t: t["val_ap"])
+    assert best["status"] == "ok"
+    full = dataclasses.replace(base, loss="focal", seed=0, **trials[0]["fields"])
+    (short,) = _train([dataclasses.replace(full, steps=100)], Store(tmp_path / "a"), None, result)
+    (long,) = _train([full], Store(tmp_path / "a"), None, result)
+    assert _curve(short) == _curve(long)[: len(_curve(short))] and len(_curve(short)) == 2
+    again, replayed = tune(tmp_path / "a")
+    assert again.trained == 0 and replayed == trials

@@ -33,6 +33,12 @@ def compare(
         "--mlflow",
         help="Log each run to this MLflow tracking URI as it finishes (e.g. sqlite:///mlflow.db).",
     ),
+    prune: bool = typer.Option(
+        True,
+        show_default=False,
+        help="Stop a trial at a quarter of its steps when its validation curve trails the median of the "
+        "trials before it (Optuna's median pruner). (default: on)",
+    ),
 ) -> None:
     """Each loss family tuned on the same budget (Optuna TPE, seeded), the best of each retrained on paired
     seeds, and claims declared before those runs judged like the paper's: DIR/compare.md. Resumable."""
@@ -45,7 +51,7 @@ def compare(
     printer = _printer(console)
     with console.status("comparing..."):
         result = run_compare(
-            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow
+            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow, prune
         )
     console.print(result.page.read_text().split("\n\n|")[0], highlight=False, markup=False)
     console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)

@@ -41,6 +41,7 @@ def write_page(result) -> Path:
     """``compare.md`` and its figures in ``result.out``."""
     from tabulate import tabulate
 
+    from flx.compare.run import completed
     from flx.results.store import write_atomic
     from flx.results.summary import format_mean_std
 
@@ -48,8 +49,11 @@ def write_page(result) -> Path:
     for family in result.families:
         runs = result.runs[result.runs["loss"] == family]
         ok = runs[runs["status"] == "ok"]
-        best = max(t["val_ap"] for t in result.trials[family])
-        cells = [family, _fields(result.finalists[family]), len(result.trials[family]), f"{best:.3f}"]
+        trials = result.trials[family]
+        best = max(t["val_ap"] for t in completed(trials))
+        pruned = len(trials) - len(completed(trials))
+        count = f"{len(trials)} ({pruned} pruned)" if result.rung else str(len(trials))
+        cells = [family, _fields(result.finalists[family]), count, f"{best:.3f}"]
         cells += [f"{len(ok)} of {len(runs)}"]
         for m in FINAL_METRICS:
             cells.append(
@@ -58,7 +62,9 @@ def write_page(result) -> Path:
         rows.append(cells)
     header = ["family", "chosen on validation", "trials", "best val AP (seed 0)", "ok runs"]
     header += [METRICS[m].label for m in FINAL_METRICS]
-    tied = [f for f in result.families if len({round(t["val_ap"], 3) for t in result.trials[f]}) == 1]
+    tied = [
+        f for f in result.families if len({round(t["val_ap"], 3) for t in completed(result.trials[f])}) == 1
+    ]
     caution = (
         f"- Caution: every trial of {', '.join(tied)} scored the same validation AP to 3 decimals, so validation "
         "could barely tell the settings apart and the choice among them is close to arbitrary; a larger or "
@@ -71,7 +77,8 @@ def write_page(result) -> Path:
         *([caution] if tied else []),
         "",
         f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, its "
-        f"learning rate searched with its own hyperparameters; a failed trial scores 0. The best of each was "
+        f"learning rate searched with its own hyperparameters; a failed trial scores 0.{_pruning(result)} "
+        "The best of each was "
         f"retrained on seeds 1-{result.seeds} and tested; the claims were written to spec.toml before those runs "
         "(a failed run scores AP 0), judged by the paired test-AP difference's 95% t interval.",
         "",
@@ -87,8 +94,21 @@ def write_page(result) -> Path:
     return path
 
 
+def _pruning(result) -> str:
+    if not result.rung:
+        return ""
+    from flx.compare.run import startup_trials
+
+    return (
+        f" Each trial after the first {startup_trials(result.budget)} (TPE's random start) first trained "
+        f"{result.rung} of its {result.finals_steps} steps; Optuna's median pruner stopped there the ones whose "
+        "validation AP trailed the median of the complete trials at that step, and a pruned trial is never chosen."
+    )
+
+
 def _tuning_figure(result) -> Path:
-    """Each family's best-so-far validation AP against the number of trials: did the budget suffice?"""
+    """Each family's best-so-far validation AP (over its complete trials) against the number of trials, pruned
+    ones marked: did the budget suffice?"""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,10 +116,17 @@ def _tuning_figure(result) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for family in result.families:
-        values = [t["val_ap"] for t in result.trials[family]]
-        running = [max(values[: i + 1]) for i in range(len(values))]
-        ax.plot(range(1, len(values) + 1), running, marker="o", ms=3, label=family)
-    ax.set_xlabel("trials")
+        trials = result.trials[family]
+        running, best = [], float("nan")
+        for t in trials:
+            if t["status"] != "pruned":
+                best = t["val_ap"] if best != best else max(best, t["val_ap"])
+            running.append(best)
+        line = ax.plot(range(1, len(trials) + 1), running, marker="o", ms=3, label=family)
+        cut = [(t["trial"], running[i]) for i, t in enumerate(trials) if t["status"] == "pruned"]
+        if cut:
+            ax.plot(*zip(*cut, strict=True), "x", color=line[0].get_color(), ms=6)
+    ax.set_xlabel("trials (x: pruned)" if result.rung else "trials")
     ax.set_ylabel("best validation AP so far")
     ax.set_title("tuning: an equal budget per family")
     ax.grid(alpha=0.3)
@@ -127,8 +154,8 @@ def heat_cells(trials: list[dict]):
 
 
 def _focal_figure(result) -> Path | None:
-    """The focal family's validation AP over (alpha, gamma): a heat map of the best trial in each cell (its
-    trial count written in it; blank: no trial there), with the trials themselves as dots."""
+    """The focal family's validation AP over (alpha, gamma): a heat map of the best complete trial in each cell
+    (its count of complete trials written in it; blank: none there), with every trial as a dot (x: pruned)."""
     trials = result.trials.get("focal")
     if not trials:
         return None
@@ -137,7 +164,11 @@ def _focal_figure(result) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best, count = heat_cells(trials)
+    from flx.compare.run import completed
+
+    best, count = heat_cells(
+        completed(trials)
+    )  # a pruned trial's AP is at a quarter of its steps: a dot only
     fig, ax = plt.subplots(figsize=(6, 4))
     mesh = ax.pcolormesh(ALPHA_EDGES, GAMMA_EDGES, best, cmap="viridis", shading="flat")
     fig.colorbar(mesh, ax=ax, label="best validation AP in the cell")
@@ -147,7 +178,13 @@ def _focal_figure(result) -> Path | None:
                 x, y = (ALPHA_EDGES[j] + ALPHA_EDGES[j + 1]) / 2, (GAMMA_EDGES[i] + GAMMA_EDGES[i + 1]) / 2
                 ax.text(x, y, f"{best[i, j]:.3f}\nn={count[i, j]}", ha="center", va="center", fontsize=7,
                         color="white")  # fmt: skip
-    ax.scatter([t["fields"]["alpha"] for t in trials], [t["fields"]["gamma"] for t in trials], s=8, c="k")
+    for status, marker in (("ok", "o"), ("pruned", "x")):
+        shown = [t for t in trials if (t["status"] == "pruned") == (status == "pruned")]
+        if shown:
+            ax.scatter([t["fields"]["alpha"] for t in shown], [t["fields"]["gamma"] for t in shown], s=10, c="k",
+                       marker=marker, label="pruned" if status == "pruned" else "complete")  # fmt: skip
+    if any(t["status"] == "pruned" for t in trials):
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_xlabel("alpha")
     ax.set_ylabel("gamma")
     ax.set_title(f"focal loss: validation AP over (alpha, gamma), {len(trials)} trials")

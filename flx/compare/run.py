@@ -3,6 +3,7 @@ paired seeds, judge the claims, write the page."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from flx.experiment.params import check
 
 SAMPLER_SEED = 0  # TPE's seed (per family: this plus the family's position in FAMILIES)
 TUNING_SEED = 0  # the seed every trial trains with; the finalists' paired seeds are 1..N
+RUNG = 4  # a prunable trial first trains 1/RUNG of its steps; Optuna's median pruner then decides
 
 
 @dataclass
@@ -22,6 +24,9 @@ class CompareResult:
     budget: int
     seeds: int
     trials: dict = field(default_factory=dict)  # family -> [{"trial", "fields", "val_ap", "status", "key"}]
+    prune: bool = True
+    rung: int | None = None  # the step at which trials were pruned (None: none could be)
+    finals_steps: int | None = None  # the steps of a complete trial
     finalists: dict = field(default_factory=dict)  # family -> its best fields (on validation)
     verdicts: list = field(default_factory=list)  # flx.report.claims.Verdict
     runs: object = None  # the finalists' records (DataFrame)
@@ -63,12 +68,15 @@ def run_compare(
     data_dir: str | None = None,
     on_event=lambda kind, **fields: None,
     mlflow: str | None = None,
+    prune: bool = True,
 ) -> CompareResult:
     """``flx compare``: each family gets ``budget`` trials (seed 0, chosen on validation AP, a failed trial
     scoring 0), its best configuration is retrained on seeds 1..``seeds`` with the claims of
     :func:`flx.compare.space.claims` written to ``out/spec.toml`` first, and ``out/compare.md`` holds the
     verdicts, the finalists and the figures. Every run is an ordinary run of the store at ``out``: a second
-    call trains nothing. ``mlflow``: a tracking URI each run is logged to as it finishes. Events: "trial"
+    call trains nothing. ``mlflow``: a tracking URI each run is logged to as it finishes. ``prune``: each trial
+    first trains a quarter of its steps and stops there (status "pruned") when Optuna's median pruner, on the
+    validation curve, says it trails the trials before it (:func:`rung_steps`). Events: "trial"
     (family, trial, fields, val_ap, status), "finals" (configs), "page"."""
     families = parse_families(families) if isinstance(families, str) else parse_families(",".join(families))
     budget = check("seeds", budget, "--budget")
@@ -80,7 +88,9 @@ def run_compare(
     base = base_config(data, label, positive)
     from flx.results.store import Store
 
-    result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
+    result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow, prune=prune)
+    result.rung = rung_steps(base) if prune else None
+    result.finals_steps = base.normalized().steps
     if mlflow is not None:
         from flx.results.export import check_tracking
 
@@ -88,7 +98,7 @@ def run_compare(
     store = Store(result.out)
     for family in families:
         result.trials[family] = _tune(base, family, budget, store, data_dir, result, on_event)
-        best = max(result.trials[family], key=lambda t: t["val_ap"])
+        best = max(completed(result.trials[family]), key=lambda t: t["val_ap"])
         result.finalists[family] = best["fields"]
     _finals(base, result, store, workers, data_dir, on_event)
     from flx.compare.page import write_page
@@ -114,28 +124,78 @@ def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spe
     return [records[t.key] for t in done.tasks]
 
 
+def completed(trials: list[dict]) -> list[dict]:
+    """The trials that trained to the end (a pruned one is a partial run: never a finalist)."""
+    return [t for t in trials if t["status"] != "pruned"]
+
+
+def rung_steps(config: Config) -> int | None:
+    """The step where a trial may be pruned: a quarter of its steps, on its validation curve's grid (None for
+    a config without a curve, or too short to have a point before its end). The training rate is constant for
+    classifiers and the run's batches are drawn in the same order however long it is, so a run of this many
+    steps is exactly the start of the full one: its curve is the full curve's first points."""
+    config = config.normalized()
+    if not (config.steps and config.eval_every):
+        return None
+    rung = config.steps // RUNG // config.eval_every * config.eval_every
+    return rung if 0 < rung < config.steps else None
+
+
+def _curve(record) -> list:
+    import json
+
+    return json.loads(record["curve"]) if isinstance(record.get("curve"), str) else []
+
+
+def startup_trials(budget: int) -> int:
+    """TPE's random start, and the complete trials the pruner waits for: a third of the budget, 3 at least."""
+    return max(3, budget // 3)
+
+
+def _report(trial, record, after: int) -> int:
+    """Report the run's validation curve past step ``after`` to the Optuna trial; returns its last step."""
+    curve = [(step, ap) for step, ap in _curve(record) if step > after]
+    for step, ap in curve:
+        trial.report(ap if ap == ap else 0.0, step)  # a NaN point (a failed evaluation) counts as 0
+    return curve[-1][0] if curve else after
+
+
 def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_event) -> list[dict]:
-    """``budget`` TPE trials of ``family`` (seeded: the same command plans the same trials)."""
+    """``budget`` TPE trials of ``family`` (seeded: the same command plans the same trials). With a rung
+    (:func:`rung_steps`), each trial after as many as TPE's random start first trains to it and reports its
+    validation curve to Optuna's median pruner; a pruned trial ends there, the others train in full."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(
-        seed=SAMPLER_SEED + FAMILIES.index(family), n_startup_trials=max(3, budget // 3)
+    startup = startup_trials(budget)
+    sampler = optuna.samplers.TPESampler(seed=SAMPLER_SEED + FAMILIES.index(family), n_startup_trials=startup)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=startup) if result.rung else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     trials = []
     for n in range(1, budget + 1):
         trial = study.ask()
         fields = suggest(trial, family)
         config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
-        (record,) = _train([config], store, data_dir, result)
-        ok = record["status"] == "ok" and record.get("val_ap") == record.get("val_ap")
+        record, status, reported = None, None, 0
+        if result.rung and n > startup:  # the pruner's first trials are never pruned: no rung run for them
+            (record,) = _train([dataclasses.replace(config, steps=result.rung)], store, data_dir, result)
+            reported = _report(trial, record, 0)
+            if record["status"] == "ok" and trial.should_prune():
+                status = "pruned"
+        if status is None:
+            (record,) = _train([config], store, data_dir, result)
+            _report(trial, record, reported)
+            status = record["status"]
+        ok = status in ("ok", "pruned") and record.get("val_ap") == record.get("val_ap")
         value = float(record["val_ap"]) if ok else 0.0  # a failed trial scores 0
-        study.tell(trial, value)
-        trials.append(
-            {"trial": n, "fields": fields, "val_ap": value, "status": record["status"], "key": record["key"]}
-        )
-        on_event("trial", family=family, trial=n, fields=fields, val_ap=value, status=record["status"])
+        if status == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+        trials.append({"trial": n, "fields": fields, "val_ap": value, "status": status, "key": record["key"]})
+        on_event("trial", family=family, trial=n, fields=fields, val_ap=value, status=status)
     return trials
 
 
