@@ -139,3 +139,15 @@ def test_trials_are_pruned_on_their_validation_curve_and_resume_alike(table, tmp
     assert _curve(short) == _curve(long)[: len(_curve(short))] and len(_curve(short)) == 2
     again, replayed = tune(tmp_path / "a")
     assert again.trained == 0 and replayed == trials
+
+
+def test_compare_runs_end_to_end_on_a_small_image_folder(tmp_path, monkeypatch):
+    """An image folder (the in-domain backbone trained once on its pool), two families: verdicts and page."""
+    from .test_yourdata import make_folder
+
+    monkeypatch.setenv("FLX_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "pets", {"cat": 60, "dog": 20})
+    result = run_compare(str(folder), families="ce,focal", budget=2, seeds=2, workers=1, out=tmp_path / "out")
+    assert {f: len(t) for f, t in result.trials.items()} == {"ce": 2, "focal": 2}
+    assert set(result.runs["dataset"]) == {"images"} and (result.runs["status"] == "ok").all()
+    assert result.page.read_text().startswith("# flx compare\n\n- **focal loss beats cross-entropy**")
