@@ -151,3 +151,18 @@ def test_compare_runs_end_to_end_on_a_small_image_folder(tmp_path, monkeypatch):
     assert {f: len(t) for f, t in result.trials.items()} == {"ce": 2, "focal": 2}
     assert set(result.runs["dataset"]) == {"images"} and (result.runs["status"] == "ok").all()
     assert result.page.read_text().startswith("# flx compare\n\n- **focal loss beats cross-entropy**")
+
+
+def test_a_trial_that_fails_at_its_rung_is_not_trained_again_in_full(table, tmp_path, monkeypatch):
+    from flx.compare.run import CompareResult, _tune, base_config, rung_steps
+    from flx.results.store import Store
+
+    def nan(logits, targets, reduction="mean", alpha=0.25, gamma=2.0):
+        return (logits * float("nan")).mean()
+
+    monkeypatch.setitem(LOSSES, "focal", dataclasses.replace(LOSSES["focal"], objective=nan))
+    base = dataclasses.replace(base_config(str(table), "label", "1"), steps=400, eval_every=50)
+    result = CompareResult(tmp_path, ["focal"], 4, 2, rung=rung_steps(base))
+    trials = _tune(base, "focal", 4, Store(tmp_path), None, result, lambda *a, **k: None)
+    assert [t["status"] for t in trials] == ["diverged"] * 4 and all(t["val_ap"] == 0 for t in trials)
+    assert result.trained == 4  # 3 in full (TPE's random start), the 4th stopped at its rung

@@ -36,8 +36,8 @@ def compare(
     prune: bool = typer.Option(
         True,
         show_default=False,
-        help="Stop a trial at a quarter of its steps when its validation curve trails the median of the "
-        "trials before it (Optuna's median pruner). (default: on)",
+        help="Stop a trial at a quarter of its steps when its validation AP trails the median of the "
+        "complete trials there (Optuna's median pruner). (default: on)",
     ),
 ) -> None:
     """Each loss family tuned on the same budget (Optuna TPE, seeded), the best of each retrained on paired

@@ -166,9 +166,8 @@ def _focal_figure(result) -> Path | None:
 
     from flx.compare.run import completed
 
-    best, count = heat_cells(
-        completed(trials)
-    )  # a pruned trial's AP is at a quarter of its steps: a dot only
+    # a pruned trial's AP is the one at a quarter of its steps: it is a dot only, not a cell's value
+    best, count = heat_cells(completed(trials))
     fig, ax = plt.subplots(figsize=(6, 4))
     mesh = ax.pcolormesh(ALPHA_EDGES, GAMMA_EDGES, best, cmap="viridis", shading="flat")
     fig.colorbar(mesh, ax=ax, label="best validation AP in the cell")

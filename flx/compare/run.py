@@ -75,8 +75,8 @@ def run_compare(
     :func:`flx.compare.space.claims` written to ``out/spec.toml`` first, and ``out/compare.md`` holds the
     verdicts, the finalists and the figures. Every run is an ordinary run of the store at ``out``: a second
     call trains nothing. ``mlflow``: a tracking URI each run is logged to as it finishes. ``prune``: each trial
-    first trains a quarter of its steps and stops there (status "pruned") when Optuna's median pruner, on the
-    validation curve, says it trails the trials before it (:func:`rung_steps`). Events: "trial"
+    after TPE's random start first trains a quarter of its steps and stops there (status "pruned") when Optuna's
+    median pruner, on its validation curve, says it trails the complete trials (:func:`rung_steps`). Events: "trial"
     (family, trial, fields, val_ap, status), "finals" (configs), "page"."""
     families = parse_families(families) if isinstance(families, str) else parse_families(",".join(families))
     budget = check("seeds", budget, "--budget")
@@ -182,7 +182,9 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
         if result.rung and n > startup:  # the pruner's first trials are never pruned: no rung run for them
             (record,) = _train([dataclasses.replace(config, steps=result.rung)], store, data_dir, result)
             reported = _report(trial, record, 0)
-            if record["status"] == "ok" and trial.should_prune():
+            if record["status"] != "ok":  # the full run would start the same way: the trial ends here
+                status = record["status"]
+            elif trial.should_prune():
                 status = "pruned"
         if status is None:
             (record,) = _train([config], store, data_dir, result)

@@ -436,9 +436,9 @@ def regime_map(runs, out: Path, spec, store=None) -> Path | None:
 
 def chosen_figures(runs, store=None) -> list[str]:
     """The figures of a results folder without a spec (a sweep from flags), chosen from what varies in its runs:
-    AP against a hyperparameter that tells settings apart (:func:`_swept`); learning curves when runs stored them; the PR
-    curves of the best settings when there are several (classification); for detection, Figure 4 and example
-    detections when an FL run (gamma 2) is there. Figures that read stored artefacts need the store."""
+    AP against a hyperparameter that tells settings apart (:func:`_swept`); learning curves when runs stored
+    them; the PR curves of the best settings when there are several (classification); for detection, Figure 4
+    and example detections when an FL run (gamma 2) is there. Figures of stored artefacts need the store."""
     from flx.experiment.registries import DATASETS
 
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs.iloc[:0]

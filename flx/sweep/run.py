@@ -105,8 +105,8 @@ def run_sweep(
 
     Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
     is checked and described once. ``spec`` (the effective spec) is then saved as ``store.out/spec.toml``.
-    ``dry_run`` stops after the checks (reading only; image sets are only listed: :func:`prepare`). Events: "note" (text), "data" (config, info), "decode"
-    (done, total), "start" (pending, workers), "record" (record), "elsewhere" (key), "waiting" (n).
+    ``dry_run``: the checks only (reading; image sets only listed). Events: "note" (text), "data" (config, info),
+    "decode" (done, total), "start" (pending, workers), "record" (record), "elsewhere" (key), "waiting" (n).
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(
