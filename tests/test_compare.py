@@ -108,13 +108,13 @@ def test_trials_are_pruned_on_their_validation_curve_and_resume_alike(table, tmp
     from flx.compare.run import (
         CompareResult,
         Config,
-        _curve,
         _train,
         _tune,
         base_config,
         completed,
         rung_steps,
     )
+    from flx.report.figures import val_curve
     from flx.results.store import Store
 
     base = dataclasses.replace(base_config(str(table), "label", "1"), steps=400, eval_every=50)
@@ -138,7 +138,7 @@ def test_trials_are_pruned_on_their_validation_curve_and_resume_alike(table, tmp
     full = dataclasses.replace(base, loss="focal", seed=0, **trials[0]["fields"])
     (short,) = _train([dataclasses.replace(full, steps=100)], Store(tmp_path / "a"), None, result)
     (long,) = _train([full], Store(tmp_path / "a"), None, result)
-    assert _curve(short) == _curve(long)[: len(_curve(short))] and len(_curve(short)) == 2
+    assert val_curve(short) == val_curve(long)[: len(val_curve(short))] and len(val_curve(short)) == 2
     again, replayed = tune(tmp_path / "a")
     assert again.trained == 0 and replayed == trials
 

@@ -24,8 +24,9 @@ class CompareResult:
     budget: int
     seeds: int
     trials: dict = field(default_factory=dict)  # family -> [{"trial", "fields", "val_ap", "status", "key"}]
-    prune: bool = True
-    rung: int | None = None  # the step at which trials were pruned (None: none could be)
+    rung: int | None = (
+        None  # the step at which trials may be pruned (None: --no-prune, or no curve to prune on)
+    )
     finals_steps: int | None = None  # the steps of a complete trial
     finalists: dict = field(default_factory=dict)  # family -> its best fields (on validation)
     verdicts: list = field(default_factory=list)  # flx.report.claims.Verdict
@@ -88,7 +89,7 @@ def run_compare(
     base = base_config(data, label, positive)
     from flx.results.store import Store
 
-    result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow, prune=prune)
+    result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
     result.rung = rung_steps(base) if prune else None
     result.finals_steps = base.normalized().steps
     if mlflow is not None:
@@ -141,12 +142,6 @@ def rung_steps(config: Config) -> int | None:
     return rung if 0 < rung < config.steps else None
 
 
-def _curve(record) -> list:
-    import json
-
-    return json.loads(record["curve"]) if isinstance(record.get("curve"), str) else []
-
-
 def startup_trials(budget: int) -> int:
     """TPE's random start, and the complete trials the pruner waits for: a third of the budget, 3 at least."""
     return max(3, budget // 3)
@@ -154,7 +149,9 @@ def startup_trials(budget: int) -> int:
 
 def _report(trial, record, after: int) -> int:
     """Report the run's validation curve past step ``after`` to the Optuna trial; returns its last step."""
-    curve = [(step, ap) for step, ap in _curve(record) if step > after]
+    from flx.report.figures import val_curve
+
+    curve = [(step, ap) for step, ap in val_curve(record) or [] if step > after]
     for step, ap in curve:
         trial.report(ap if ap == ap else 0.0, step)  # a NaN point (a failed evaluation) counts as 0
     return curve[-1][0] if curve else after
