@@ -290,6 +290,7 @@ def test_below_the_bound_the_poly1_focal_loss_falls_as_a_positive_gets_more_wron
     "loss,extra",
     [
         ("focal", {}),
+        ("focal", {"loss_norm": "image"}),
         ("balanced_ce", {"alpha": 0.75}),
         ("ohem", {"ohem_k": 128, "ohem_nms": 0.5}),
         ("ohem", {"ohem_k": 64, "ohem_nms": 0.7, "ohem_ratio": 3.0}),
@@ -297,7 +298,8 @@ def test_below_the_bound_the_poly1_focal_loss_falls_as_a_positive_gets_more_wron
 )
 def test_batched_losses_equal_torchvision_per_image_path(loss, extra):
     """On 64 px images (no padding either way) flx's batched losses from the stored anchor matches equal
-    torchvision's forward (its transform, Matcher and per-image head losses) on random batches."""
+    torchvision's forward (its transform, Matcher and per-image head losses, normalised per ``loss_norm``) on
+    random batches."""
     from flx.engine.detection import assignment
 
     torch.manual_seed(0)
@@ -324,6 +326,20 @@ def test_batched_losses_equal_torchvision_per_image_path(loss, extra):
             assert float(ours[name].detach()) == pytest.approx(
                 float(stock[name].detach()), rel=1e-6, abs=1e-7
             )
+
+
+def test_loss_norm_divides_by_the_batch_or_by_each_image():
+    """A hand case: two images with 1 and 9 object anchors and summed losses 4 and 9. ``batch`` (Detectron,
+    detectron2, mmdetection) divides the 13 by the 10 object anchors; ``image`` (torchvision) averages 4 / 1 and
+    9 / 9, so the image with one object anchor weighs its loss 9 times as much as the other."""
+    from flx.models.retinanet import normalise
+
+    per_image, positives = torch.tensor([4.0, 9.0]), torch.tensor([1, 9])
+    assert float(normalise(per_image, positives, "batch")) == pytest.approx(1.3)
+    assert float(normalise(per_image, positives, "image")) == pytest.approx(2.5)
+    assert float(normalise(torch.tensor([2.0]), torch.tensor([0]), "batch")) == 2.0  # no object: divided by 1
+    assert Config(dataset="shapes").normalized().loss_norm == "batch"
+    assert Config(dataset="synthetic").normalized().loss_norm is None
 
 
 def test_static_matches_equal_torchvision_matcher_with_low_quality_matches():
@@ -456,6 +472,7 @@ def test_the_watch_flags_a_knock_back_with_its_step_and_not_a_run_that_trains():
         trains.step(step, falling + noise, 5.0 + step % 7)
         knocked.step(step, (falling if step < 200 else 1.06) + noise, 369.0 if step == 205 else 5.0)
     assert trains.knocked_back is None and trains.max_grad_norm == 11.0
+    assert 0.05 < trains.rebound < 0.5 and knocked.rebound >= 0.9 and math.isnan(Watch().rebound)
     assert 200 <= knocked.knocked_back < 200 + WINDOW and knocked.max_grad_norm == 369.0
     assert f"knocked back at step {knocked.knocked_back}" in knocked.message()
     assert near_chance(0.014, 1 / 500) and not near_chance(0.3, 1 / 500)

@@ -4,7 +4,8 @@
 - Collapsed (detection, :class:`Watch`): knocked back to the prior, the failure a diverging detector often
   shows without any NaN. Its loss on the object anchors fell and then came back to where it started (the
   classifier gives every anchor the prior again): the mean over ``WINDOW`` steps fell below ``FELL`` of the
-  first ``WINDOW`` steps' mean and later rose to ``BACK`` of it. Or, at the end, its anchor-level AP on the test
+  first ``WINDOW`` steps' mean and later rose to ``BACK`` of it (how high it rose after falling, as a share of
+  the first mean, is the run's ``rebound``: how near it came). Or, at the end, its anchor-level AP on the test
   images is within ``CHANCE`` times the share of object anchors (what a random scorer gets).
 """
 
@@ -27,13 +28,15 @@ CHANCE = 10.0
 class Watch:
     """Per step: the loss on the object anchors (for :data:`WINDOW` means) and the gradient norm. ``max_grad_norm``
     is the largest gradient norm seen; ``knocked_back`` the first step at which the object-anchor loss came back
-    (None while it has not)."""
+    (None while it has not); ``rebound`` the highest mean it came back to after falling below ``FELL`` of its
+    initial mean, as a share of that (NaN while it has not fallen; ``BACK`` or more is a knock-back)."""
 
     def __init__(self):
         self.values: list[float] = []
         self.initial = self.low = math.inf
         self.max_grad_norm = 0.0
         self.knocked_back: int | None = None
+        self.rebound = math.nan
         self.level = (math.nan, math.nan)  # (initial, back at) the object-anchor loss, for the message
 
     def step(self, step: int, positive_loss: float, grad_norm: float) -> None:
@@ -46,6 +49,8 @@ class Watch:
         if len(self.values) == WINDOW:
             self.initial = mean
         self.low = min(self.low, mean)
+        if self.low < FELL * self.initial and not mean / self.initial <= self.rebound:
+            self.rebound = mean / self.initial
         if self.knocked_back is None and self.low < FELL * self.initial and mean >= BACK * self.initial:
             self.knocked_back = step
             self.level = (self.initial, mean)

@@ -63,6 +63,7 @@ class Config:
     anchor_scales: int | None = None  # detection: scales per anchor location
     anchor_ratios: int | None = None  # detection: aspect ratios per anchor location
     head_norm: str | None = None  # detection: gn or none in the heads
+    loss_norm: str | None = None  # detection: the loss divided by the batch's object anchors or each image's
     # loss (None = the loss's default; blanked where it does not apply)
     loss: str = "focal"
     alpha: float | None = None
@@ -243,7 +244,11 @@ def check_epsilon(config: Config) -> None:
 
 def _identity(values: dict) -> dict:
     """:meth:`Config.identity` of normalized ``values``."""
-    return {k: v for k, v in sorted(values.items()) if v != KEY_BASELINE[k] and k not in PATH_PARAMS}
+    return {
+        k: v
+        for k, v in sorted(values.items())
+        if v != KEY_BASELINE[k] and k not in PATH_PARAMS and not (k in BEFORE_FIELD and v == BEFORE_FIELD[k])
+    }
 
 
 def _digest(obj) -> str:
@@ -270,6 +275,12 @@ KEY_BASELINE = {name: None for name in CONFIG_FIELDS} | {
 }
 
 
+# What runs did before a field existed, for fields whose new default changed that: a record without the field
+# (or with it blank) reads as this value, and the value stays out of the key, so those runs keep their keys and
+# the new default gets new ones. Frozen, as KEY_BASELINE is.
+BEFORE_FIELD = {"loss_norm": "image"}
+
+
 assert set(PARAMS) >= set(CONFIG_FIELDS)
 
 
@@ -288,7 +299,7 @@ def config_from_record(record: dict) -> Config:
     for name in CONFIG_FIELDS:
         value = record.get(name, KEY_BASELINE[name])  # a field newer than the record: its baseline value
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            value = None
+            value = BEFORE_FIELD.get(name)  # normalized() blanks it again where it does not apply
         fields[name] = value
     return Config(**fields)
 

@@ -179,6 +179,13 @@ PARAMS: dict[str, Param] = {
             "Detection: the heads' normalisation, gn (conv + GroupNorm + ReLU) or off (conv + ReLU).",
             choices=lambda: ("gn", "off"),
         ),
+        Param(
+            "loss_norm",
+            str,
+            "Detection: the loss divided by the batch's object anchors (batch: Detectron, detectron2, mmdetection) "
+            "or each image's by its own (image: torchvision).",
+            choices=lambda: ("batch", "image"),
+        ),
         # loss
         Param("loss", str, "Loss.", choices=lambda: tuple(LOSSES)),
         Param("alpha", float, "Positive-class weight (balanced_ce, focal losses).", 0, 1),
@@ -303,5 +310,5 @@ LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms") 
 
 RUN_PARAMS = (
     *("hidden", "optimizer", "lr", "epochs", "steps", "batch_size"),
-    *("anchor_scales", "anchor_ratios", "head_norm", "eval_every"),
+    *("anchor_scales", "anchor_ratios", "head_norm", "loss_norm", "eval_every"),
 )  # per task

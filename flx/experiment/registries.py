@@ -195,6 +195,7 @@ DETECTION_DEFAULTS = {
     "anchor_scales": 3,
     "anchor_ratios": 3,
     "head_norm": "gn",
+    "loss_norm": "batch",
     "eval_every": None,
 }
 

@@ -13,10 +13,11 @@ Parts (torchvision's, extended where the paper's experiments need it):
 - :class:`ClassificationHead`: torchvision's head (``HEAD_CONVS`` = 2 3x3 convs here, the paper's 4; each
   conv + GroupNorm + ReLU with ``head_norm = gn``, as detectron2's and mmdetection's RetinaNet ``norm`` option
   and FCOS, or conv + ReLU with ``off``), weights drawn with the paper's sigma = 0.01, whose loss is any
-  registry loss of :mod:`flx.experiment.registries`, summed over an image's anchors and divided by its positive anchors (the paper's
-  normalisation); or OHEM (:func:`ohem_select`): anchors ranked by loss, NMS over the anchor boxes, the B
-  highest kept, and the loss divided by the number kept. The classifier's last bias starts at the prior
-  pi (b = -log((1 - pi) / pi)), or 0 with ``prior = none``.
+  registry loss of :mod:`flx.experiment.registries`, summed over the anchors and divided by the positive
+  anchors (the paper's normalisation: of the whole batch, as Detectron, detectron2 and mmdetection do, with
+  ``loss_norm = batch``; of each image, as torchvision does, with ``image``); or OHEM (:func:`ohem_select`):
+  anchors ranked by loss, NMS over the anchor boxes, the B highest kept, and the loss divided by the number
+  kept. The classifier's last bias starts at the prior pi (b = -log((1 - pi) / pi)), or 0 with ``prior = none``.
 
 Training: SGD (momentum 0.9, weight decay 1e-4), lr warm-up from lr/3 over the first 10% of steps, lr / 10 at
 2/3 and 8/9 of the steps (the paper's 60k and 80k of 90k), 8 images per step, horizontal flips.
@@ -64,6 +65,16 @@ def anchor_sizes(n_scales: int) -> tuple:
 def aspect_ratios(n_ratios: int) -> tuple:
     """The paper's aspect ratios per location: {1:1} or {1:2, 1:1, 2:1}."""
     return {1: (1.0,), 3: (0.5, 1.0, 2.0)}[n_ratios]
+
+
+def normalise(per_image: torch.Tensor, positives: torch.Tensor, loss_norm: str | None) -> torch.Tensor:
+    """A batch's loss from each image's summed loss and its object anchors: ``batch`` divides the sum over the
+    batch by the batch's object anchors (Detectron's, detectron2's and mmdetection's RetinaNet), ``image``
+    divides each image's by its own and averages (torchvision's; an image with one object anchor then weighs
+    its background anchors' loss many times more than the others: the spikes that knocked detectors back)."""
+    if loss_norm == "image":
+        return (per_image / positives.clamp(min=1)).mean()
+    return per_image.sum() / positives.sum().clamp(min=1)
 
 
 def norm_layer(head_norm: str | None):
@@ -119,9 +130,10 @@ def ohem_select(losses, anchors, positive, k: int, graph: OverlapGraph | None, r
 
 
 class ClassificationHead(RetinaNetClassificationHead):
-    """torchvision's classification head with flx's losses: a registry loss normalised by the image's positive
-    anchors (the paper), or OHEM over the anchors (``loss = ohem``). :meth:`batch_loss` takes a whole batch
-    at once; :meth:`compute_loss` is torchvision's per-image interface (the stock path, kept for comparison)."""
+    """torchvision's classification head with flx's losses: a registry loss normalised by the positive anchors
+    (the paper; of the batch or of each image: :func:`normalise`), or OHEM over the anchors (``loss = ohem``).
+    :meth:`batch_loss` takes a whole batch at once; :meth:`compute_loss` is torchvision's per-image interface
+    (the stock path, kept for comparison)."""
 
     def __init__(self, in_channels, num_anchors, config, convs: int = HEAD_CONVS):
         super().__init__(
@@ -149,7 +161,7 @@ class ClassificationHead(RetinaNetClassificationHead):
 
     def batch_loss(self, logits: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
         """The loss of (B, A) logits against the anchors' matches (B, A): per image, the loss summed over its
-        anchors that are not ignored and divided by its positive anchors (or OHEM's), then averaged over images.
+        anchors that are not ignored, then divided by the positive anchors (:func:`normalise`; or OHEM's).
         Sets ``positive_loss``: the mean loss of the object anchors (every one, OHEM's too), detached."""
         positive, valid = matched >= 0, matched != BETWEEN
         per_anchor = self.per_anchor_loss(logits, positive.to(logits.dtype))
@@ -158,7 +170,7 @@ class ClassificationHead(RetinaNetClassificationHead):
         if self.config.loss == "ohem":
             return self._ohem(list(per_anchor), list(positive), list(valid))
         per_image = torch.where(valid, per_anchor, torch.zeros_like(per_anchor)).sum(1)
-        return (per_image / positive.sum(1).clamp(min=1)).mean()
+        return normalise(per_image, positive.sum(1), self.config.loss_norm)
 
     def compute_loss(self, targets, head_outputs, matched_idxs):
         logits = head_outputs["cls_logits"][..., 0]
@@ -169,20 +181,31 @@ class ClassificationHead(RetinaNetClassificationHead):
         ]
         if self.config.loss == "ohem":
             return self._ohem(per_anchor, positive, valid)
-        losses = [
-            a[v].sum() / max(1, int(p.sum())) for a, p, v in zip(per_anchor, positive, valid, strict=True)
-        ]
-        return sum(losses) / len(losses)
+        per_image = torch.stack([a[v].sum() for a, v in zip(per_anchor, valid, strict=True)])
+        return normalise(per_image, torch.stack([p.sum() for p in positive]), self.config.loss_norm)
 
 
 class RegressionHead(RetinaNetRegressionHead):
-    """torchvision's regression head (smooth L1 on the encoded boxes of positive anchors, per image divided by
-    its positive anchors) with the loss of a whole batch in one expression (:meth:`batch_loss`)."""
+    """torchvision's regression head (smooth L1 on the encoded boxes of positive anchors, divided by the
+    positive anchors as ``loss_norm`` says: :func:`normalise`) with the loss of a whole batch in one expression
+    (:meth:`batch_loss`)."""
 
-    def __init__(self, in_channels, num_anchors, head_norm: str | None = None, convs: int = HEAD_CONVS):
+    def __init__(self, in_channels, num_anchors, head_norm=None, loss_norm="batch", convs: int = HEAD_CONVS):
         super().__init__(in_channels, num_anchors, norm_layer=norm_layer(head_norm))
         self.conv = self.conv[:convs]
         self._loss_type = "smooth_l1"
+        self.loss_norm = loss_norm
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs):
+        """torchvision's per-image loss, normalised per ``loss_norm`` (:func:`normalise`)."""
+        regression, per_image, counts = head_outputs["bbox_regression"], [], []
+        for i, m in enumerate(matched_idxs):
+            counts.append(int((m >= 0).sum()))
+            one = super().compute_loss(
+                targets[i : i + 1], {"bbox_regression": regression[i : i + 1]}, anchors[i : i + 1], [m]
+            )
+            per_image.append(one * max(1, counts[-1]))  # torchvision divides by the image's own count
+        return normalise(torch.stack(per_image), torch.tensor(counts), self.loss_norm)
 
     def batch_loss(self, regression, anchors, matched, boxes) -> torch.Tensor:
         """Box loss of (B, A, 4) regressions for anchors (A, 4), matches (B, A) into padded boxes (B, K, 4)."""
@@ -191,7 +214,7 @@ class RegressionHead(RetinaNetRegressionHead):
         target = self.box_coder.encode_single(boxes[image, matched[image, anchor]], anchors[anchor])
         per_anchor = F.smooth_l1_loss(regression[image, anchor], target, reduction="none", beta=1.0).sum(1)
         per_image = torch.zeros(len(matched), dtype=per_anchor.dtype).index_add_(0, image, per_anchor)
-        return (per_image / positive.sum(1).clamp(min=1)).sum() / max(1, len(matched))
+        return normalise(per_image, positive.sum(1), self.loss_norm)
 
 
 class Detector(RetinaNet):
@@ -285,7 +308,7 @@ def build_detector(config) -> Detector:
     cls_head = ClassificationHead(config.hidden, num_anchors, config)
     if config.prior is None:
         nn.init.zeros_(cls_head.cls_logits.bias)
-    reg_head = RegressionHead(config.hidden, num_anchors, config.head_norm)
+    reg_head = RegressionHead(config.hidden, num_anchors, config.head_norm, config.loss_norm)
     model = Detector(
         backbone,
         num_classes=1,

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from flx.engine.status import BACK
 from flx.results.summary import (
     format_mean_std,
     run_label,
@@ -184,6 +185,12 @@ def stability(runs) -> list[str]:
         out.append(
             f"Largest gradient norm per run: median {norms.median():.3g}, at most {norms.max():.3g} "
             f"(of {len(norms)} runs)."
+        )
+    if "rebound" in runs and runs["rebound"].notna().any():
+        near = runs["rebound"].dropna()
+        out.append(
+            f"Rebound of the loss on object anchors (a knock-back at {BACK:g} of its initial level): median "
+            f"{near.median():.2f}, at most {near.max():.2f} (of {len(near)} runs)."
         )
     if "collapse_step" in runs:
         failed = runs[runs["status"].isin(("diverged", "collapsed")) & runs["collapse_step"].notna()]

@@ -15,11 +15,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flx.engine.status import BACK, FELL
 from flx.errors import ConfigError, ReportError
 from flx.experiment.config import CONFIG_FIELDS, config_from_record
 from flx.experiment.metrics import METRICS, PRIMARY, TABLE_METRICS
 from flx.results.records import RUN_COLUMNS, read_runs_csv
 from flx.results.summary import (
+    RUN_MAXIMA,
     STATUSES,
     cell,
     format_mean_std,
@@ -181,15 +183,14 @@ def table_cells(
     settings = [
         c
         for c in table
-        if c not in {"runs", *STATUSES, "paper_ap", "max_grad_norm"} and not c.endswith(("_mean", "_std"))
+        if c not in {"runs", *STATUSES, "paper_ap", *RUN_MAXIMA} and not c.endswith(("_mean", "_std"))
     ]
-    norms = "max_grad_norm" in table and table["max_grad_norm"].notna().any()
+    maxima = [m for m in RUN_MAXIMA if m in table and table[m].notna().any()]
     metrics = [m for m in TABLE_METRICS if table[f"{m}_mean"].notna().any()]  # those these runs measure
     metrics = [m for m in metrics if columns is None or m in columns]
     best = best_cells(table, metrics)
     header = [*settings, "n", "diverged", *(METRICS[m].label for m in metrics)]
-    if norms:
-        header.append("largest grad norm")
+    header += [RUN_MAXIMA[m] for m in maxima]
     if "paper_ap" in table:
         header.append("paper AP")
     rows, bold = [], []
@@ -209,10 +210,8 @@ def table_cells(
                 text = "missing" if row["missing"] else "–"
             cells.append(text)
             marks.append(row["ok"] > 0 and (i, m) in best)
-        if norms:
-            cells.append(
-                f"{row['max_grad_norm']:.3g}" if row["max_grad_norm"] == row["max_grad_norm"] else "–"
-            )
+        for m in maxima:
+            cells.append(f"{row[m]:.3g}" if row[m] == row[m] else "–")
             marks.append(False)
         if "paper_ap" in table:
             cells.append(cell(row["paper_ap"]))
@@ -249,6 +248,11 @@ def table_notes(table, spec: ReportSpec) -> str:
     if "max_grad_norm" in table and table["max_grad_norm"].notna().any():
         notes.append(
             "largest grad norm: the largest gradient norm of any of the setting's runs, failed ones too."
+        )
+    if "rebound" in table and table["rebound"].notna().any():
+        notes.append(
+            "largest rebound: of any of the setting's runs, how far the loss on object anchors came back up after "
+            f"falling below {FELL:g} of its initial level, as a share of that level (a knock-back at {BACK:g})."
         )
     if "paper_ap" in table:
         notes.append(f"paper AP: {CITATION}; compare the shape, not the values.")

@@ -54,9 +54,15 @@ def setting_columns(df) -> list[str]:
     return cols or ["loss"]
 
 
+RUN_MAXIMA = {
+    "max_grad_norm": "largest grad norm",
+    "rebound": "largest rebound",
+}  # per setting, failed runs too
+
+
 def summarize(df, metrics=TABLE_METRICS, keys: list[str] | None = None):
     """One row per setting: runs, a count per status, and mean/std of each metric over the ok runs only (and
-    the largest gradient norm of any of its runs, where the runs record one)."""
+    the largest of each of :data:`RUN_MAXIMA` over all its runs, where the runs record it)."""
     import pandas as pd
 
     if df.empty:
@@ -72,10 +78,9 @@ def summarize(df, metrics=TABLE_METRICS, keys: list[str] | None = None):
         for m in metrics:  # a metric these runs do not record (older records, another task) is NaN
             row[f"{m}_mean"] = ok[m].mean() if len(ok) and m in ok else math.nan
             row[f"{m}_std"] = ok[m].std(ddof=1) if len(ok) > 1 and m in ok else math.nan
-        if (
-            "max_grad_norm" in group and group["max_grad_norm"].notna().any()
-        ):  # over every run, failed ones too
-            row["max_grad_norm"] = group["max_grad_norm"].max()
+        for name in RUN_MAXIMA:  # over every run, failed ones too
+            if name in group and group[name].notna().any():
+                row[name] = group[name].max()
         rows.append(row)
     return pd.DataFrame(rows).sort_values(keys, na_position="first", kind="stable").reset_index(drop=True)
 
