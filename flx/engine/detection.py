@@ -168,8 +168,9 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dic
     ``collapse_step`` and ``error`` say when and how; it is still evaluated, so its record shows what it
     became), one whose anchor-level test AP is near chance, and one that ends with no detection above the
     score threshold (it predicts background everywhere: the paper's CE without the prior). ``max_grad_norm``:
-    the largest gradient norm of the run; ``rebound``: how near it came to a knock-back (the Watch's). With ``eval_every`` the validation AP is recorded every that many
-    steps (``curve``, JSON: [[step, val AP, val AP50], ...]).
+    the largest gradient norm of the run; ``rebound``: how near it came to a knock-back (the Watch's). With
+    ``eval_every`` the validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP,
+    val AP50], ...]).
     """
     from flx.engine.status import near_chance
 
