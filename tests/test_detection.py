@@ -478,6 +478,29 @@ def test_the_watch_flags_a_knock_back_with_its_step_and_not_a_run_that_trains():
     assert near_chance(0.014, 1 / 500) and not near_chance(0.3, 1 / 500)
 
 
+def test_clip_grad_caps_each_step_and_the_watch_sees_the_norm_before_clipping():
+    """One SGD step moves the weights by lr x (clipped gradient + weight decay); the Watch records the gradient
+    norm before clipping. clip_grad = 0 turns clipping off (a far larger step); detection clips at 10 by
+    default, and a record older than the field (no clip_grad) reads as not clipped."""
+    from flx.experiment.config import config_from_record
+
+    train, _, _ = load_shapes(16, 32)
+    moved = {}
+    for clip in (1e-4, 0.0):
+        config = Config(dataset="shapes", steps=1, image_size=32, n_images=16, lr=0.1, clip_grad=clip)
+        config = config.normalized()
+        torch.manual_seed(config.seed)
+        before = [p.detach().clone() for p in build_detector(config).parameters()]
+        model, status, _, _, watch = train_detector(config, train)
+        after = [p.detach() for p in model.parameters()]
+        moved[clip] = math.sqrt(sum(float((a - b).pow(2).sum()) for a, b in zip(after, before, strict=True)))
+        weights = math.sqrt(sum(float(b.pow(2).sum()) for b in before))
+        assert status == "ok" and watch.max_grad_norm > 1e-3
+    assert moved[1e-4] <= 0.1 * (1e-4 + 1e-4 * weights) * 1.001 and moved[0.0] > 100 * moved[1e-4]
+    assert Config(dataset="shapes").normalized().clip_grad == 10.0
+    assert config_from_record({"dataset": "shapes"}).normalized().clip_grad == 0.0
+
+
 def test_a_detection_record_has_its_largest_gradient_norm_and_a_failure_has_its_step():
     from flx.engine.detection import run_detection
 

@@ -47,8 +47,10 @@ def batch_of(split, idx, flip, matches: Assignment, device):
 
 
 def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device: str = "cpu"):
-    """Train per ``config`` for ``config.steps`` steps; returns (model, status, mean loss of the last 10% of
-    steps, steps run, :class:`flx.engine.status.Watch`: the largest gradient norm and a knock-back's step).
+    """Train per ``config`` for ``config.steps`` steps, gradients clipped to a total norm of ``config.clip_grad``
+    (as mmdetection's RetinaNet; the Watch sees the norm before clipping). Returns (model, status, mean loss of
+    the last 10% of steps, steps run, :class:`flx.engine.status.Watch`: the largest gradient norm and a
+    knock-back's step).
     ``evaluate_every`` > 0 calls ``on_eval(step, model, mean training loss of the steps since the last call)``
     on a schedule (the learning-curve check)."""
     from flx.engine.status import EXPLODE_FACTOR, EXPLODE_FLOOR, Watch
@@ -91,7 +93,10 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        watch.step(step, float(out["positive"]), float(torch.nn.utils.get_total_norm(grads)))
+        norm = torch.nn.utils.get_total_norm(grads)
+        watch.step(step, float(out["positive"]), float(norm))  # the norm before clipping
+        if config.clip_grad:
+            torch.nn.utils.clip_grads_with_norm_(model.parameters(), config.clip_grad, norm)
         opt.step()
         if evaluate_every and (step + 1) % evaluate_every == 0 and on_eval is not None:
             since = losses[-evaluate_every:]

@@ -75,6 +75,7 @@ class Config:
     # optimisation (None = the data set's task default: DatasetSpec.defaults; blanked where it does not apply)
     optimizer: str | None = None
     lr: float | None = None
+    clip_grad: float | None = None  # detection: the largest gradient norm a step takes (0: not clipped)
     epochs: int | None = None  # classification
     steps: int | None = None  # detection
     eval_every: int | None = None  # detection: validation AP every N steps (a learning curve)
@@ -278,7 +279,7 @@ KEY_BASELINE = {name: None for name in CONFIG_FIELDS} | {
 # What runs did before a field existed, for fields whose new default changed that: a record without the field
 # (or with it blank) reads as this value, and the value stays out of the key, so those runs keep their keys and
 # the new default gets new ones. Frozen, as KEY_BASELINE is.
-BEFORE_FIELD = {"loss_norm": "image"}
+BEFORE_FIELD = {"loss_norm": "image", "clip_grad": 0.0}
 
 
 assert set(PARAMS) >= set(CONFIG_FIELDS)

@@ -199,6 +199,13 @@ PARAMS: dict[str, Param] = {
         # optimisation
         Param("optimizer", str, "Optimiser.", choices=lambda: OPTIMIZERS),
         Param("lr", float, "Learning rate.", 0, 1e6, True),
+        Param(
+            "clip_grad",
+            float,
+            "Detection: each step's gradients scaled down to this total norm when above it (0: not clipped).",
+            0,
+            1e9,
+        ),
         Param("epochs", int, "Training epochs (synthetic).", 1, 100_000),
         Param("steps", int, "Training steps (image sets, detection).", 1, 10_000_000),
         Param(
@@ -309,6 +316,6 @@ LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms") 
 
 
 RUN_PARAMS = (
-    *("hidden", "optimizer", "lr", "epochs", "steps", "batch_size"),
+    *("hidden", "optimizer", "lr", "clip_grad", "epochs", "steps", "batch_size"),
     *("anchor_scales", "anchor_ratios", "head_norm", "loss_norm", "eval_every"),
 )  # per task

@@ -196,6 +196,7 @@ DETECTION_DEFAULTS = {
     "anchor_ratios": 3,
     "head_norm": "gn",
     "loss_norm": "batch",
+    "clip_grad": 10.0,
     "eval_every": None,
 }
 

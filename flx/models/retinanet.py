@@ -20,7 +20,8 @@ Parts (torchvision's, extended where the paper's experiments need it):
   kept. The classifier's last bias starts at the prior pi (b = -log((1 - pi) / pi)), or 0 with ``prior = none``.
 
 Training: SGD (momentum 0.9, weight decay 1e-4), lr warm-up from lr/3 over the first 10% of steps, lr / 10 at
-2/3 and 8/9 of the steps (the paper's 60k and 80k of 90k), 8 images per step, horizontal flips.
+2/3 and 8/9 of the steps (the paper's 60k and 80k of 90k), 8 images per step, horizontal flips, gradients
+clipped to a total norm of ``clip_grad`` (10; mmdetection's RetinaNet clips at 35 on its scale).
 """
 
 from __future__ import annotations
