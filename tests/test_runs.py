@@ -126,16 +126,22 @@ def test_store_has_one_column_per_config_field_and_metric_for_read_sql(tmp_path)
 
 
 def test_committed_results_without_a_store_are_browsed_from_runs_csv():
-    """Issue 22, item 13: the README's `flx runs results/table1b ...` and `flx runs show 362394d3 results/table1b`
-    failed on a fresh clone (committed results have no runs.sqlite); they read runs.csv now."""
+    """Issue 22, item 13: the README's `flx runs results/table1b ...` and `flx runs show KEY results/table1b`
+    failed on a fresh clone (committed results have no runs.sqlite); they read runs.csv now. The key is the one
+    the README shows, and its listing must show it too."""
+    import re
     from pathlib import Path
 
-    results = Path(__file__).resolve().parents[1] / "results" / "table1b"
+    root = Path(__file__).resolve().parents[1]
+    results = root / "results" / "table1b"
     if not (results / "runs.csv").is_file():
         pytest.skip("no committed table1b")
+    key = re.search(
+        r"\$ flx runs show ([0-9a-f]{8}) results/table1b", (root / "README.md").read_text()
+    ).group(1)
     listed = runner.invoke(
         app, ["runs", str(results), "--where", "loss=focal", "--where", "gamma>=2", "--where", "seed=0"]
     )
-    assert listed.exit_code == 0 and "3 runs in" in listed.output and "362394d315" in listed.output
-    shown = runner.invoke(app, ["runs", "show", "362394d3", str(results)])
-    assert shown.exit_code == 0 and "key: 362394d3157e3084" in shown.output
+    assert listed.exit_code == 0 and "3 runs in" in listed.output and key in listed.output
+    shown = runner.invoke(app, ["runs", "show", key, str(results)])
+    assert shown.exit_code == 0 and f"key: {key}" in shown.output
