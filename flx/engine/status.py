@@ -49,9 +49,10 @@ class Watch:
         if len(self.values) == WINDOW:
             self.initial = mean
         self.low = min(self.low, mean)
-        if self.low < FELL * self.initial and not mean / self.initial <= self.rebound:
+        fallen = self.low < FELL * self.initial
+        if fallen and not mean / self.initial <= self.rebound:
             self.rebound = mean / self.initial
-        if self.knocked_back is None and self.low < FELL * self.initial and mean >= BACK * self.initial:
+        if self.knocked_back is None and fallen and mean >= BACK * self.initial:
             self.knocked_back = step
             self.level = (self.initial, mean)
 
