@@ -220,6 +220,7 @@ def test_committed_results_readme_is_generated():
         "poly",
         "proxy",
         "regimes",
+        "recheck",
         "catsdogs",
         "catsdogs_cifar",
     ]
