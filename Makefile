@@ -9,10 +9,12 @@ export OMP_NUM_THREADS ?= 1
 # classification proxy. catsdogs (real photos) and catsdogs_cifar (CIFAR-10, after `flx download cifar10`) have
 # their own targets and stay out of `ablations`. Each target re-indexes results/README.md and the README.
 ABLATIONS := curves stability table1a table1b table1c table1d prior poly proxy
+# Every results/ folder a target writes, in the order results/README.md and the README list them.
+TABLES := $(ABLATIONS) regimes recheck catsdogs catsdogs_cifar
 # Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
 export FLX_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test demo lint bench gpu-check clean ablations regimes recheck catsdogs catsdogs_cifar $(ABLATIONS)
+.PHONY: install test demo lint bench gpu-check clean ablations $(TABLES)
 
 install: $(STAMP)
 
@@ -50,11 +52,11 @@ gpu-check: $(STAMP)
 
 # Each ablation: train the spec's runs (skipping those already in results/NAME/runs.sqlite), then write
 # results/NAME/{runs.csv,table.md,table.csv,*.png}. On a fresh clone there is no store: everything is retrained.
-$(ABLATIONS) regimes recheck catsdogs catsdogs_cifar: $(STAMP)
+$(TABLES): $(STAMP)
 	$(BIN)/flx sweep experiments/$@.toml --out results/$@
 	$(BIN)/flx report results/$@
 	$(BIN)/flx report --no-plots --index results/README.md --readme README.md \
-	  $$(for d in $(ABLATIONS) regimes recheck catsdogs catsdogs_cifar; do test -f results/$$d/runs.csv && echo results/$$d; done)
+	  $$(for d in $(TABLES); do test -f results/$$d/runs.csv && echo results/$$d; done)
 
 ablations: $(ABLATIONS)
 
