@@ -4,7 +4,7 @@
 on first use, so ``import flx.losses`` imports no other part of flx.
 """
 
-__version__ = "0.3.0"  # 0.2: run keys with the data; 0.3: your data, models, devices, artefacts, Ray
+__version__ = "0.4.0"  # 0.2: run keys with the data; 0.3: your data, models, devices, artefacts, Ray; 0.4: RunRecord, one loop, docs
 
 __all__ = ["register_dataset", "register_loss", "register_model", "__version__"]
 

@@ -12,6 +12,7 @@ from flx.cli import app
 from flx.engine.run import run
 from flx.experiment.config import Config
 from flx.results.artefacts import decode, encode, logit_histogram, scores_artefact, stored_scores
+from flx.results.record import RunRecord
 from flx.results.store import Store
 
 from .test_yourdata import make_table
@@ -44,10 +45,10 @@ def test_a_run_stores_curves_and_scores_that_give_its_metrics_back():
     curve, train_curve = json.loads(record["curve"]), json.loads(record["train_curve"])
     assert [c[0] for c in curve] == [c[0] for c in train_curve] == [1, 2, 3]  # one point per epoch
     assert all(np.isfinite(c[1]) and c[1] > 0 for c in train_curve)
-    y, scores = stored_scores(decode(record["artefacts"]["test"]))
+    y, scores = stored_scores(decode(record.artefacts["test"]))
     assert len(y) == record["n_test_pos"] + record["n_test_neg"] and y.sum() == record["n_test_pos"]
     assert average_precision_score(y, scores) == record["ap"]  # exactly what training measured
-    assert len(record["artefacts"]["test"]) < 4 * len(y)  # compressed: below one float32 per example
+    assert len(record.artefacts["test"]) < 4 * len(y)  # compressed: below one float32 per example
 
 
 def test_scores_artefact_keeps_labels_of_any_length():
@@ -148,8 +149,8 @@ def test_runs_show_prints_the_curves_and_artefact_sizes(tmp_path):
 @pytest.mark.parametrize("status", ["diverged"])
 def test_a_failed_put_of_a_final_run_keeps_its_artefacts(tmp_path, status):
     store = Store(tmp_path)
-    record = {"key": "k1", "status": status, "artefacts": {"test": b"first"}}
+    record = RunRecord({"key": "k1", "status": status}, artefacts={"test": b"first"})
     assert store.put(record)
-    assert not store.put({"key": "k1", "status": "ok", "artefacts": {"test": b"second"}})
+    assert not store.put(RunRecord({"key": "k1", "status": "ok"}, artefacts={"test": b"second"}))
     assert store.artefacts("k1") == {"test": b"first"}
     assert "artefacts" not in store.records()[0]  # blobs live beside the JSON record, not in it

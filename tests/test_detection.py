@@ -505,14 +505,14 @@ def test_a_detection_record_has_its_largest_gradient_norm_and_a_failure_has_its_
     from flx.engine.detection import run_detection
 
     train, test, meta = load_shapes(16, 32)
-    ok = run_detection(
+    ok, _ = run_detection(
         Config(dataset="shapes", steps=3, image_size=32, n_images=16).normalized(), train, test, meta
     )
     assert ok["max_grad_norm"] > 0 and ok["anchors_per_image"] == (16 * 16 + 8 * 8) * 9
     blown = Config(
         dataset="shapes", steps=5, image_size=32, n_images=16, lr=1e6, head_norm="off"
     ).normalized()
-    failed = run_detection(blown, train, test, meta)
+    failed, _ = run_detection(blown, train, test, meta)
     assert failed["status"] in ("diverged", "collapsed") and failed["collapse_step"] <= 5
     assert f"at step {failed['collapse_step']}" in failed["error"]
 

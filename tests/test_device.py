@@ -60,7 +60,7 @@ def test_the_same_run_on_the_cpu_gives_the_same_metrics():
     config = Config(loss="focal", n_samples=3000, ratio=20, dim=4, epochs=2, batch_size=256)
     first, second = run(config, device="cpu"), run(config, device="cpu")
     assert first["ap"] == second["ap"] and first["device"] == "cpu"
-    assert first["artefacts"] == second["artefacts"]
+    assert first.artefacts == second.artefacts
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -118,8 +118,39 @@ def test_help_shows_flags_as_flags_and_one_style_of_defaults(command, capsys):
         main([*command, "--help"])
     text = capsys.readouterr().out
     assert "--help" in text and "<bool>" not in text and "[default:" not in text
+    flat = " ".join(text.split())
     if command == ["run"]:
-        assert "--store / --no-store" in text and "(default: focal)" in text
+        assert "--store / --no-store" in flat and "(default: focal)" in flat
+
+
+@pytest.mark.parametrize(
+    "command", [["sweep"], ["run"], ["compare"], ["runs"], ["report"], ["bench", "detection"]]
+)
+def test_help_shows_what_each_option_takes(command, capsys):
+    """Each option's real type (INT, FLOAT, PATH, a choice), never the text it is parsed as; config fields in
+    panels."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = capsys.readouterr().out
+    options = text[text.index("Options:") :]
+    assert "<str>" not in options and "<int" not in options and "<list" not in options
+    if command == ["sweep"]:
+        assert "--workers INT" in text and "--gamma FLOAT,..." in text and "--out PATH" in text
+        assert [t for t in ("Sweep:", "Data:", "Model:", "Loss:", "Training:") if t in text] == [
+            "Sweep:",
+            "Data:",
+            "Model:",
+            "Loss:",
+            "Training:",
+        ]
+    if command == ["compare"]:
+        assert "--budget INT" in text and "--seeds N|A-B" in text
+
+
+def test_shell_completion_can_be_installed(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--install-completion" in capsys.readouterr().out
 
 
 def test_seeds_take_a_range_for_fresh_seeds(tmp_path):

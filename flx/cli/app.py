@@ -17,9 +17,9 @@ app = typer.Typer(
     name="flx",
     help="Experiment runner for focal loss and friends on imbalanced classification.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # flx --install-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: flags show as flags, not as <bool> options
+    rich_markup_mode=None,  # plain help (PanelCommand groups the options), as readable in a pipe as in a terminal
 )
 
 
@@ -106,6 +106,82 @@ def _root(
     from flx.experiment.plugins import use_plugins
 
     use_plugins(plugin)
+
+
+# What an option takes where its Python type (text, checked later against the constraint table) does not say.
+_METAVARS = {
+    "budget": "INT",
+    "seeds": "N|A-B",
+    "workers": "INT",
+    "families": "NAME,...",
+    "gamma": "FLOAT,...",
+    "sizes": "INT,...",
+    "canvas": "INT,...",
+    "threads": "INT,...",
+    "fmt": "md|tex|csv",
+    "columns": "NAME,...",
+    "status": "STATUS,...",
+    "where": "FIELD=VALUE",
+    "set_": "FIELD=VALUE",
+    "plugin": "MODULE",
+    "device": "cpu|cuda|cuda:N|mps|auto",
+    "executor": "local|ray",
+    "ray_address": "HOST:PORT|auto",
+    "tracking_uri": "URI",
+    "mlflow": "URI",
+}
+_PATHS = ("out", "data_dir", "to", "index", "readme")
+
+
+def _metavar(name: str, annotation: str) -> str:
+    kind = str(annotation).replace("typing.", "").split(" | ")[0]
+    if kind == "bool":
+        return ""  # a flag takes no value
+    if name in _METAVARS:
+        return _METAVARS[name]
+    if name in _PATHS:
+        return "PATH"
+    return {"int": "INT", "float": "FLOAT"}.get(kind, "TEXT")
+
+
+class PanelCommand(typer.core.TyperCommand):
+    """A command whose plain help lists its options in panels (their ``rich_help_panel``: Data, Model, Loss,
+    Training for the config fields), the command's own options and how the runs are spread first."""
+
+    def format_options(self, ctx, formatter) -> None:
+        args, panels = [], {"Options": [], "Sweep": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append(record)
+            else:
+                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        for title, records in [("Arguments", args), *panels.items()]:
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+def typed_help(typer_app: typer.Typer) -> None:
+    """Give every option of every command a metavar that says what it takes (INT, PATH, FIELD=VALUE; none for a
+    flag) instead of the Python type it is parsed as (text, checked against the constraint table later), and
+    its options grouped in panels (:class:`PanelCommand`)."""
+    import inspect
+
+    callbacks = [c.callback for c in typer_app.registered_commands]
+    if typer_app.registered_callback is not None:
+        callbacks.append(typer_app.registered_callback.callback)
+    for callback in callbacks:
+        for p in inspect.signature(callback).parameters.values():
+            if isinstance(p.default, typer.models.OptionInfo) and p.default.metavar is None:
+                p.default.metavar = _metavar(p.name, p.annotation)
+    for command in typer_app.registered_commands:
+        if command.cls is typer.core.TyperCommand:
+            command.cls = PanelCommand
+    for group in typer_app.registered_groups:
+        typed_help(group.typer_instance)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,16 +9,53 @@ import functools
 import typer
 
 from flx.experiment.config import default_in_words
-from flx.experiment.params import PARAMS, check, parse_list
+from flx.experiment.params import DATA_PARAMS, LOSS_PARAMS, PARAMS, RUN_PARAMS, check, parse_list
+
+# The help panels of ``flx run`` / ``flx sweep``: every config field in one of them, the rest under "Sweep".
+PANELS = {
+    "Data": ("dataset", *DATA_PARAMS, "data_seed"),
+    "Model": ("model", "n_images", "prior", "hidden", "anchor_scales", "anchor_ratios", "head_norm"),
+    "Loss": ("loss", *LOSS_PARAMS, "loss_norm"),
+    "Training": tuple(
+        n for n in (*RUN_PARAMS, "seed") if n not in ("hidden", "anchor_scales", "anchor_ratios")
+    ),
+}
+
+
+def panel(name: str) -> str:
+    return next((title for title, names in PANELS.items() if name in names), "Sweep")
+
+
+def metavar(name: str, many: bool = False) -> str:
+    """What an option takes, by its type in the constraint table: FLOAT, INT, PATH, a choice (``adam|sgd``) or
+    TEXT; a sweep's lists read ``FLOAT,...``."""
+    p = PARAMS[name]
+    if p.path:
+        word = "PATH"
+    elif p.choices is not None and len(p.choices()) <= 4:
+        word = "|".join(map(str, p.choices()))
+    elif p.kind is str:
+        word = "NAME" if p.choices is not None else "TEXT"
+    else:
+        word = "INT" if p.kind is int else "FLOAT"
+    return f"{word},..." if many else word
 
 
 def param_option(name: str, many: bool = False, default: str | None = None):
-    """A Typer option for a constraint-table entry: its help, what it accepts, and its default in words."""
+    """A Typer option for a constraint-table entry: its type, its help, what it accepts, its default in words,
+    and its help panel."""
     p = PARAMS[name]
     what = f"Comma-separated: {p.accepted()}." if many else f"{p.accepted()[0].upper()}{p.accepted()[1:]}."
     default = default or default_in_words(name)
     note = f" (default: {default})" if default else ""
-    return typer.Option(None, p.option, help=f"{p.help} {what}{note}", show_default=False)
+    return typer.Option(
+        None,
+        p.option,
+        help=f"{p.help} {what}{note}",
+        show_default=False,
+        metavar=metavar(name, many),
+        rich_help_panel=panel(name),
+    )
 
 
 def config_options(many: bool):

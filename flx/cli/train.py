@@ -42,7 +42,7 @@ def run(
             on_event=note_printer(console),
         )
     print_record(console, record, stored=store)
-    if record["status"] == "failed":
+    if record.status == "failed":
         raise typer.Exit(1)
 
 

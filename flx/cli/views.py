@@ -104,29 +104,29 @@ def note_printer(console):
     return on_event
 
 
-def print_record(console, record: dict, stored: bool) -> None:
-    """One run's record as a two-column table (artefacts by size)."""
+def print_record(console, record, stored: bool) -> None:
+    """One run's record (a :class:`~flx.results.record.RunRecord`) as a two-column table, its artefacts by
+    size last."""
     from rich.table import Table
 
-    from flx.results.store import ARTEFACTS
-
-    table = Table(title=f"run {record['key']}", show_header=False)
+    table = Table(title=f"run {record.key}", show_header=False)
     for k, v in record.items():
-        if k == ARTEFACTS:
-            sizes = ", ".join(f"{name} {len(blob) / 1024:.1f} KB" for name, blob in v.items())
-            table.add_row(k, sizes + ("" if stored else " (not stored: --no-store)"))
-        elif v is not None:
+        if v is not None:
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    if record.artefacts:
+        sizes = ", ".join(f"{name} {len(blob) / 1024:.1f} KB" for name, blob in record.artefacts.items())
+        table.add_row("artefacts", sizes + ("" if stored else " (not stored: --no-store)"))
     console.print(table)
 
 
-def _record_line(record: dict) -> str:
+def _record_line(record) -> str:
     from flx.results.summary import format_mean_std, run_label
 
-    metric = f"AP {format_mean_std(record['ap'], math.nan)}" if record["status"] == "ok" else record["status"]
-    if record["status"] == "failed" and record.get("error"):
-        metric += f" ({record['error'][:120]})"
-    return f"{run_label(record)} seed={record['seed']}: {metric} ({record.get('wall_time_s', math.nan):.1f}s)"
+    metric = f"AP {format_mean_std(record.ap, math.nan)}" if record.status == "ok" else record.status
+    if record.status == "failed" and record.error:
+        metric += f" ({record.error[:120]})"
+    wall = record.wall_time_s if record.wall_time_s is not None else math.nan
+    return f"{run_label(record)} seed={record.seed}: {metric} ({wall:.1f}s)"
 
 
 def print_plan(console, result, store) -> None:
@@ -188,18 +188,20 @@ def cell_text(value) -> str:
     return "–" if value is None else str(value)
 
 
-def records_csv(records: list[dict]) -> str:
+def records_csv(records: list) -> str:
     import pandas as pd
 
-    return pd.DataFrame(records).to_csv(index=False)
+    return pd.DataFrame([dict(r) for r in records]).to_csv(index=False)
 
 
-def print_run(console, record: dict, parts: dict[str, dict], fmt: str) -> None:
+def print_run(console, record, parts: dict[str, dict], fmt: str) -> None:
     """One stored run: as JSON, CSV, or section by section (curves on wrapped lines, by step or epoch)."""
     import json
 
     if fmt != "table":
-        typer.echo(json.dumps(record, indent=2, default=str) if fmt == "json" else records_csv([record]))
+        typer.echo(
+            json.dumps(record.to_dict(), indent=2, default=str) if fmt == "json" else records_csv([record])
+        )
         return
     for title, fields in parts.items():
         console.print(f"[bold]{title}[/]")

@@ -26,7 +26,6 @@ from flx.experiment.metrics import classification_metrics
 from flx.experiment.registries import get_loss
 from flx.models.classifiers import build_model
 from flx.models.inference import predict, prepare_inputs
-from flx.results.store import ARTEFACTS
 
 
 def train_model(config: Config, data_dir: str | None = None, on_eval=None, device: str = "cpu"):
@@ -112,13 +111,14 @@ def _scores(model, split) -> np.ndarray:
     return torch.sigmoid(predict(model, split.x)).double().numpy()
 
 
-def run_classification(config: Config, test, meta, data_dir=None, device: str = "cpu") -> dict:
+def run_classification(config: Config, test, meta, data_dir=None, device: str = "cpu") -> tuple[dict, dict]:
     """Train a classifier and evaluate it on the validation and test splits. The validation AP is recorded
     after each epoch (``epochs``) or every ``eval_every`` steps (``steps``) as ``curve`` (JSON: [[epoch or
     step, val AP], ...]). With steps (the image sets), the model tested is the checkpoint with the best
     validation AP (early stopping, ``best_step``): small positive sets overfit, and where to stop is a choice
     made on validation data. Test metrics come with the training split's prior, so calibration is measured
-    after correcting for the known train/test prior shift (:func:`flx.experiment.metrics.classification_metrics`)."""
+    after correcting for the known train/test prior shift (:func:`flx.experiment.metrics.classification_metrics`).
+    Returns (record fields, artefacts)."""
     import copy
 
     from sklearn.metrics import average_precision_score
@@ -140,6 +140,7 @@ def run_classification(config: Config, test, meta, data_dir=None, device: str = 
     model, test, train_loss, progress, status = train_model(config, data_dir, on_eval, device)
     train, _, _ = load(config.dataset, config.data_params(), config.data_seed, data_dir)
     record = {"train_loss": train_loss, ("steps_run" if config.steps else "epochs_run"): progress}
+    artefacts = {}
     if curve:
         record["curve"] = json.dumps(curve)
     if train_curve:
@@ -150,7 +151,7 @@ def run_classification(config: Config, test, meta, data_dir=None, device: str = 
     if status == "ok":
         logits = predict(model, test.x)
         scores = torch.sigmoid(logits).double().numpy()
-        record[ARTEFACTS] = {"test": scores_artefact(logits.numpy(), test.y.numpy())}
+        artefacts["test"] = scores_artefact(logits.numpy(), test.y.numpy())
         if not np.isfinite(scores).all():
             status = "diverged"
         elif float(scores.max() - scores.min()) <= 1e-7:
@@ -161,7 +162,7 @@ def run_classification(config: Config, test, meta, data_dir=None, device: str = 
             if val is not None:  # what choices (best alpha, best OHEM) are made on
                 record["val_ap"] = float(average_precision_score(val.y.numpy(), _scores(model, val)))
     record["status"] = status
-    return record
+    return record, artefacts
 
 
 def check_models(configs, train) -> None:

@@ -16,7 +16,6 @@ from flx.experiment.metrics import METRICS, average_precision
 from flx.experiment.registries import LR_DECAYS
 from flx.models.anchors import BETWEEN, Assignment
 from flx.models.retinanet import build_detector
-from flx.results.store import ARTEFACTS
 
 WEIGHT_DECAY, MOMENTUM, WARMUP_FACTOR = 1e-4, 0.9, 1 / 3
 
@@ -166,7 +165,7 @@ def anchor_imbalance(split, config, model=None) -> dict:
     }
 
 
-def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dict:
+def run_detection(config: Config, train, test, meta, device: str = "cpu") -> tuple[dict, dict]:
     """Train the tiny RetinaNet (:mod:`flx.models.retinanet`) and evaluate it on the validation and test images.
 
     "collapsed" covers a detector knocked back to the prior during training (:class:`flx.engine.status.Watch`;
@@ -175,7 +174,7 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dic
     score threshold (it predicts background everywhere: the paper's CE without the prior). ``max_grad_norm``:
     the largest gradient norm of the run; ``rebound``: how near it came to a knock-back (the Watch's). With
     ``eval_every`` the validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP,
-    val AP50], ...]).
+    val AP50], ...]). Returns (record fields, artefacts).
     """
     from flx.engine.status import near_chance
 
@@ -199,10 +198,9 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dic
     if status != "ok":  # stopped in training: the loss not finite, or exploded
         record.update(collapse_step=steps_run, error=f"{status} at step {steps_run} (largest gradient norm "
                       f"{watch.max_grad_norm:.3g})")  # fmt: skip
+    artefacts: dict = {}
     if status == "ok":
-        artefacts: dict = {}
         val, tested = evaluate(model, meta["val"], "val_"), evaluate(model, test, artefacts=artefacts)
-        record[ARTEFACTS] = artefacts
         if config.eval_every and (not curve or curve[-1][0] != steps_run):  # a curve ends at the last step
             curve.append([steps_run, round(val["val_ap"], 5), round(val["val_ap50"], 5)])
         finite = val.pop("_finite") and tested.pop("_finite")
@@ -224,4 +222,4 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> dic
     if train_curve:
         record["train_curve"] = json.dumps(train_curve)
     record["status"] = status
-    return record
+    return record, artefacts

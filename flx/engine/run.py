@@ -19,6 +19,7 @@ from flx.engine.detection import run_detection
 from flx.experiment.config import Config
 from flx.experiment.metrics import METRICS
 from flx.experiment.registries import get_dataset
+from flx.results.record import RunRecord
 
 
 @functools.cache
@@ -74,10 +75,13 @@ def provenance() -> dict:
     }
 
 
-def run(config: Config, data_dir: str | None = None, data: dict | None = None, device: str = "cpu") -> dict:
-    """Train one model on ``device`` (a resolved one: cpu, cuda, cuda:N, mps) and return its record: key,
-    config, status, metrics, data, timings, provenance and the device, with its artefacts (bytes, under
-    ``record["artefacts"]``: :meth:`flx.results.store.Store.put` stores them beside the JSON record).
+def run(
+    config: Config, data_dir: str | None = None, data: dict | None = None, device: str = "cpu"
+) -> RunRecord:
+    """Train one model on ``device`` (a resolved one: cpu, cuda, cuda:N, mps) and return its
+    :class:`~flx.results.record.RunRecord`: key, config, status, metrics, data, timings, provenance and the
+    device, with its artefacts beside (``record.artefacts``, bytes: :meth:`flx.results.store.Store.put` stores
+    them next to the JSON record).
 
     ``data`` is what :func:`flx.data.describe` says of the config's data, when the caller (a sweep's parent) has
     it; otherwise it is computed here. ``data_time_s`` is the time spent loading data in this run (0 when this
@@ -86,6 +90,7 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None, d
     """
     config = config.normalized()
     record = {"key": None, **config.to_dict(), **{m: math.nan for m in METRICS}, **(data or {})}
+    artefacts: dict = {}
     t0 = time.perf_counter()
     try:
         train, test, meta = load(config.dataset, config.data_params(), config.data_seed, data_dir)
@@ -97,12 +102,14 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None, d
     started = time.perf_counter()
     if record.get("status") != "failed" and get_dataset(config.dataset).task == "detection":
         try:
-            record.update({"error": None, **run_detection(config, train, test, meta, device)})
+            fields, artefacts = run_detection(config, train, test, meta, device)
+            record.update({"error": None, **fields})
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
     elif record.get("status") != "failed":
         try:
-            record.update(run_classification(config, test, meta, data_dir, device), error=None)
+            fields, artefacts = run_classification(config, test, meta, data_dir, device)
+            record.update(fields, error=None)
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", epochs_run=0)
     if device.startswith("cuda"):
@@ -111,7 +118,7 @@ def run(config: Config, data_dir: str | None = None, data: dict | None = None, d
     record.update(provenance(), device=device)
     if device.startswith("cuda"):
         record["device_name"] = torch.cuda.get_device_name(device)
-    return record
+    return RunRecord(record, artefacts)
 
 
 def warm_up() -> None:

@@ -19,7 +19,7 @@ from flx.engine.status import BACK, FELL
 from flx.errors import ConfigError, ReportError
 from flx.experiment.config import CONFIG_FIELDS, config_from_record
 from flx.experiment.metrics import METRICS, PRIMARY, TABLE_METRICS
-from flx.results.records import RUN_COLUMNS, read_runs_csv
+from flx.results.records import read_runs_csv
 from flx.results.summary import (
     RUN_MAXIMA,
     STATUSES,
@@ -76,7 +76,6 @@ def load_runs(results_dir: Path, to: Path | None = None, check=None):
     store = Store(results_dir)
     if store.exists():
         df = store.to_dataframe()
-        df = df.reindex(columns=[c for c in RUN_COLUMNS if c in df] + [c for c in df if c not in RUN_COLUMNS])
         if check is not None:
             check(results_dir, df)
         write_file(to / "runs.csv", lambda path: df.sort_values("key").to_csv(path, index=False))

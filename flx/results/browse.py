@@ -70,7 +70,7 @@ def _equal(value, text: str) -> bool:
 
 def known_fields(records: list[dict]) -> list[str]:
     """What ``--where`` can name: every config field, every metric, and whatever else the records hold."""
-    names = dict.fromkeys([*CONFIG_FIELDS, *METRICS, "status", "key"])
+    names = dict.fromkeys([*CONFIG_FIELDS, *METRICS, "status", "key"])  # every field would offer unset ones
     for record in records:
         names.update(dict.fromkeys(record))
     return sorted(names)

@@ -1,35 +1,14 @@
-"""A results folder's ``runs.csv``: the columns it has and how it is read back."""
+"""A results folder's ``runs.csv``: its columns (the fields of :class:`flx.results.record.RunRecord`) and how it is
+read back."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from flx.errors import ReportError
-from flx.experiment.config import CONFIG_FIELDS
-from flx.experiment.metrics import METRICS
-from flx.experiment.params import DATA_COLUMNS
+from flx.results.record import FIELDS
 
-RUN_COLUMNS = (
-    "key",
-    "status",
-    *CONFIG_FIELDS,
-    *METRICS,
-    "epochs_run",
-    "steps_run",
-    "best_step",
-    "wall_time_s",
-    "error",
-    "flx_version",
-    "torch_version",
-    "git_commit",
-    "git_dirty",
-    "code_diff",
-    "host",
-    *DATA_COLUMNS,
-    *("backbone_test_ap", "backbone_train_s", "backbone_pool", "backbone_cache"),
-    "data_time_s",
-    "startup_s",
-)
+RUN_COLUMNS = tuple(FIELDS)  # runs.csv's columns, in this order, where any run has them
 
 
 def read_runs_csv(results_dir: Path):

@@ -28,13 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from flx.errors import StoreError
+from flx.results.record import RunRecord, migrate
 
 DEFAULT_OUT = "runs"  # flx sweep/run/report use ./runs unless --out / FLX_OUT says otherwise
 DB_NAME = "runs.sqlite"
 FINAL = ("ok", "diverged", "collapsed")
 SCHEMA_VERSION = 2  # 2: run keys include the data's fingerprint (flx 0.2)
 CLAIM_TTL_S = 300.0
-ARTEFACTS = "artefacts"  # the record key under which a run hands its artefacts to Store.put
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -63,8 +63,9 @@ def default_out() -> Path:
     return Path(os.environ.get("FLX_OUT", DEFAULT_OUT))
 
 
-def _encode(record: dict) -> str:
-    """JSON with NaN written as null (portable), decoded back to NaN for metric columns by the reader."""
+def _encode(record) -> str:
+    """A record's fields as JSON with NaN written as null (portable), decoded back to NaN for metric columns
+    by the reader."""
     return json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()})
 
 
@@ -121,12 +122,11 @@ FLAT_VIEW = "runs_flat"
 
 
 def _flat_view_sql() -> str:
-    """A view with one column per config field and metric, read from each JSON record (no copy of the data):
-    ``pandas.read_sql("SELECT * FROM runs_flat", sqlite3.connect(".../runs.sqlite"))``."""
-    from flx.experiment.config import CONFIG_FIELDS
-    from flx.experiment.metrics import METRICS
+    """A view with one column per record field (:data:`flx.results.record.FIELDS`), read from each JSON record
+    (no copy of the data): ``pandas.read_sql("SELECT * FROM runs_flat", sqlite3.connect(".../runs.sqlite"))``."""
+    from flx.results.record import FIELDS
 
-    names = [n for n in dict.fromkeys([*CONFIG_FIELDS, *METRICS]) if n not in ("key", "status")]
+    names = [n for n in FIELDS if n not in ("key", "status", "created_at", "extra")]
     columns = ", ".join(f"json_extract(record, '$.{n}') AS {n}" for n in names)
     return f"CREATE VIEW {FLAT_VIEW} AS SELECT key, status, created_at, {columns} FROM runs"
 
@@ -201,10 +201,12 @@ class Store:
         """Keys whose runs are final (ok, diverged or collapsed): a sweep skips these."""
         return {k for k, s in self.statuses().items() if s in FINAL}
 
-    def records(self, with_time: bool = False) -> list[dict]:
-        """Every stored record, oldest first (with ``created_at`` added when asked)."""
+    def records(self, with_time: bool = False) -> list[RunRecord]:
+        """Every stored record, oldest first (with ``created_at`` set when asked), through
+        :func:`flx.results.record.migrate` (records of every flx version read the same). Their artefacts are
+        not loaded: :meth:`artefacts` reads them by key."""
         rows = self._read("SELECT record, created_at FROM runs ORDER BY created_at, key")
-        return [json.loads(r) | ({"created_at": t} if with_time else {}) for r, t in rows]
+        return [migrate(json.loads(r) | ({"created_at": t} if with_time else {})) for r, t in rows]
 
     def artefacts(self, key: str) -> dict[str, bytes]:
         """A run's stored artefacts, name -> blob (decode with :func:`flx.results.artefacts.decode`); {} if none."""
@@ -232,8 +234,11 @@ class Store:
         import pandas as pd
 
         from flx.experiment.metrics import METRICS
+        from flx.results.record import columns
 
-        df = pd.DataFrame(self.records())
+        records = [r.to_dict() for r in self.records()]
+        df = pd.DataFrame(records)
+        df = df.reindex(columns=columns(df.columns))
         for col in METRICS:
             if col in df:
                 df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -314,14 +319,14 @@ class Store:
         """Create the folder and the database (if needed) now."""
         self._connect().close()
 
-    def put(self, record: dict) -> bool:
-        """Store one finished run, its artefacts (``record["artefacts"]``: name -> bytes, :mod:`flx.results.artefacts`;
-        not part of the JSON record) and drop its claim, in one transaction; False if a final record with that
-        key was already there (its artefacts are kept too)."""
-        record = dict(record)
-        artefacts = record.pop(ARTEFACTS, None) or {}
+    def put(self, record: RunRecord) -> bool:
+        """Store one finished run's fields (JSON), its artefacts (``record.artefacts``: name -> bytes,
+        :mod:`flx.results.artefacts`, each a row beside the record) and drop its claim, in one transaction;
+        False if a final record with that key was already there (its artefacts are kept too)."""
+        if not isinstance(record, RunRecord):
+            record = RunRecord(record)  # a plain dict of fields (ValueError naming any that is not one)
         with self._writing():
-            return self._put(record, artefacts)
+            return self._put(record.to_dict(), record.artefacts)
 
     def _put(self, record: dict, artefacts: dict) -> bool:
         con = self._connect()
@@ -394,7 +399,7 @@ class Store:
             finally:
                 con.close()
 
-    def replace_all(self, records: list[dict]) -> None:
+    def replace_all(self, records: list) -> None:
         """Rewrite the store with ``records`` (a migration): a new database file swapped in atomically."""
         tmp = self.out / f".{DB_NAME}.migrating{os.getpid()}"
         tmp.unlink(missing_ok=True)
@@ -402,7 +407,7 @@ class Store:
         try:
             con.executescript(_SCHEMA)
             con.execute("BEGIN")
-            for r in records:
+            for r in map(dict, records):
                 created = r.pop("created_at", None) or datetime.now(timezone.utc).isoformat()
                 con.execute(
                     "INSERT OR REPLACE INTO runs (key, status, record, created_at) VALUES (?, ?, ?, ?)",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from flx.errors import ConfigError, StoreError
 from flx.experiment.config import Config
 from flx.experiment.spec import dump_spec
+from flx.results.record import RunRecord
 from flx.results.store import Store, new_owner, write_atomic
 from flx.sweep.executors import BACKENDS, Executor, device_slots, make_executor
 from flx.sweep.worker import Event, Task, available_cores, prepare, quiet
@@ -147,7 +148,7 @@ def run_sweep(
     try:
         for record in executor.map(_claimed(pending, store, owner, result, on_event), data_dir):
             store.put(record)
-            result.counts[record["status"]] = result.counts.get(record["status"], 0) + 1
+            result.counts[record.status] = result.counts.get(record.status, 0) + 1
             on_event("record", record=record)
     except (KeyboardInterrupt, Interrupted) as exc:
         result.interrupted = "SIGTERM" if isinstance(exc, Interrupted) else "SIGINT"
@@ -207,7 +208,7 @@ def _on_sigterm():
 
 def run_one(
     config: Config, store: Store | None = None, data_dir: str | None = None, device: str = "cpu"
-) -> dict:
+) -> RunRecord:
     """``flx run``: one config trained in this process on ``device`` (auto resolved here); the store (if any) is
     checked before training, so a result is never trained only to be lost, and the record stored after."""
     from flx.engine.device import resolve_device

@@ -126,7 +126,7 @@ def init_worker(parent: int, plugins: list[str], slots) -> None:
     begin_worker()
 
 
-def run_task(task: Task, data_dir: str | None, device: str = "cpu") -> dict:
+def run_task(task: Task, data_dir: str | None, device: str = "cpu"):
     """Train one task on ``device``; the first run of a worker also records the worker's start-up time (torch
     import)."""
     global _WORKER_STARTED
@@ -134,25 +134,22 @@ def run_task(task: Task, data_dir: str | None, device: str = "cpu") -> dict:
 
     startup = time.perf_counter() - _WORKER_STARTED if _WORKER_STARTED is not None else 0.0
     _WORKER_STARTED = None
-    record = run(task.config, data_dir, data=task.data, device=device)
-    record["startup_s"] = startup
-    return record
+    return run(task.config, data_dir, data=task.data, device=device).replace(startup_s=startup)
 
 
-def pool_task(task: Task, data_dir: str | None) -> dict:
+def pool_task(task: Task, data_dir: str | None):
     """:func:`run_task` in a pool worker, on the device slot the worker took when it started."""
     return run_task(task, data_dir, _POOL_SLOT["device"])
 
 
-def failed_record(task: Task, error: str) -> dict:
+def failed_record(task: Task, error: str):
+    """The record of a run that never reported (its worker died, Ray lost it)."""
     from flx.experiment.metrics import METRICS
+    from flx.results.record import RunRecord
 
-    return {
-        "key": task.key,
-        **task.config.to_dict(),
-        **{m: math.nan for m in METRICS},
-        **task.data,
-        "status": "failed",
-        "error": error,
-        "epochs_run": 0,
-    }
+    return RunRecord(
+        {"key": task.key, **task.config.to_dict(), **{m: math.nan for m in METRICS}, **task.data},
+        status="failed",
+        error=error,
+        epochs_run=0,
+    )
