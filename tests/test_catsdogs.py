@@ -196,8 +196,11 @@ def test_detached_weights_are_taken_once_per_epoch(monkeypatch):
     config = Config(
         n_samples=300, dim=4, ratio=5, loss="focal_detached", epochs=3, batch_size=64, seed=1
     ).normalized()
-    *_, epochs, status = train_model(config)
-    assert status == "ok" and epochs == 3 and len(calls) == 3
+    from flx.data.load import load
+
+    train, _, _ = load(config.dataset, config.data_params(), config.data_seed, None)
+    _, done = train_model(config, train)
+    assert done.status == "ok" and done.epochs == 3 and len(calls) == 3
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -462,17 +462,17 @@ def test_ohem_keep_is_nms_over_every_anchor_of_each_image(k, threshold, ratio):
 def test_the_watch_flags_a_knock_back_with_its_step_and_not_a_run_that_trains():
     """A knock-back: the object-anchor loss falls, then returns to its initial level (the classifier back at
     the prior) with nothing non-finite. A normal run's loss falls and stays down; noise is not a knock-back."""
-    from flx.engine.status import WINDOW, Watch, near_chance
+    from flx.engine.status import WINDOW, Watcher, near_chance
 
     g = torch.Generator().manual_seed(0)
-    trains, knocked = Watch(), Watch()
+    trains, knocked = Watcher(), Watcher()
     for step in range(400):
         noise = 0.05 * float(torch.rand(1, generator=g))
         falling = 1.06 * math.exp(-step / 60) + 0.05
-        trains.step(step, falling + noise, 5.0 + step % 7)
-        knocked.step(step, (falling if step < 200 else 1.06) + noise, 369.0 if step == 205 else 5.0)
+        trains.gradients(step, falling + noise, 5.0 + step % 7)
+        knocked.gradients(step, (falling if step < 200 else 1.06) + noise, 369.0 if step == 205 else 5.0)
     assert trains.knocked_back is None and trains.max_grad_norm == 11.0
-    assert 0.05 < trains.rebound < 0.5 and knocked.rebound >= 0.9 and math.isnan(Watch().rebound)
+    assert 0.05 < trains.rebound < 0.5 and knocked.rebound >= 0.9 and math.isnan(Watcher().rebound)
     assert 200 <= knocked.knocked_back < 200 + WINDOW and knocked.max_grad_norm == 369.0
     assert f"knocked back at step {knocked.knocked_back}" in knocked.message()
     assert near_chance(0.014, 1 / 500) and not near_chance(0.3, 1 / 500)

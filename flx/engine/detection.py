@@ -46,13 +46,15 @@ def batch_of(split, idx, flip, matches: Assignment, device):
 
 
 def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device: str = "cpu"):
-    """Train per ``config`` for ``config.steps`` steps, gradients clipped to a total norm of ``config.clip_grad``
-    (as mmdetection's RetinaNet; the Watch sees the norm before clipping). Returns (model, status, mean loss of
-    the last 10% of steps, steps run, :class:`flx.engine.status.Watch`: the largest gradient norm and a
+    """Train per ``config`` for ``config.steps`` steps through :func:`flx.engine.fit.fit`: SGD with momentum,
+    the warm-up and lr decays of :func:`lr_factor`, gradients clipped to a total norm of ``config.clip_grad``
+    (as mmdetection's RetinaNet; the Watcher sees the norm before clipping). Returns (model, status, mean loss of
+    the last 10% of steps, steps run, :class:`flx.engine.status.Watcher`: the largest gradient norm and a
     knock-back's step).
     ``evaluate_every`` > 0 calls ``on_eval(step, model, mean training loss of the steps since the last call)``
     on a schedule (the learning-curve check)."""
-    from flx.engine.status import EXPLODE_FACTOR, EXPLODE_FLOOR, Watch
+    from flx.engine.fit import StepLoss, fit
+    from flx.engine.status import Watcher
 
     torch.manual_seed(config.seed)
     model = build_detector(config).to(device)
@@ -65,45 +67,40 @@ def train_detector(config, train, evaluate_every: int = 0, on_eval=None, device:
         lr=config.lr,
         momentum=MOMENTUM,
     )
-    g = torch.Generator().manual_seed(config.seed)
+
+    def step_loss(batch) -> StepLoss:
+        out = model.batch_loss(model.inputs(batch[0]), batch[1], batch[2])
+        return StepLoss(out["classification"] + out["bbox_regression"], positive=float(out["positive"]))
+
+    done = fit(
+        model,
+        opt,
+        _batches(train, config.batch_size, matches, torch.Generator().manual_seed(config.seed), device),
+        step_loss,
+        config.steps,
+        Watcher(explode_per="step"),
+        lr_at=lambda step: config.lr * lr_factor(step, config.steps),
+        clip_grad=config.clip_grad or 0.0,
+        watch_gradients=True,
+        eval_every=evaluate_every if on_eval is not None else 0,
+        on_eval=on_eval,
+    )
+    tail = done.losses[-max(1, len(done.losses) // 10) :]
+    return model, done.status, sum(tail) / max(1, len(tail)), len(done.losses), done.watcher
+
+
+def _batches(train, batch_size: int, matches: Assignment, g, device):
+    """Endless batches: images taken in the order of shuffled passes (a new one drawn when fewer than a batch
+    are left), each flipped at random, with their anchor matches."""
+    from flx.engine.fit import Batch
+
     order = torch.empty(0, dtype=torch.int64)
-    status, losses, first, watch = "ok", [], None, Watch()
-    step = 0
-    for step in range(config.steps):
-        if len(order) < config.batch_size:
+    while True:
+        if len(order) < batch_size:
             order = torch.cat([order, torch.randperm(len(train), generator=g)])
-        idx, order = order[: config.batch_size], order[config.batch_size :]
+        idx, order = order[:batch_size], order[batch_size:]
         flip = torch.rand(len(idx), generator=g) < 0.5
-        for group in opt.param_groups:
-            group["lr"] = config.lr * lr_factor(step, config.steps)
-        model.train()
-        images, matched, boxes = batch_of(train, idx, flip, matches, device)
-        out = model.batch_loss(model.inputs(images), matched, boxes)
-        loss = out["classification"] + out["bbox_regression"]
-        if not torch.isfinite(loss):
-            status = "diverged"
-            break
-        value = float(loss.detach())
-        first = value if first is None else first
-        losses.append(value)
-        if value > EXPLODE_FACTOR * max(first, EXPLODE_FLOOR):
-            status = "collapsed"
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
-        watch.step(step, float(out["positive"]), float(norm))  # the norm before clipping
-        if config.clip_grad:
-            torch.nn.utils.clip_grads_with_norm_(model.parameters(), config.clip_grad, norm)
-        opt.step()
-        if evaluate_every and (step + 1) % evaluate_every == 0 and on_eval is not None:
-            since = losses[-evaluate_every:]
-            on_eval(step + 1, model, sum(since) / len(since))
-    if status == "ok" and not all(torch.isfinite(p).all() for p in model.parameters()):
-        status = "diverged"
-    tail = losses[-max(1, len(losses) // 10) :]
-    return model, status, sum(tail) / max(1, len(tail)), len(losses), watch
+        yield Batch(batch_of(train, idx, flip, matches, device))
 
 
 def predict_split(model, split, batch_size: int = 256):
@@ -176,8 +173,6 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> tup
     ``eval_every`` the validation AP is recorded every that many steps (``curve``, JSON: [[step, val AP,
     val AP50], ...]). Returns (record fields, artefacts).
     """
-    from flx.engine.status import near_chance
-
     curve, train_curve = [], []
 
     def on_eval(step, model, train_loss):
@@ -205,17 +200,11 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> tup
             curve.append([steps_run, round(val["val_ap"], 5), round(val["val_ap50"], 5)])
         finite = val.pop("_finite") and tested.pop("_finite")
         metrics = {**val, **tested}
-        if not (finite and all(math.isfinite(v) for v in metrics.values())):
-            status = "diverged"
-        elif watch.knocked_back is not None:
-            status = "collapsed"
-            record.update(collapse_step=watch.knocked_back, error=watch.message())
-        elif near_chance(metrics["anchor_ap"], 1 / (1 + record["imbalance"])):
-            status = "collapsed"
-            record["error"] = f"anchor-level test AP {metrics['anchor_ap']:.4f}: near chance"
-        elif metrics["detections"] == 0:
-            status = "collapsed"
-            record["error"] = "no detection above the score threshold on the test images"
+        status = watch.detections(metrics, finite, 1 / (1 + record["imbalance"]))
+        if watch.knocked_back is not None and status == "collapsed":
+            record["collapse_step"] = watch.knocked_back
+        if watch.error is not None:
+            record["error"] = watch.error
         record.update({k: v for k, v in metrics.items() if k in METRICS or k == "detections"})
     if curve:
         record["curve"] = json.dumps(curve)

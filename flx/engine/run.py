@@ -108,7 +108,7 @@ def run(
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_run=0)
     elif record.get("status") != "failed":
         try:
-            fields, artefacts = run_classification(config, test, meta, data_dir, device)
+            fields, artefacts = run_classification(config, train, test, meta, device)
             record.update(fields, error=None)
         except Exception as exc:  # recorded, so a sweep goes on; a rerun retries it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", epochs_run=0)
