@@ -1,4 +1,6 @@
+import inspect
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,3 +33,35 @@ def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+# Markers by what a test does, read from its source and that of the test-module helpers it calls (one level):
+# `make test-fast` leaves out slow, subprocess, compile and ray tests. A test marked by hand keeps its marks.
+_DOES = {
+    "subprocess": re.compile(
+        r"subprocess\.|Popen\(|flx_cmd\(|sweep_cmd\(|multiprocessing|--workers\", \"[2-9]"
+    ),
+    "compile": re.compile(r"torch\.compile|compiled|inductor"),
+    "ray": re.compile(r"\bray\b|RayExecutor|executor=\"ray\""),
+}
+
+
+def _source_with_helpers(function) -> str:
+    module = inspect.getmodule(function)
+    source = inspect.getsource(function)
+    for name in set(re.findall(r"\b(_\w+)\(", source)):
+        helper = getattr(module, name, None)
+        if inspect.isfunction(helper):
+            source += inspect.getsource(helper)
+    return source
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None:
+            continue
+        source = _source_with_helpers(function)
+        for marker, pattern in _DOES.items():
+            if pattern.search(source):
+                item.add_marker(getattr(pytest.mark, marker))

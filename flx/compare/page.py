@@ -5,43 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flx.compare.result import completed, setting_text, startup_trials
 from flx.experiment.metrics import METRICS
 
 FINAL_METRICS = ("ap", "roc_auc", "balanced_accuracy", "ece")
-WORDS = {
-    "replicated": "holds",
-    "contradicted": "is contradicted",
-    "inconclusive": "is not shown either way",
-    "too few seeds": "cannot be judged (too few seeds)",
-}
-
-
-def _fields(fields: dict) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in fields.items())
-
-
-def sentence(verdict, finalists: dict) -> str:
-    """One verdict in plain words: 'focal loss beats cross-entropy is not shown either way: focal (lr 0.003,
-    alpha 0.4, gamma 1.5) vs ce (lr 0.001): -0.003 AP [-0.011, +0.004], 5 paired seeds, 0 + 0 failed.'"""
-    a, b = verdict.a.split()[0], verdict.b.split()[0]
-    diff = (
-        f"{verdict.mean:+.3f} AP [{verdict.low:+.3f}, {verdict.high:+.3f}]"
-        if verdict.low == verdict.low
-        else "–"
-    )
-    rank = f", signed-rank p = {verdict.p:.2g}" if verdict.p == verdict.p else ""
-    return (
-        f"**{verdict.name}** {WORDS[verdict.verdict]} on this data: {a} ({_fields(finalists.get(a, {}))}) vs "
-        f"{b} ({_fields(finalists.get(b, {}))}): {diff}, {verdict.n} paired seeds{rank}, "
-        f"{verdict.failed_text()} → {verdict.verdict}."
-    )
 
 
 def write_page(result) -> Path:
     """``compare.md`` and its figures in ``result.out``."""
     from tabulate import tabulate
 
-    from flx.compare.run import completed
     from flx.results.store import write_atomic
     from flx.results.summary import format_mean_std
 
@@ -53,7 +26,7 @@ def write_page(result) -> Path:
         best = max(t["val_ap"] for t in completed(trials))
         pruned = len(trials) - len(completed(trials))
         count = f"{len(trials)} ({pruned} pruned)" if result.rung else str(len(trials))
-        cells = [family, _fields(result.finalists[family]), count, f"{best:.3f}"]
+        cells = [family, setting_text(result.finalists[family]), count, f"{best:.3f}"]
         cells += [f"{len(ok)} of {len(runs)}"]
         for m in FINAL_METRICS:
             cells.append(
@@ -62,19 +35,10 @@ def write_page(result) -> Path:
         rows.append(cells)
     header = ["family", "chosen on validation", "trials", "best val AP (seed 0)", "ok runs"]
     header += [METRICS[m].label for m in FINAL_METRICS]
-    tied = [
-        f for f in result.families if len({round(t["val_ap"], 3) for t in completed(result.trials[f])}) == 1
-    ]
-    caution = (
-        f"- Caution: every trial of {', '.join(tied)} scored the same validation AP to 3 decimals, so validation "
-        "could barely tell the settings apart and the choice among them is close to arbitrary; a larger or "
-        "harder validation split would tell them apart."
-    )
     lines = [
         "# flx compare",
         "",
-        *(f"- {sentence(v, result.finalists)}" for v in result.verdicts),
-        *([caution] if tied else []),
+        *result.verdict_lines(),
         "",
         f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, its "
         f"learning rate searched with its own hyperparameters; a failed trial scores 0.{_pruning(result)} "
@@ -97,8 +61,6 @@ def write_page(result) -> Path:
 def _pruning(result) -> str:
     if not result.rung:
         return ""
-    from flx.compare.run import startup_trials
-
     return (
         f" Each trial after the first {startup_trials(result.budget)} (TPE's random start) first trained "
         f"{result.rung} of its {result.finals_steps} steps; Optuna's median pruner stopped there the ones whose "
@@ -163,8 +125,6 @@ def _focal_figure(result) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from flx.compare.run import completed
 
     # a pruned trial's AP is the one at a quarter of its steps: it is a dot only, not a cell's value
     best, count = heat_cells(completed(trials))

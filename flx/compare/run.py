@@ -4,9 +4,9 @@ paired seeds, judge the claims, write the page."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from flx.compare.result import CompareResult, completed, startup_trials
 from flx.compare.space import FAMILIES, claims, parse_families, suggest
 from flx.errors import ConfigError
 from flx.experiment.config import Config
@@ -15,25 +15,6 @@ from flx.experiment.params import check
 SAMPLER_SEED = 0  # TPE's seed (per family: this plus the family's position in FAMILIES)
 TUNING_SEED = 0  # the seed every trial trains with; the finalists' paired seeds are 1..N
 RUNG = 4  # a prunable trial first trains 1/RUNG of its steps; Optuna's median pruner then decides
-
-
-@dataclass
-class CompareResult:
-    out: Path
-    families: list[str]
-    budget: int
-    seeds: int
-    trials: dict = field(default_factory=dict)  # family -> [{"trial", "fields", "val_ap", "status", "key"}]
-    rung: int | None = (
-        None  # the step at which trials may be pruned (None: --no-prune, or no curve to prune on)
-    )
-    finals_steps: int | None = None  # the steps of a complete trial
-    finalists: dict = field(default_factory=dict)  # family -> its best fields (on validation)
-    verdicts: list = field(default_factory=list)  # flx.report.claims.Verdict
-    runs: object = None  # the finalists' records (DataFrame)
-    trained: int = 0  # runs trained by this call (0: everything was in the store)
-    mlflow: str | None = None  # the tracking URI each run is logged to as it finishes
-    page: Path | None = None
 
 
 def base_config(data: str, label: str | None, positive: str | None) -> Config:
@@ -125,11 +106,6 @@ def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spe
     return [records[t.key] for t in done.tasks]
 
 
-def completed(trials: list[dict]) -> list[dict]:
-    """The trials that trained to the end (a pruned one is a partial run: never a finalist)."""
-    return [t for t in trials if t["status"] != "pruned"]
-
-
 def rung_steps(config: Config) -> int | None:
     """The step where a trial may be pruned: a quarter of its steps, on its validation curve's grid (None for
     a config without a curve, or too short to have a point before its end). The training rate is constant for
@@ -140,11 +116,6 @@ def rung_steps(config: Config) -> int | None:
         return None
     rung = config.steps // RUNG // config.eval_every * config.eval_every
     return rung if 0 < rung < config.steps else None
-
-
-def startup_trials(budget: int) -> int:
-    """TPE's random start, and the complete trials the pruner waits for: a third of the budget, 3 at least."""
-    return max(3, budget // 3)
 
 
 def _report(trial, record, after: int) -> int:

@@ -14,8 +14,7 @@ from flx.experiment.config import Config
 from flx.results.artefacts import decode, encode, logit_histogram, scores_artefact, stored_scores
 from flx.results.record import RunRecord
 from flx.results.store import Store
-
-from .test_yourdata import make_table
+from tests.data.test_yourdata import make_table
 
 runner = CliRunner()
 

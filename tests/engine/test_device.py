@@ -11,8 +11,7 @@ from flx.engine.run import run
 from flx.experiment.config import Config
 from flx.results.store import Store
 from flx.sweep.executors import device_slots
-
-from .conftest import TINY
+from tests.conftest import TINY
 
 runner = CliRunner()
 

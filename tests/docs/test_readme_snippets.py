@@ -1,5 +1,5 @@
-"""Every command and snippet of the README runs as written (issue 22): each fenced block is extracted, in order,
-and run in a fresh folder holding a copy of what a clone has (``results/table1b``, ``experiments/``). A command
+"""Every command and snippet of the README and the docs site runs as written (issue 22, issue 29): each fenced
+block is extracted, page by page, in order, and run in a fresh folder holding a copy of what a clone has (``results/table1b``, ``experiments/``). A command
 that needs a long run or a cluster is listed in SLOW with where it is tested instead (or run with --dry-run);
 a new README command is run unless it is listed, so the list cannot silently fall behind the README."""
 
@@ -11,12 +11,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # command prefix -> why it is not run as written here ("dry": run with --dry-run added: it plans, trains nothing)
 SLOW = {
     "make install": "the set-up: CI's `make test` runs it on a fresh clone",
-    "make demo": "its commands (flx anatomy, the demo sweep) are the README's next blocks, run here",
+    "make demo": "its commands (flx anatomy, the demo sweep and report) are blocks of getting-started.md, run here",
     "flx compare cancer.csv": "about 2 minutes; flx compare runs end to end in tests/test_compare.py",
     "cat runs/cancer/compare.md": "the page of that flx compare",
     "flx bench losses": "minutes of timing; a small bench runs in tests/test_cli_foundation.py",
@@ -32,9 +32,12 @@ COVERED = {  # python blocks run by their own tests
 }
 
 
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def blocks() -> list[tuple[str, str]]:
-    """(language, body) of every fenced block of the README, dedented, in order."""
-    text = (ROOT / "README.md").read_text()
+    """(language, body) of every fenced block of the README and the docs pages, dedented, in order."""
+    text = "\n".join(page.read_text() for page in PAGES)
     return [
         (lang, textwrap.dedent(body))
         for lang, body in re.findall(r"```(\w*)\n(.*?)^\s*```", text, re.S | re.M)

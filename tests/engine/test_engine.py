@@ -21,8 +21,7 @@ from flx.errors import DataError
 from flx.experiment.config import Config
 from flx.experiment.plan import expand
 from flx.results.store import Store
-
-from .conftest import SHARED_DATA, TINY, flx_cmd, subprocess_env
+from tests.conftest import SHARED_DATA, TINY, flx_cmd, subprocess_env
 
 runner = CliRunner()
 TINY_CONFIG = dict(n_samples=3000, ratio=20, dim=4, epochs=1, batch_size=256)
@@ -365,6 +364,7 @@ def test_missing_image_folder_message(tmp_path):
         load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "dogs-vs-cats" / "train").is_dir(), reason="../shared/data is absent")
 def test_shared_dogs_vs_cats_integration():
     train, test, _ = load_catsdogs(ratio=10, image_size=16, positive="dog", data_dir=str(SHARED_DATA))

@@ -10,11 +10,16 @@ from typer.testing import CliRunner
 from flx.cli import app
 from flx.results.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _docs() -> str:
+    """The README and every page of the docs site: where the snippets live."""
+    return "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 
 
 def _snippet(start: str) -> str:
-    readme = (ROOT / "README.md").read_text()
+    readme = _docs()
     begin = readme.index("```python\n" + start)
     return readme[begin + len("```python\n") : readme.index("```\n", begin + 10)]
 
@@ -83,7 +88,7 @@ def test_the_plugin_example_runs_as_written(tmp_path):
     import re
     import textwrap
 
-    readme = (ROOT / "README.md").read_text()
+    readme = _docs()
     begin = readme.index("  ```python\n  # mylab.py\n") + len("  ```python\n")
     (tmp_path / "mylab.py").write_text(textwrap.dedent(readme[begin : readme.index("  ```\n", begin)]))
     command = re.search(r"`flx (--plugin mylab sweep [^`]*)`", readme).group(1).split()

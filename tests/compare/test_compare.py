@@ -36,6 +36,7 @@ def _compare(table, out, **kw):
     return run_compare(str(table), out=out, **{**options, **kw})
 
 
+@pytest.mark.slow
 def test_compare_tunes_each_family_equally_and_resumes_with_nothing_to_train(table, tmp_path):
     first = _compare(table, tmp_path / "a")
     assert {f: len(t) for f, t in first.trials.items()} == {"ce": 3, "focal": 3}  # equal budgets
@@ -53,6 +54,7 @@ def test_compare_tunes_each_family_equally_and_resumes_with_nothing_to_train(tab
     assert [t["fields"] for t in elsewhere.trials["focal"]] == [t["fields"] for t in first.trials["focal"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worse,expected", [("focal", "contradicted"), ("ce", "replicated")])
 def test_a_family_made_worse_flips_the_verdict(table, tmp_path, monkeypatch, worse, expected):
     """A fixture loss trained on inverted labels: "focal loss beats cross-entropy" is contradicted when focal is
@@ -101,6 +103,7 @@ def test_the_focal_heat_map_keeps_each_cells_best_trial_and_count():
     assert count.sum() == 3 and int((count > 0).sum()) == 2
 
 
+@pytest.mark.slow
 def test_trials_are_pruned_on_their_validation_curve_and_resume_alike(table, tmp_path):
     """Optuna's median pruner on the curves flx records: a trial trains a quarter of its steps first (a run whose
     curve is exactly the start of the full run's), a pruned one ends there and is never chosen, and a second
@@ -143,9 +146,10 @@ def test_trials_are_pruned_on_their_validation_curve_and_resume_alike(table, tmp
     assert again.trained == 0 and replayed == trials
 
 
+@pytest.mark.slow
 def test_compare_runs_end_to_end_on_a_small_image_folder(tmp_path, monkeypatch):
     """An image folder (the in-domain backbone trained once on its pool), two families: verdicts and page."""
-    from .test_yourdata import make_folder
+    from tests.data.test_yourdata import make_folder
 
     monkeypatch.setenv("FLX_CACHE_DIR", str(tmp_path / "cache"))
     folder = make_folder(tmp_path / "pets", {"cat": 60, "dog": 20})

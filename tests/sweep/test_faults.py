@@ -18,9 +18,8 @@ from flx.cli import app
 from flx.data import base as D
 from flx.data.images import load_catsdogs
 from flx.results.store import Store
-
-from .conftest import TINY, flx_cmd, subprocess_env, sweep_cmd
-from .test_engine import _count, _start_sweep_and_wait, _write_images
+from tests.conftest import TINY, flx_cmd, subprocess_env, sweep_cmd
+from tests.engine.test_engine import _count, _start_sweep_and_wait, _write_images
 
 runner = CliRunner()
 
@@ -244,6 +243,7 @@ def test_images_that_would_not_fit_in_memory_are_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test_name", ["Test", "validation", "val"])
 def test_a_folder_with_its_own_split_is_used_as_given(tmp_path, test_name):
     data = tmp_path / "data"

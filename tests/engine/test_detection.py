@@ -286,6 +286,7 @@ def test_below_the_bound_the_poly1_focal_loss_falls_as_a_positive_gets_more_wron
 # ------------------------------------------------------------------------------------------------------------
 # Detection at speed: static assignment, batched losses, NMS on the anchor-overlap graph, no padding
 # ------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "loss,extra",
     [
@@ -364,6 +365,7 @@ def test_static_matches_equal_torchvision_matcher_with_low_quality_matches():
         assert torch.equal(ours[i], expected), i
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threshold", [0.5, 0.7])
 def test_graph_nms_equals_torchvision_nms(threshold):
     from torchvision.ops import nms

@@ -22,8 +22,7 @@ from flx.experiment.registries import get_loss
 from flx.experiment.spec import validate_spec
 from flx.report.claims import judge
 from flx.results.store import Store
-
-from .test_faults import _flx, _one_line_error
+from tests.sweep.test_faults import _flx, _one_line_error
 
 runner = CliRunner()
 STEPS = ["--steps", "20", "--eval-every", "10", "--batch-size", "8", "--image-size", "16"]

@@ -14,9 +14,8 @@ from flx.errors import ConfigError, DataError
 from flx.experiment.config import Config
 from flx.models.classifiers import build_model, prior_bias
 from flx.results.store import Store
-
-from .conftest import TINY, subprocess_env
-from .test_yourdata import make_folder
+from tests.conftest import TINY, subprocess_env
+from tests.data.test_yourdata import make_folder
 
 runner = CliRunner()
 
@@ -97,7 +96,7 @@ def test_bad_model_names_are_refused_before_training(tmp_path):
             "did you mean resnet18",
         ),
         (["--model", "nomodule:build"], "cannot be imported (ModuleNotFoundError"),
-        (["--model", "tests.test_models:PLUGIN"], "is not a function"),
+        (["--model", "tests.models.test_models:PLUGIN"], "is not a function"),
         (["--model", "a:b:c"], "accepted: module:function"),
         (["--model", "resnet18"], "torchvision's models take images"),
     ]
@@ -179,6 +178,7 @@ BROKEN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model,message",
     [
@@ -200,6 +200,7 @@ def test_a_model_that_cannot_work_is_refused_before_any_run(tmp_path, model, mes
     assert not (tmp_path / "r" / "runs.sqlite").exists() or not Store(tmp_path / "r").records()
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_run_fails_exits_non_zero(tmp_path):
     (tmp_path / "broken.py").write_text(BROKEN)
     out = tmp_path / "r"

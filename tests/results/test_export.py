@@ -7,13 +7,13 @@ from typer.testing import CliRunner
 
 from flx.cli import app
 from flx.results.store import Store
-
-from .conftest import TINY
+from tests.conftest import TINY
 
 mlflow = pytest.importorskip("mlflow")
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_export_to_mlflow_twice_holds_each_run_once(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 

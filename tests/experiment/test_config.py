@@ -19,12 +19,11 @@ from flx.experiment.plan import plan
 from flx.results.store import Store
 from flx.sweep.run import run_sweep
 from flx.sweep.worker import prepare
-
-from .conftest import TINY, flx_cmd, subprocess_env
-from .test_engine import TINY_CONFIG, _write_images
+from tests.conftest import TINY, flx_cmd, subprocess_env
+from tests.engine.test_engine import TINY_CONFIG, _write_images
 
 runner = CliRunner()
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
 def test_a_new_field_with_a_default_keeps_every_key(monkeypatch):

@@ -126,18 +126,18 @@ def test_store_has_one_column_per_config_field_and_metric_for_read_sql(tmp_path)
 
 
 def test_committed_results_without_a_store_are_browsed_from_runs_csv():
-    """Issue 22, item 13: the README's `flx runs results/table1b ...` and `flx runs show KEY results/table1b`
+    """Issue 22, item 13: the docs' `flx runs results/table1b ...` and `flx runs show KEY results/table1b`
     failed on a fresh clone (committed results have no runs.sqlite); they read runs.csv now. The key is the one
-    the README shows, and its listing must show it too."""
+    the docs show, and its listing must show it too."""
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     results = root / "results" / "table1b"
     if not (results / "runs.csv").is_file():
         pytest.skip("no committed table1b")
     key = re.search(
-        r"\$ flx runs show ([0-9a-f]{8}) results/table1b", (root / "README.md").read_text()
+        r"\$ flx runs show ([0-9a-f]{8}) results/table1b", (root / "docs" / "experiments.md").read_text()
     ).group(1)
     listed = runner.invoke(
         app, ["runs", str(results), "--where", "loss=focal", "--where", "gamma>=2", "--where", "seed=0"]

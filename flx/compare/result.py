@@ -1,0 +1,77 @@
+"""What ``flx compare`` found: its trials per family, the finalists, the verdicts (:class:`CompareResult`), and
+the verdicts in plain words, which the page (:mod:`flx.compare.page`) writes and the CLI prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WORDS = {
+    "replicated": "holds",
+    "contradicted": "is contradicted",
+    "inconclusive": "is not shown either way",
+    "too few seeds": "cannot be judged (too few seeds)",
+}
+
+
+def setting_text(fields: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in fields.items())
+
+
+def sentence(verdict, finalists: dict) -> str:
+    """One verdict in plain words: 'focal loss beats cross-entropy is not shown either way: focal (lr 0.003,
+    alpha 0.4, gamma 1.5) vs ce (lr 0.001): -0.003 AP [-0.011, +0.004], 5 paired seeds, 0 + 0 failed.'"""
+    a, b = verdict.a.split()[0], verdict.b.split()[0]
+    diff = (
+        f"{verdict.mean:+.3f} AP [{verdict.low:+.3f}, {verdict.high:+.3f}]"
+        if verdict.low == verdict.low
+        else "–"
+    )
+    rank = f", signed-rank p = {verdict.p:.2g}" if verdict.p == verdict.p else ""
+    return (
+        f"**{verdict.name}** {WORDS[verdict.verdict]} on this data: {a} ({setting_text(finalists.get(a, {}))}) vs "
+        f"{b} ({setting_text(finalists.get(b, {}))}): {diff}, {verdict.n} paired seeds{rank}, "
+        f"{verdict.failed_text()} → {verdict.verdict}."
+    )
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    families: list[str]
+    budget: int
+    seeds: int
+    trials: dict = field(default_factory=dict)  # family -> [{"trial", "fields", "val_ap", "status", "key"}]
+    rung: int | None = (
+        None  # the step at which trials may be pruned (None: --no-prune, or no curve to prune on)
+    )
+    finals_steps: int | None = None  # the steps of a complete trial
+    finalists: dict = field(default_factory=dict)  # family -> its best fields (on validation)
+    verdicts: list = field(default_factory=list)  # flx.report.claims.Verdict
+    runs: object = None  # the finalists' records (DataFrame)
+    trained: int = 0  # runs trained by this call (0: everything was in the store)
+    mlflow: str | None = None  # the tracking URI each run is logged to as it finishes
+    page: Path | None = None
+
+    def verdict_lines(self) -> list[str]:
+        """The verdicts in plain words, one line each, then the caution on tied trials (if any): what
+        ``compare.md`` opens with and ``flx compare`` prints."""
+        tied = [
+            f for f in self.families if len({round(t["val_ap"], 3) for t in completed(self.trials[f])}) == 1
+        ]
+        caution = (
+            f"- Caution: every trial of {', '.join(tied)} scored the same validation AP to 3 decimals, so "
+            "validation could barely tell the settings apart and the choice among them is close to arbitrary; a "
+            "larger or harder validation split would tell them apart."
+        )
+        return [f"- {sentence(v, self.finalists)}" for v in self.verdicts] + ([caution] if tied else [])
+
+
+def completed(trials: list[dict]) -> list[dict]:
+    """The trials that trained to the end (a pruned one is a partial run: never a finalist)."""
+    return [t for t in trials if t["status"] != "pruned"]
+
+
+def startup_trials(budget: int) -> int:
+    """TPE's random start, and the complete trials the pruner waits for: a third of the budget, 3 at least."""
+    return max(3, budget // 3)
