@@ -46,7 +46,7 @@ def bench_executors(workers: int = 2, grid: dict | None = None, progress=None) -
                     num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
                 )
             try:
-                result = run_sweep(configs, store, workers=workers, backend=executor)
+                result = run_sweep(configs, store, workers=workers, executor=executor)
             finally:
                 if executor == "ray":
                     ray.shutdown()

@@ -8,6 +8,7 @@ from flx.cli.app import app, make_console, user_errors
 from flx.cli.options import DataDirOpt, OutOpt, config_options, param_option, parse_fields
 from flx.cli.views import SweepView, note_printer, print_plan, print_record, print_summary
 from flx.experiment.params import check, check_seeds
+from flx.sweep.options import SweepOptions
 
 
 @app.command()
@@ -90,28 +91,22 @@ def sweep(
     overrides = parse_fields(fields, many=True)
     if seeds is not None:
         overrides["seeds"] = check_seeds(seeds, "--seeds")
-    n_workers = check("workers", workers, "--workers") if workers is not None else None  # None: all cores
-    device = check("device", device or "auto", "--device")
-    n_per_gpu = check("per_gpu", per_gpu or 1, "--per-gpu")
+    options = SweepOptions.parse(
+        workers=workers,  # None: all cores
+        device=device,
+        per_gpu=per_gpu,
+        executor=executor,
+        ray_address=ray_address,
+        out=out,
+        data_dir=data_dir,
+        dry_run=dry_run,
+        mlflow=mlflow,
+    )
     from flx.sweep.commands import sweep as run  # after the checks: a bad value is refused at once
 
     console = make_console()
     with SweepView(console) as view:
-        done = run(
-            spec,
-            overrides,
-            set_,
-            out=out,
-            workers=n_workers,
-            device=device,
-            per_gpu=n_per_gpu,
-            executor=executor,
-            ray_address=ray_address,
-            data_dir=data_dir,
-            dry_run=dry_run,
-            on_event=view.event,
-            mlflow=mlflow,
-        )
+        done = run(spec, overrides, set_, options, on_event=view.event)
     if dry_run:
         print_plan(console, done.result, done.store)
         return

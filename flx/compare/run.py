@@ -96,7 +96,7 @@ def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spe
     from flx.sweep.run import run_sweep
 
     executor = SerialExecutor() if workers == 1 else None
-    done = run_sweep(configs, store, workers=workers, data_dir=data_dir, executor=executor, spec=spec)
+    done = run_sweep(configs, store, workers=workers, data_dir=data_dir, runner=executor, spec=spec)
     result.trained += sum(done.counts.values())
     if result.mlflow is not None and sum(done.counts.values()):
         from flx.results.export import export_mlflow

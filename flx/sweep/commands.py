@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flx.errors import ConfigError
 from flx.experiment.config import Config
 from flx.experiment.plan import inapplicable, merge, plan, with_sets
 from flx.experiment.spec import empty_spec, load_spec
 from flx.results.store import Store, default_out
+from flx.sweep.options import SweepOptions
 from flx.sweep.run import SweepResult, run_one, run_sweep
 from flx.sweep.worker import Event, quiet
 
@@ -42,48 +42,29 @@ def sweep(
     spec: str | None = None,
     overrides: dict | None = None,
     sets: Iterable[str] = (),
+    options: SweepOptions | None = None,
     *,
-    out: str | None = None,
-    workers: int | None = None,
-    device: str = "auto",
-    per_gpu: int = 1,
-    executor: str = "local",
-    ray_address: str | None = None,
-    data_dir: str | None = None,
-    dry_run: bool = False,
     on_event: Event = quiet,
-    mlflow: str | None = None,
+    **fields,
 ) -> Sweep:
     """Run the sweep of ``spec`` (a TOML path, or None) with ``overrides`` (config field -> list of values, or
-    "seeds" -> a number) and ``sets`` ("FIELD=V1,V2" items); see :func:`flx.sweep.run_sweep` for the rest.
-    ``mlflow``: a tracking URI that each run is logged to as it finishes (what ``flx export mlflow`` logs).
-    Emits "plan" (planned) before the sweep starts."""
-    if ray_address is not None and executor != "ray":
-        raise ConfigError("--ray-address is for --executor ray; add --executor ray or leave it out")
+    "seeds" -> a number) and ``sets`` ("FIELD=V1,V2" items), as ``options`` say (:class:`SweepOptions`, the
+    CLI's defaults: every core, the best device; ``**fields`` replace single options, e.g. ``workers=2``).
+    ``options.mlflow``: a tracking URI that each run is logged to as it finishes (what ``flx export mlflow``
+    logs). Emits "plan" (planned) before the sweep starts."""
+    options = (options or SweepOptions()).replace(**fields)
     overrides = with_sets(dict(overrides or {}), list(sets))
     loaded = load_spec(spec) if spec else empty_spec()
     effective = merge(loaded, overrides)
     configs = plan(effective)
-    store = Store(out or loaded.get("out") or default_out())
+    store = Store(options.out or loaded.get("out") or default_out())
     note = inapplicable(configs, [f for f in overrides if f != "seeds"])
     if note:
         on_event("note", text=note)
     on_event("plan", planned=len(configs))
-    if mlflow is not None and not dry_run:
-        on_event = live_mlflow(store.out, mlflow, on_event)
-    result = run_sweep(
-        configs,
-        store,
-        workers=workers,
-        data_dir=data_dir,
-        spec=effective if spec else None,
-        dry_run=dry_run,
-        on_event=on_event,
-        device=device,
-        per_gpu=per_gpu,
-        backend=executor,
-        ray_address=ray_address,
-    )
+    if options.mlflow is not None and not options.dry_run:
+        on_event = live_mlflow(store.out, options.mlflow, on_event)
+    result = run_sweep(configs, store, options, spec=effective if spec else None, on_event=on_event)
     return Sweep(configs, store, result)
 
 

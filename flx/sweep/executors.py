@@ -120,7 +120,41 @@ def _script_hint() -> str:
     return f' or, in a script, a sweep outside `if __name__ == "__main__":` in {script}'
 
 
-BACKENDS = ("local", "ray")  # flx sweep --executor
+class LocalBackend:
+    """``--executor local``: worker processes on this machine (one run at a time in this process for one worker),
+    one device slot each."""
+
+    def slots(self, options, on_event) -> tuple[str, list[str]]:
+        """The resolved device and one device slot per worker (``--workers`` capped at the available cores)."""
+        from flx.engine.device import resolve_device
+        from flx.sweep.worker import available_cores
+
+        device, workers = resolve_device(options.device), options.workers
+        cores = available_cores()
+        if device == "cpu" and workers is not None and workers > cores:
+            on_event(
+                "note", text=f"--workers {workers} is more than the {cores} available cores; using {cores}"
+            )
+            workers = cores
+        return device, device_slots(device, workers, options.per_gpu, cores)
+
+    def copies(self, slots: list[str], configs: int) -> int:
+        """Processes that hold a data set at once (each worker loads it)."""
+        return min(len(slots), configs)
+
+    def start(self, options, device: str, slots: list[str], pending: int):
+        """(executor, runs at once, device) for ``pending`` runs."""
+        workers = max(1, min(len(slots), pending))
+        return make_executor(workers, slots[:workers]), workers, device
+
+
+def _executors() -> dict:
+    from flx.sweep.ray import RayBackend
+
+    return {"local": LocalBackend(), "ray": RayBackend()}
+
+
+EXECUTORS = _executors()  # flx sweep --executor NAME: each knows its slots and its start-up
 
 
 def make_executor(workers: int, devices: list[str] | None = None) -> Executor:

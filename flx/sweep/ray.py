@@ -40,6 +40,27 @@ def import_ray():
     return ray
 
 
+class RayBackend:
+    """``--executor ray``: Ray tasks on the cluster at ``--ray-address`` or on a local instance, sized by the
+    cluster's CPUs or GPUs once it is joined."""
+
+    def slots(self, options, on_event) -> tuple[str, list[str]]:
+        """Ray's presence and the cluster's address are checked before the data is loaded; the device stays as
+        given until the cluster is joined."""
+        import_ray()
+        if options.ray_address:
+            check_reachable(options.ray_address)
+        return options.device, [options.device]
+
+    def copies(self, slots: list[str], configs: int) -> int:
+        return 1  # the driver holds the data once; Ray's workers load their own
+
+    def start(self, options, device: str, slots: list[str], pending: int):
+        """Joined (or started) before anything is written: (executor, runs at once, device as the tasks see it)."""
+        executor = RayExecutor(options.ray_address, device, options.per_gpu, options.workers).start(pending)
+        return executor, executor.slots, executor.device
+
+
 def _run_batch(tasks: list, data_dir: str | None, env: dict, device: str) -> list[dict]:
     """A Ray task: train ``tasks`` one after another in this worker process and return their records."""
     global _READY

@@ -20,13 +20,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from flx.errors import ConfigError, StoreError
+from flx.errors import StoreError
 from flx.experiment.config import Config
 from flx.experiment.spec import dump_spec
 from flx.results.record import RunRecord
 from flx.results.store import Store, new_owner, write_atomic
-from flx.sweep.executors import BACKENDS, Executor, device_slots, make_executor
-from flx.sweep.worker import Event, Task, available_cores, prepare, quiet
+from flx.sweep.executors import EXECUTORS, Executor
+from flx.sweep.options import IN_PROCESS, SweepOptions
+from flx.sweep.worker import Event, Task, prepare, quiet
 
 
 class Interrupted(Exception):
@@ -59,79 +60,50 @@ class SweepResult:
         return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted, 0 if self.succeeded else 1)
 
 
-def _slots(backend: str, device: str, workers: int | None, per_gpu: int, ray_address, on_event):
-    """The device, workers and per-worker device slots of a sweep; Ray's reachability checked first."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"--executor got {backend!r}; accepted: {' or '.join(BACKENDS)}")
-    if backend == "ray":
-        from flx.sweep.ray import check_reachable, import_ray
-
-        import_ray()  # a missing Ray, or no cluster at the address, is said before the data is loaded
-        if ray_address:
-            check_reachable(ray_address)
-        slots = [device]  # the cluster's resources size it, once it is joined
-    else:
-        from flx.engine.device import resolve_device
-
-        device = resolve_device(device)
-        cores = available_cores()
-        if device == "cpu" and workers is not None and workers > cores:
-            on_event(
-                "note", text=f"--workers {workers} is more than the {cores} available cores; using {cores}"
-            )
-            workers = cores
-        slots = device_slots(device, workers, per_gpu, cores)
-    return device, workers, slots
-
-
 def run_sweep(
     configs: list[Config],
     store: Store,
+    options: SweepOptions | None = None,
     *,
-    workers: int | None = 1,
-    data_dir: str | None = None,
-    executor: Executor | None = None,
+    runner: Executor | None = None,
     spec: dict | None = None,
-    dry_run: bool = False,
     on_event: Event = quiet,
-    device: str = "cpu",
-    per_gpu: int = 1,
-    backend: str = "local",
-    ray_address: str | None = None,
+    **fields,
 ) -> SweepResult:
-    """Train every config not yet final in ``store`` on ``workers`` processes (None: the available cores, or
-    ``per_gpu`` per GPU) on ``device`` (auto, cpu, cuda, cuda:N, mps: :func:`device_slots`); returns counts
-    and whether it was interrupted. ``backend`` "ray" runs them as Ray tasks instead (:mod:`flx.sweep.ray`; on
-    the cluster at ``ray_address``, or a local instance), sized by the cluster's CPUs or GPUs.
+    """Train every config not yet final in ``store`` as ``options`` say (:class:`SweepOptions`; default: one run
+    at a time in this process, on the CPU; ``**fields`` replace single options: ``run_sweep(configs, store,
+    workers=2)``); returns counts and whether it was interrupted. The executor named by ``options.executor``
+    (:data:`flx.sweep.executors.EXECUTORS`) gives the device slots and starts the workers; ``runner``: an
+    executor object to use instead (tests, ``flx compare``).
 
     Before anything is written: the store is checked (writable, not corrupt, current format) and each data set
     is checked and described once. ``spec`` (the effective spec) is then saved as ``store.out/spec.toml``.
-    ``dry_run``: the checks only (reading; image sets only listed). Events: "note" (text), "data" (config, info),
-    "decode" (done, total), "start" (pending, workers), "record" (record), "elsewhere" (key), "waiting" (n).
+    ``options.dry_run``: the checks only (reading; image sets only listed). Events: "note" (text), "data" (config,
+    info), "decode" (done, total), "start" (pending, workers), "record" (record), "elsewhere" (key), "waiting"
+    (n).
     """
+    options = (options or IN_PROCESS).replace(**fields)
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(
             "a sweep was started while a sweep worker imported the script that starts it: put the sweep under "
             '`if __name__ == "__main__":` (workers are spawned processes, and they import that script)'
         )
-    if dry_run:
+    if options.dry_run:
         store.done()  # a corrupt store is reported, a read-only one is fine
     else:
         store.check_writable()
-    device, workers, slots = _slots(backend, device, workers, per_gpu, ray_address, on_event)
-    copies = 1 if backend == "ray" else min(len(slots), len(configs))
-    tasks = prepare(configs, data_dir, copies=copies + 1, on_event=on_event, plan=dry_run)
+    chosen = EXECUTORS[options.executor]
+    device, slots = chosen.slots(options, on_event)
+    copies = chosen.copies(slots, len(configs))
+    tasks = prepare(configs, options.data_dir, copies=copies + 1, on_event=on_event, plan=options.dry_run)
     done = store.done()
     result = SweepResult(tasks, done_before=sum(t.key in done for t in tasks))
     pending = [t for t in tasks if t.key not in done]
     result.workers = max(1, min(len(slots), len(pending)))
-    if dry_run:
+    if options.dry_run:
         return result
-    if pending and backend == "ray" and executor is None:  # joined (or started) before anything is written
-        from flx.sweep.ray import RayExecutor
-
-        executor = RayExecutor(ray_address, device, per_gpu, workers).start(len(pending))
-        result.workers, device = executor.slots, executor.device
+    if pending and runner is None:
+        runner, result.workers, device = chosen.start(options, device, slots, len(pending))
     store.create()
     # provenance: the grid that really runs (overrides included); flx report reads it back
     if spec is not None:
@@ -139,21 +111,20 @@ def run_sweep(
     on_event("start", pending=len(pending), workers=result.workers, device=device)
     if not pending:
         return result
-    executor = executor or make_executor(result.workers, slots[: result.workers])
     owner = new_owner()
     stop_heartbeat = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(store, owner, stop_heartbeat), daemon=True)
     beat.start()
     previous = _on_sigterm()
     try:
-        for record in executor.map(_claimed(pending, store, owner, result, on_event), data_dir):
+        for record in runner.map(_claimed(pending, store, owner, result, on_event), options.data_dir):
             store.put(record)
             result.counts[record.status] = result.counts.get(record.status, 0) + 1
             on_event("record", record=record)
     except (KeyboardInterrupt, Interrupted) as exc:
         result.interrupted = "SIGTERM" if isinstance(exc, Interrupted) else "SIGINT"
     finally:
-        executor.shutdown()  # also on any other error: no worker outlives the sweep
+        runner.shutdown()  # also on any other error: no worker outlives the sweep
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         stop_heartbeat.set()

@@ -33,11 +33,11 @@ def _records(out) -> dict:
 def test_a_ray_sweep_stores_what_the_local_executor_stores(tmp_path, ray_session):
     configs = plan(None, GRID)
     local = run_sweep(configs, Store(tmp_path / "local"), workers=1)
-    ray = run_sweep(configs, Store(tmp_path / "ray"), workers=None, backend="ray")
+    ray = run_sweep(configs, Store(tmp_path / "ray"), workers=None, executor="ray")
     assert local.counts == ray.counts == {"ok": 6, "diverged": 0, "collapsed": 0, "failed": 0}
     assert ray.workers == 2 and ray_session.is_initialized()  # a Ray it did not start is left running
     assert _records(tmp_path / "local") == _records(tmp_path / "ray")  # every field, metrics bit for bit
-    again = run_sweep(configs, Store(tmp_path / "ray"), workers=None, backend="ray")
+    again = run_sweep(configs, Store(tmp_path / "ray"), workers=None, executor="ray")
     assert again.done_before == 6 and sum(again.counts.values()) == 0  # resumed: nothing to run
 
 
@@ -52,11 +52,11 @@ def test_an_interrupted_ray_sweep_resumes_without_duplicates(tmp_path, ray_sessi
             if len(seen) == 2:
                 raise KeyboardInterrupt  # as Ctrl-C in the middle of the sweep
 
-    first = run_sweep(configs, store, workers=None, backend="ray", on_event=stop_after_two)
+    first = run_sweep(configs, store, workers=None, executor="ray", on_event=stop_after_two)
     assert first.interrupted == "SIGINT"
     stored = store.done()
     assert 2 <= len(stored) < 12
-    second = run_sweep(configs, store, workers=None, backend="ray")
+    second = run_sweep(configs, store, workers=None, executor="ray")
     assert second.done_before == len(stored) and second.counts["ok"] == 12 - len(stored)
     keys = [r["key"] for r in store.records()]
     assert len(keys) == len(set(keys)) == 12 and set(store.statuses().values()) == {"ok"}

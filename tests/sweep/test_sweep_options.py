@@ -168,3 +168,31 @@ def test_seeds_take_a_range_for_fresh_seeds(tmp_path):
     for bad in ("9-5", "x", "0"):
         result = runner.invoke(app, ["sweep", "--seeds", bad, "--dry-run", "--out", str(tmp_path / "r")])
         assert result.exit_code == 2 and "--seeds got" in result.output and bad in result.output
+
+
+def test_one_options_object_from_the_command_line_to_the_executors():
+    """`flx sweep`'s options become one SweepOptions (checked before torch), which sweep() and run_sweep() take;
+    each executor in one map knows its slots and start-up, so the sweep itself names none of them."""
+    import ast
+    import inspect
+
+    import flx.sweep.run
+    from flx.errors import ConfigError
+    from flx.sweep import SweepOptions
+    from flx.sweep.executors import EXECUTORS
+
+    options = SweepOptions.parse(workers="2", device="cpu", per_gpu=None, out="runs/x")
+    assert (options.workers, options.device, options.per_gpu, options.out) == (2, "cpu", 1, "runs/x")
+    with pytest.raises(ConfigError, match="--workers got"):
+        SweepOptions.parse(workers="many")
+    with pytest.raises(ConfigError, match="--ray-address is for --executor ray"):
+        SweepOptions(ray_address="auto")
+    with pytest.raises(ConfigError, match="--executor got 'slurm'"):
+        SweepOptions(executor="slurm")
+    assert set(EXECUTORS) == {"local", "ray"}
+    assert all(hasattr(e, m) for e in EXECUTORS.values() for m in ("slots", "copies", "start"))
+    code = ast.parse(inspect.getsource(flx.sweep.run))
+    names = {n.id for n in ast.walk(code) if isinstance(n, ast.Name)} | {
+        n.value for n in ast.walk(code) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+    assert not {"ray", "RayExecutor", "backend"} & names
