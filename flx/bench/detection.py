@@ -148,10 +148,10 @@ def _stock_model(model):
     from flx.models.retinanet import HEAD_CONVS, norm_layer
 
     backbone = copy.deepcopy(model.backbone)
-    config = model.head.classification_head.config
+    head_norm = model.head.classification_head.head_norm
     head = RetinaNetHead(
         backbone.out_channels, model.anchor_generator.num_anchors_per_location()[0], 1,
-        norm_layer=norm_layer(config.head_norm),
+        norm_layer=norm_layer(head_norm),
     )  # fmt: skip
     head.classification_head.conv = head.classification_head.conv[:HEAD_CONVS]
     head.regression_head.conv = head.regression_head.conv[:HEAD_CONVS]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -130,35 +131,53 @@ def ohem_select(losses, anchors, positive, k: int, graph: OverlapGraph | None, r
     return position[keep[0, : int(count[0])]]
 
 
-class ClassificationHead(RetinaNetClassificationHead):
-    """torchvision's classification head with flx's losses: a registry loss normalised by the positive anchors
-    (the paper; of the batch or of each image: :func:`normalise`), or OHEM over the anchors (``loss = ohem``).
-    :meth:`batch_loss` takes a whole batch at once; :meth:`compute_loss` is torchvision's per-image interface
-    (the stock path, kept for comparison)."""
+@dataclass(frozen=True)
+class OhemSampler:
+    """Online hard example mining over a batch's anchors: anchors ranked by their loss, NMS over their boxes at
+    ``nms`` (None: no NMS), the ``k`` (the paper's B) highest kept per image; with ``ratio`` (SSD's 1:3 is 3),
+    the positive survivors and at most ``ratio`` hardest negatives per positive. The loss of an image is that of
+    the anchors kept, divided by how many it keeps (:func:`flx.models.anchors.ohem_keep`)."""
 
-    def __init__(self, in_channels, num_anchors, config, convs: int = HEAD_CONVS):
-        super().__init__(
-            in_channels, num_anchors, 1, config.prior or 0.5, norm_layer=norm_layer(config.head_norm)
-        )
+    k: int
+    ratio: float | None = None
+    nms: float | None = None
+
+    def loss(self, per_anchor, positive, valid, graph: OverlapGraph | None) -> torch.Tensor:
+        """The batch's OHEM loss from (B, A) per-anchor losses and masks, averaged over the images;
+        ``graph``: the anchors' overlaps above ``nms`` (None without NMS)."""
+        keep, count = ohem_keep(per_anchor, valid, positive, self.k, self.ratio, graph)
+        kept = per_anchor.gather(1, keep.clamp(min=0))
+        kept = torch.where(keep >= 0, kept, torch.zeros_like(kept))
+        return (kept.sum(1) / count.clamp(min=1)).mean()
+
+
+class ClassificationHead(RetinaNetClassificationHead):
+    """torchvision's classification head with flx's losses: ``loss`` (a per-element loss: ``(logits, targets,
+    reduction="none")``) summed over the anchors that are not ignored and divided by the positive anchors (the
+    paper; of the batch or of each image, ``loss_norm``: :func:`normalise`), or, with a ``sampler``
+    (:class:`OhemSampler`), the loss of the anchors it keeps. :meth:`batch_loss` takes a whole batch at once;
+    :meth:`compute_loss` is torchvision's per-image interface (the stock path, kept for comparison)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_anchors: int,
+        loss,
+        prior: float | None = 0.01,
+        head_norm: str | None = None,
+        loss_norm: str | None = "batch",
+        sampler: OhemSampler | None = None,
+        convs: int = HEAD_CONVS,
+    ):
+        super().__init__(in_channels, num_anchors, 1, prior or 0.5, norm_layer=norm_layer(head_norm))
         self.conv = self.conv[:convs]
-        self.config = config
-        self.loss = get_loss(config.loss)
+        self.loss, self.loss_norm, self.sampler, self.head_norm = loss, loss_norm, sampler, head_norm
         self.anchors = None  # the anchor boxes (A, 4), set by the detector (OHEM's NMS)
         self.graph = None  # their overlaps above the OHEM NMS threshold, set by the detector
 
     def per_anchor_loss(self, logits, targets):
         """Element-wise loss of the configured loss (for OHEM: CE, what it ranks the anchors by)."""
-        return self.loss(logits, targets, reduction="none", **self.config.hparams())
-
-    def _ohem(self, per_anchor: list, positive: list, valid: list) -> torch.Tensor:
-        """OHEM's loss for each image (lists of per-anchor tensors), averaged: the loss of the anchors
-        :func:`ohem_select` keeps, divided by how many it keeps."""
-        c = self.config
-        per_anchor, positive, valid = torch.stack(per_anchor), torch.stack(positive), torch.stack(valid)
-        keep, count = ohem_keep(per_anchor, valid, positive, c.ohem_k, c.ohem_ratio, self.graph)
-        kept = per_anchor.gather(1, keep.clamp(min=0))
-        kept = torch.where(keep >= 0, kept, torch.zeros_like(kept))
-        return (kept.sum(1) / count.clamp(min=1)).mean()
+        return self.loss(logits, targets, reduction="none")
 
     def batch_loss(self, logits: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
         """The loss of (B, A) logits against the anchors' matches (B, A): per image, the loss summed over its
@@ -168,10 +187,10 @@ class ClassificationHead(RetinaNetClassificationHead):
         per_anchor = self.per_anchor_loss(logits, positive.to(logits.dtype))
         on_objects = torch.where(positive, per_anchor.detach(), torch.zeros_like(per_anchor)).sum(1)
         self.positive_loss = (on_objects / positive.sum(1).clamp(min=1)).mean()  # the failure watch's
-        if self.config.loss == "ohem":
-            return self._ohem(list(per_anchor), list(positive), list(valid))
+        if self.sampler is not None:
+            return self.sampler.loss(per_anchor, positive, valid, self.graph)
         per_image = torch.where(valid, per_anchor, torch.zeros_like(per_anchor)).sum(1)
-        return normalise(per_image, positive.sum(1), self.config.loss_norm)
+        return normalise(per_image, positive.sum(1), self.loss_norm)
 
     def compute_loss(self, targets, head_outputs, matched_idxs):
         logits = head_outputs["cls_logits"][..., 0]
@@ -180,10 +199,18 @@ class ClassificationHead(RetinaNetClassificationHead):
         per_anchor = [
             self.per_anchor_loss(lg, p.to(lg.dtype)) for lg, p in zip(logits, positive, strict=True)
         ]
-        if self.config.loss == "ohem":
-            return self._ohem(per_anchor, positive, valid)
+        if self.sampler is not None:
+            stacked = torch.stack(per_anchor), torch.stack(positive), torch.stack(valid)
+            return self.sampler.loss(*stacked, self.graph)
         per_image = torch.stack([a[v].sum() for a, v in zip(per_anchor, valid, strict=True)])
-        return normalise(per_image, torch.stack([p.sum() for p in positive]), self.config.loss_norm)
+        return normalise(per_image, torch.stack([p.sum() for p in positive]), self.loss_norm)
+
+    def set_anchors(self, anchors: torch.Tensor, graph_of) -> None:
+        """The anchor boxes of the batch and, for OHEM with NMS, their overlap graph (``graph_of(anchors,
+        threshold)``, cached by the detector)."""
+        self.anchors = anchors
+        if self.sampler is not None and self.sampler.nms is not None:
+            self.graph = graph_of(anchors, self.sampler.nms)
 
 
 class RegressionHead(RetinaNetRegressionHead):
@@ -226,9 +253,8 @@ class Detector(RetinaNet):
 
     def compute_loss(self, targets, head_outputs, anchors):
         cls_head = self.head.classification_head
+        cls_head.set_anchors(anchors[0], self.overlap_graph)
         cls_head.anchors = anchors
-        if cls_head.config.loss == "ohem" and cls_head.config.ohem_nms is not None:
-            cls_head.graph = self.overlap_graph(anchors[0], cls_head.config.ohem_nms)
         return super().compute_loss(targets, head_outputs, anchors)
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
@@ -269,9 +295,9 @@ class Detector(RetinaNet):
         size = x.shape[-1]
         anchors = self.anchors_for(size).to(x.device)
         cls_head = self.head.classification_head
+        if self.training:
+            cls_head.set_anchors(anchors, self.overlap_graph)
         cls_head.anchors = anchors
-        if self.training and cls_head.config.loss == "ohem" and cls_head.config.ohem_nms is not None:
-            cls_head.graph = self.overlap_graph(anchors, cls_head.config.ohem_nms)
         logits, regression, _ = self.heads(x)
         return {
             "classification": cls_head.batch_loss(logits, matched),
@@ -300,21 +326,61 @@ class Detector(RetinaNet):
         return dets, logits, anchors
 
 
+def from_config(config) -> dict:
+    """The one mapping from an experiment's :class:`~flx.experiment.config.Config` to :func:`tiny_retinanet`'s
+    plain arguments (detectron2's ``from_config``): the loss bound to its hyperparameters, and OHEM as a
+    sampler."""
+    loss = functools.partial(get_loss(config.loss), **config.hparams())
+    sampler = None
+    if config.loss == "ohem":
+        sampler = OhemSampler(config.ohem_k, config.ohem_ratio, config.ohem_nms)
+    return {
+        "hidden": config.hidden,
+        "anchor_scales": config.anchor_scales,
+        "anchor_ratios": config.anchor_ratios,
+        "image_size": config.image_size,
+        "loss": loss,
+        "prior": config.prior,
+        "head_norm": config.head_norm,
+        "loss_norm": config.loss_norm,
+        "sampler": sampler,
+    }
+
+
 def build_detector(config) -> Detector:
-    """The tiny RetinaNet of ``config`` (hidden = FPN and head width; anchor_scales x anchor_ratios)."""
-    sizes = anchor_sizes(config.anchor_scales)
-    generator = AnchorGenerator(sizes, (aspect_ratios(config.anchor_ratios),) * len(sizes))
-    backbone = TinyBackbone(config.hidden)
+    """The tiny RetinaNet of an experiment's ``config`` (:func:`from_config`, then :func:`tiny_retinanet`)."""
+    return tiny_retinanet(**from_config(config))
+
+
+def tiny_retinanet(
+    *,
+    hidden: int,
+    anchor_scales: int,
+    anchor_ratios: int,
+    image_size: int,
+    loss,
+    prior: float | None = 0.01,
+    head_norm: str | None = "gn",
+    loss_norm: str | None = "batch",
+    sampler: OhemSampler | None = None,
+) -> Detector:
+    """The tiny RetinaNet from plain arguments: ``hidden`` (the FPN's and the heads' width), ``anchor_scales``
+    x ``anchor_ratios`` anchors per location, images of ``image_size`` px, the classification ``loss`` (per
+    element) with its ``prior`` initialisation (None: bias 0), ``head_norm`` (gn or off), ``loss_norm``
+    (batch or image) and an OHEM ``sampler`` (None: every anchor)."""
+    sizes = anchor_sizes(anchor_scales)
+    generator = AnchorGenerator(sizes, (aspect_ratios(anchor_ratios),) * len(sizes))
+    backbone = TinyBackbone(hidden)
     num_anchors = generator.num_anchors_per_location()[0]
-    cls_head = ClassificationHead(config.hidden, num_anchors, config)
-    if config.prior is None:
+    cls_head = ClassificationHead(hidden, num_anchors, loss, prior, head_norm, loss_norm, sampler)
+    if prior is None:
         nn.init.zeros_(cls_head.cls_logits.bias)
-    reg_head = RegressionHead(config.hidden, num_anchors, config.head_norm, config.loss_norm)
+    reg_head = RegressionHead(hidden, num_anchors, head_norm, loss_norm)
     model = Detector(
         backbone,
         num_classes=1,
-        min_size=config.image_size,
-        max_size=config.image_size,
+        min_size=image_size,
+        max_size=image_size,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.25, 0.25, 0.25],
         anchor_generator=generator,
