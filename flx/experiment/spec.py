@@ -13,6 +13,7 @@ import tomllib
 
 from flx.errors import ConfigError
 from flx.experiment.config import CONFIG_FIELDS
+from flx.experiment.paper import paper_tables
 from flx.experiment.params import check, check_seeds
 
 # Figures a spec's [report] table may ask for (drawn by flx.report.figures.FIGURES, which must match these names).
@@ -28,7 +29,12 @@ FIGURES = {
 }
 
 
-PAPER_TABLES = ("table1a", "table1b", "table1c", "table1d")
+# The findings a spec's [report] may ask for under its table (written by flx.report.findings.FINDINGS).
+FINDINGS = {
+    "generic": "the best setting and the failed runs (the default)",
+    "catsdogs": "the backbone's quality and each loss's AP beside the accuracy the original experiment reported",
+    "curves": "where each learning curve levels off: the training length the other tables use",
+}
 
 
 SPEC_KEYS = ("name", "description", "config", "grid", "seeds", "out", "report")
@@ -36,8 +42,11 @@ SPEC_KEYS = ("name", "description", "config", "grid", "seeds", "out", "report")
 
 REPORT_KEYS = {
     "best_over": "a config field to pick the best value of per row (as Table 1b picks alpha)",
-    "paper": f"the paper's table to cite beside each row: one of {', '.join(PAPER_TABLES)}",
+    "paper": f"the paper's table to cite beside each row: one of {', '.join(paper_tables())}",
     "figures": f"a list of figures: {', '.join(FIGURES)}",
+    "shown": "the setting whose one model the single-model figures show (detection_loss_cdf, examples, loss_cdf): "
+    'a table of config fields (default: the paper\'s FL, { loss = "focal", gamma = 2.0, alpha = 0.25 })',
+    "findings": f"the sentences under the table: {'; '.join(f'{k} ({v})' for k, v in FINDINGS.items())}",
     "claims": "[[report.claims]] tables, each a claim of the paper declared before the runs (see CLAIM_KEYS)",
 }
 
@@ -137,8 +146,21 @@ def _check_report(report, where: str) -> dict:
         raise ConfigError(
             f"spec file {where}: [report] best_over got {best_over!r}; accepted: {REPORT_KEYS['best_over']}"
         )
+    shown = report.get("shown")
+    if shown is not None:
+        bad = [] if isinstance(shown, dict) else [repr(shown)]
+        bad += [k for k in (shown if isinstance(shown, dict) else {}) if k not in CONFIG_FIELDS]
+        if bad:
+            raise ConfigError(
+                f"spec file {where}: [report] shown got {', '.join(bad)}; accepted: {REPORT_KEYS['shown']}"
+            )
+    findings = report.get("findings", "generic")
+    if findings not in FINDINGS:
+        raise ConfigError(
+            f"spec file {where}: [report] findings got {findings!r}; accepted: one of {', '.join(FINDINGS)}"
+        )
     paper = report.get("paper")
-    if paper is not None and paper not in PAPER_TABLES:
+    if paper is not None and paper not in paper_tables():
         raise ConfigError(
             f"spec file {where}: [report] paper got {paper!r}; accepted: {REPORT_KEYS['paper']}"
         )
@@ -199,6 +221,8 @@ def _toml_value(value) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(str(value))
 
 
@@ -217,10 +241,5 @@ def dump_spec(spec: dict) -> str:
         lines += ["", "[[grid]]"] + [f"{k} = {_toml_value(v)}" for k, v in grid.items()]
     for claim in (spec.get("report") or {}).get("claims", []):
         lines += ["", "[[report.claims]]"]
-        for k, v in claim.items():
-            if isinstance(v, dict):
-                v = "{ " + ", ".join(f"{f} = {_toml_value(x)}" for f, x in v.items()) + " }"
-            else:
-                v = _toml_value(v)
-            lines.append(f"{k} = {v}")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in claim.items()]
     return "\n".join(lines) + "\n"

@@ -165,7 +165,8 @@ def pr_curves(runs, out: Path, spec, store=None) -> Path | None:
 def loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
     """The paper's Figure 4 for classifiers: cumulative distribution of normalized focal loss (alpha off, the
     model's own gamma) over positive and negative test examples, for the stored models trained with several
-    gamma (the best setting at the alpha closest to 0.25, first seed), from their stored test scores."""
+    gamma (the best setting at the alpha closest to the spec's shown alpha, 0.25 by default, first seed), from
+    their stored test scores."""
     import numpy as np
     import torch
 
@@ -175,7 +176,8 @@ def loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
     ok = runs[(runs["status"] == "ok") & (runs["loss"] == "focal")]
     if ok.empty:
         return None
-    alpha = min(ok["alpha"].dropna().unique(), key=lambda a: abs(a - 0.25))
+    near = _shown(spec).get("alpha", 0.25)
+    alpha = min(ok["alpha"].dropna().unique(), key=lambda a: abs(a - near))
     base = _best_rows(ok[ok["alpha"] == alpha], 1)[0]
     others = [k for k in setting_columns(ok) if k != "gamma"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -315,7 +317,8 @@ def _first_run(runs, **where):
 
 
 def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
-    """The paper's Figure 4: one converged FL model (gamma 2, seed 0), the loss of its test anchors under FL
+    """The paper's Figure 4: one converged FL model (the spec's shown setting, by default gamma 2, alpha 0.25;
+    first seed), the loss of its test anchors under FL
     with several gamma; the share of the total loss carried by the hardest fraction of positive and of negative
     anchors. From the run's stored histogram of anchor logits (:mod:`flx.results.artefacts`: each anchor's loss to the
     bin's width). The x axis is logarithmic so the negatives' curves, all crowded at the hardest end, separate."""
@@ -325,7 +328,7 @@ def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
     from flx.experiment.registries import get_loss
     from flx.results.artefacts import histogram_centres
 
-    row = _first_run(runs, loss="focal", gamma=2.0, alpha=0.25)
+    row = _first_run(runs, **_shown(spec))
     if row is None:
         return None
     stored = _stored(store, row, "anchors")
@@ -356,13 +359,15 @@ def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
 def examples(runs, out: Path, spec, store=None) -> Path | None:
     """Test images (in grey, so no box colour is one the shapes use) with their ground truth (cyan, dashed) and
     the detections scoring >= 0.3 (magenta, with their scores) of CE (gamma 0 at its best alpha on validation) and of
-    FL (gamma 2), from their stored test detections (first seed)."""
+    the spec's shown setting (by default FL, gamma 2, alpha 0.25), from their stored test detections (first
+    seed)."""
+    shown = _shown(spec)
     candidates = {
         "ground truth": None,
         "CE (γ = 0)": _first_run(runs, loss="focal", gamma=0.0, alpha=_best_alpha(runs))
         or _first_run(runs, loss="focal", gamma=0.0)
         or _first_run(runs, loss="balanced_ce"),
-        "FL (γ = 2)": _first_run(runs, loss="focal", gamma=2.0, alpha=0.25),
+        _shown_label(shown): _first_run(runs, **shown),
     }
     stored = {name: _stored(store, row, "detections") for name, row in candidates.items() if row is not None}
     if not stored:
@@ -434,6 +439,20 @@ def regime_map(runs, out: Path, spec, store=None) -> Path | None:
     return _finish(fig, ax, labels, out / "regime_map.png")
 
 
+SHOWN = {"loss": "focal", "gamma": 2.0, "alpha": 0.25}  # the paper's FL: the default [report] shown
+
+
+def _shown(spec) -> dict:
+    """The setting whose one model the single-model figures show: the spec's ``[report] shown``, else FL."""
+    return dict(getattr(spec, "shown", None) or SHOWN)
+
+
+def _shown_label(shown: dict) -> str:
+    if shown.get("loss") == "focal" and "gamma" in shown:
+        return f"FL (γ = {shown['gamma']:g})"
+    return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
 def chosen_figures(runs, store=None) -> list[str]:
     """The figures of a results folder without a spec (a sweep from flags), chosen from what varies in its runs:
     AP against a hyperparameter that tells settings apart (:func:`_swept`); learning curves when runs stored
@@ -448,7 +467,11 @@ def chosen_figures(runs, store=None) -> list[str]:
         chosen.append("learning_curves")
     if store is not None and not detection and len(summarize(ok, keys=setting_columns(runs))) > 1:
         chosen.append("pr_curves")
-    if store is not None and detection and _first_run(ok, loss="focal", gamma=2.0) is not None:
+    if (
+        store is not None
+        and detection
+        and _first_run(ok, **{k: SHOWN[k] for k in ("loss", "gamma")}) is not None
+    ):
         chosen += ["detection_loss_cdf", "examples"]
     return chosen
 

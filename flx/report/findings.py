@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from flx.engine.status import BACK
+from flx.experiment.spec import FINDINGS as FINDING_NAMES
 from flx.results.summary import (
     format_mean_std,
     run_label,
@@ -145,17 +146,20 @@ def _findings_curves(table, runs) -> list[str]:
 PLATEAU_SHARE = 0.95
 
 
-FINDINGS = {"catsdogs": _findings_catsdogs, "curves": _findings_curves}
+FINDINGS = {"generic": _findings_generic, "catsdogs": _findings_catsdogs, "curves": _findings_curves}
+assert set(FINDINGS) == set(FINDING_NAMES), (
+    "flx.experiment.spec.FINDINGS names the findings a spec may ask for"
+)
 
 
-def findings(name: str, table, runs) -> list[str]:
-    """What a results folder shows: its claims' verdicts, then its own findings (or the generic ones), then how
-    its learning curves level off where its runs store them."""
+def findings(kind: str, table, runs) -> list[str]:
+    """What a results folder shows: its claims' verdicts, then the findings its spec asks for (``[report]
+    findings``: :data:`FINDINGS`), then how its learning curves level off where its runs store them."""
     out = [v.line() for v in table.attrs.get("verdicts", [])]
-    out += FINDINGS.get(name, _findings_generic)(table, runs)
-    if name != "curves" and "curve" in runs and runs["curve"].notna().any():
+    out += FINDINGS[kind](table, runs)
+    if kind != "curves" and "curve" in runs and runs["curve"].notna().any():
         out += _plateau_summary(runs)
-    return out + (regime(runs) if name != "curves" else []) + stability(runs)
+    return out + (regime(runs) if kind != "curves" else []) + stability(runs)
 
 
 def regime(runs) -> list[str]:

@@ -65,7 +65,7 @@ def render_index(results_dirs: list[Path], prefix: str = "", header: bool = True
         lines += [f"## [{spec.name}]({prefix}{d.name}/table.md)", ""]
         if spec.description:
             lines += [spec.description + ".", ""]
-        found = findings(spec.name, table, with_missing(df, spec.planned))
+        found = findings(spec.findings, table, with_missing(df, spec.planned))
         lines += [f"- {f}" for f in found]
         lines += [f"- {len(df)} runs, {hours * 60:.1f} CPU-minutes of training (sum of run wall times).", ""]
         table_md = (d / "table.md").read_text() if (d / "table.md").exists() else render_markdown(table, spec)

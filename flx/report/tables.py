@@ -38,6 +38,8 @@ class ReportSpec:
     best_over: str | None = None
     paper: str | None = None
     figures: list[str] | None = None  # None (no spec): chosen from what varies (figures.chosen_figures)
+    findings: str = "generic"  # the sentences under the table (flx.report.findings.FINDINGS)
+    shown: dict | None = None  # the setting the single-model figures show (None: the paper's FL)
     planned: list | None = None  # normalized Configs of the grid, when a spec is known
     claims: list[dict] = field(default_factory=list)  # [[report.claims]], declared before the runs
 
@@ -58,6 +60,8 @@ def read_spec(results_dir: Path) -> ReportSpec:
         best_over=report.get("best_over"),
         paper=report.get("paper"),
         figures=list(report.get("figures", [])),
+        findings=report.get("findings", "generic"),
+        shown=report.get("shown"),
         planned=plan(spec, paths=False),  # a report never reads the data
         claims=list(report.get("claims", [])),
     )
@@ -125,8 +129,8 @@ def with_missing(df, planned):
 
 def build_table(df, spec: ReportSpec):
     """Numeric table: one row per setting (each with its best ``best_over`` value, if set), paper AP beside."""
+    from flx.experiment.paper import paper_ap
     from flx.report.findings import code_version
-    from flx.report.paper import paper_ap
 
     runs = with_missing(df, spec.planned)
     keys = setting_columns(runs)
@@ -222,7 +226,7 @@ def table_cells(
 
 def table_notes(table, spec: ReportSpec) -> str:
     """What the table's cells mean: one paragraph under (markdown) or in the caption of (LaTeX) the table."""
-    from flx.report.paper import CITATION
+    from flx.experiment.paper import citation
 
     notes = [
         "n = ok runs (seeds) per setting; mean ± sample std (ddof = 1) over them; best value of each column in bold."
@@ -254,7 +258,7 @@ def table_notes(table, spec: ReportSpec) -> str:
             f"falling below {FELL:g} of its initial level, as a share of that level (a knock-back at {BACK:g})."
         )
     if "paper_ap" in table:
-        notes.append(f"paper AP: {CITATION}; compare the shape, not the values.")
+        notes.append(f"paper AP: {citation()}; compare the shape, not the values.")
     if table.attrs.get("code"):
         notes.append(table.attrs["code"])
     return " ".join(notes)
