@@ -5,97 +5,13 @@ same everywhere: ``--gamma got -1; accepted: a number in [0, 10]``.
 
 from __future__ import annotations
 
-import math
-import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from flx.errors import ConfigError
+from flx.experiment.constraint import Param, show_value
 from flx.experiment.registries import BACKBONES, DATASETS, LOSSES, OPTIMIZERS
 
-
-@dataclass(frozen=True)
-class Param:
-    """One accepted value: a number in a range (``open_*`` excludes the bound), an integer, or a choice;
-    ``none`` allows the word none (a setting that is off, e.g. no prior initialisation)."""
-
-    name: str
-    kind: type  # float, int or str
-    help: str
-    low: float = -math.inf
-    high: float = math.inf
-    open_low: bool = False
-    open_high: bool = False
-    choices: Callable[[], tuple] | None = None
-    none: bool = False
-    text: str = ""  # a str parameter without choices: any non-empty text, described by this
-    pattern: str = ""  # a str parameter's regular expression (full match), if any
-    path: bool = False  # a file or folder: made absolute (relative to the working folder) when checked
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def accepted(self) -> str:
-        if self.text:
-            text = self.text
-        elif self.choices is not None:
-            text = f"one of {', '.join(map(str, self.choices()))}"
-        else:
-            what = "an integer" if self.kind is int else "a number"
-            lo = "(" if self.open_low else "["
-            hi = ")" if self.open_high else "]"
-            text = f"{what} in {lo}{self.low:g}, {self.high:g}{hi}"
-        return text + (", or none" if self.none else "")
-
-    def check(self, value, label: str | None = None):
-        """The value in its canonical type (None for 'none'), or ConfigError: '{label} got {value}; accepted: ...'."""
-        label = label or self.name
-        bad = ConfigError(f"{label} got {_show(value, self.kind)}; accepted: {self.accepted()}")
-        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
-            if self.none:
-                return None
-            raise bad
-        if self.kind is str:
-            if not isinstance(value, str) or not value.strip():
-                raise bad
-            if self.choices is not None and value not in self.choices():
-                raise bad
-            if self.pattern and not re.fullmatch(self.pattern, value):
-                raise bad
-            return os.path.abspath(os.path.expanduser(value)) if self.path else value
-        if isinstance(value, str):  # command-line text
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        if self.kind is int:
-            if value != int(value):
-                raise bad
-            value = int(value)
-        else:
-            value = float(value)
-        below = value <= self.low if self.open_low else value < self.low
-        above = value >= self.high if self.open_high else value > self.high
-        if below or above or (self.choices is not None and value not in self.choices()):
-            raise bad
-        return value
-
-
-def _show(value, kind: type = str) -> str:
-    """A value as the user typed it: numbers bare (also when typed as text), names quoted."""
-    if isinstance(value, str) and kind is not str:
-        try:
-            float(value)
-            return value.strip()
-        except ValueError:
-            pass
-    if isinstance(value, str) or value is None:
-        return repr(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+DECLARED = tuple(p for spec in LOSSES.values() for p in spec.declares)  # set per loss, declared with it
 
 
 MAX_RUNS = 100_000  # a sweep larger than this is refused (it would not finish, and planning it takes minutes)
@@ -196,6 +112,7 @@ PARAMS: dict[str, Param] = {
         Param(
             "ohem_nms", float, "Detection OHEM: NMS IoU threshold over the anchors.", 0, 1, True, none=True
         ),
+        *DECLARED,  # hyperparameters a loss of the registry brings with it (LossSpec.declares)
         # optimisation
         Param("optimizer", str, "Optimiser.", choices=lambda: OPTIMIZERS),
         Param("lr", float, "Learning rate.", 0, 1e6, True),
@@ -267,7 +184,7 @@ def check_seeds(value, label: str = "seeds"):
             return check("seeds", value, label)
         except ConfigError:
             pass
-    raise ConfigError(f"{label} got {_show(value, int)}; accepted: {accepted}")
+    raise ConfigError(f"{label} got {show_value(value, int)}; accepted: {accepted}")
 
 
 def seed_list(seeds) -> list[int]:
@@ -312,7 +229,7 @@ DATA_PARAMS = (
 PATH_PARAMS = ("data", "test")  # stored as absolute paths, left out of the run key (the fingerprint has them)
 
 
-LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms")  # set per loss
+LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms", *(p.name for p in DECLARED))
 
 
 RUN_PARAMS = (

@@ -47,6 +47,8 @@ class LossSpec:
     """A training loss and the hyperparameters it takes (name -> default); others do not apply to it.
 
     ``objective`` names a function ``(logits, targets, **hyperparameters) -> scalar loss`` as ``module:name``.
+    A hyperparameter no other loss has is declared with it (``declares``: its constraint) and is a field of
+    :class:`flx.experiment.config.Config`: three files in all (docs: extending flx).
     """
 
     name: str
@@ -55,6 +57,8 @@ class LossSpec:
     description: str = ""
 
     epoch_weight: str | None = None  # ``module:name`` of (logits, targets, **hparams) -> per-example weights
+    # hyperparameters this loss brings (flx.experiment.constraint.Param); each is also a Config field
+    declares: tuple = ()
 
     def __call__(self, logits, targets, reduction: str = "mean", weight=None, **hparams):
         """The loss of ``logits`` against 0/1 ``targets``: "mean" over the elements, or per element ("none").

@@ -27,6 +27,9 @@ SLOW = {
     "ray stop": "ends that cluster (and would end any Ray instance of this machine's user)",
 }
 COVERED = {  # python blocks run by their own tests
+    "# flx/losses/objectives.py": "tests/docs/test_extending.py (applied to a copy of flx, then swept)",
+    "# flx/experiment/registries.py": "tests/docs/test_extending.py",
+    "# flx/experiment/config.py": "tests/docs/test_extending.py",
     "# mylab.py": "tests/test_readme.py::test_the_plugin_example_runs_as_written",
     "from flx.experiment.plan import plan": "tests/test_readme.py::test_python_api_snippet_runs_as_a_script",
 }
