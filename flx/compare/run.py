@@ -102,7 +102,7 @@ def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spe
         from flx.results.export import export_mlflow
 
         export_mlflow(store.out, result.mlflow)
-    records = {r["key"]: r for r in store.records()}
+    records = {r.key: r for r in store.records(keys=[t.key for t in done.tasks])}  # these runs only
     return [records[t.key] for t in done.tasks]
 
 
@@ -150,21 +150,21 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
         if result.rung and n > startup:  # the pruner's first trials are never pruned: no rung run for them
             (record,) = _train([dataclasses.replace(config, steps=result.rung)], store, data_dir, result)
             reported = _report(trial, record, 0)
-            if record["status"] != "ok":  # the full run would start the same way: the trial ends here
-                status = record["status"]
+            if record.status != "ok":  # the full run would start the same way: the trial ends here
+                status = record.status
             elif trial.should_prune():
                 status = "pruned"
         if status is None:
             (record,) = _train([config], store, data_dir, result)
             _report(trial, record, reported)
-            status = record["status"]
-        ok = status in ("ok", "pruned") and record.get("val_ap") == record.get("val_ap")
-        value = float(record["val_ap"]) if ok else 0.0  # a failed trial scores 0
+            status = record.status
+        ok = status in ("ok", "pruned") and record.val_ap == record.val_ap
+        value = float(record.val_ap) if ok else 0.0  # a failed trial scores 0
         if status == "pruned":
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(trial, value)
-        trials.append({"trial": n, "fields": fields, "val_ap": value, "status": status, "key": record["key"]})
+        trials.append({"trial": n, "fields": fields, "val_ap": value, "status": status, "key": record.key})
         on_event("trial", family=family, trial=n, fields=fields, val_ap=value, status=status)
     return trials
 

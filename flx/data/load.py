@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections import OrderedDict
 
 from flx.data.base import Split
 from flx.errors import DataError
 from flx.experiment.registries import get_dataset
 
+_LOADED: OrderedDict = OrderedDict()  # the last CACHED data sets this process loaded
+CACHED = 4
 
-@lru_cache(maxsize=4)
+
 def load(
     name: str, params: tuple, data_seed: int, data_dir: str | None, copies: int = 1, progress=None, plan=False
 ):
-    """(train, test, meta) once per process for the given parameters (``params`` as sorted (key, value) pairs).
-    ``plan``: for a data set that ``plans`` (the image sets), only the labels and the fingerprint: no image is
-    decoded and no backbone trained, and the splits' ``x`` hold no pixels (a dry run)."""
+    """(train, test, meta) once per process for the given data (``params`` as sorted (key, value) pairs): the
+    data set, its parameters, seed and folder, and ``plan`` name it; ``copies`` (how many processes will hold
+    it, for the memory check) and ``progress`` only say how to load it. ``plan``: for a data set that ``plans``
+    (the image sets), only the labels and the fingerprint: no image is decoded and no backbone trained, and the
+    splits' ``x`` hold no pixels (a dry run)."""
+    key = (name, params, data_seed, data_dir, plan)
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
     spec = get_dataset(name)
     extra = {"plan": True} if plan and spec.plans else {}
-    return spec.load(
+    _LOADED[key] = spec.load(
         **dict(params), data_seed=data_seed, data_dir=data_dir, copies=copies, progress=progress, **extra
     )
+    while len(_LOADED) > CACHED:
+        _LOADED.popitem(last=False)
+    return _LOADED[key]
+
+
+load.cache_clear = _LOADED.clear
 
 
 def describe(train: Split, test: Split, meta: dict) -> dict:
@@ -41,11 +55,14 @@ def describe(train: Split, test: Split, meta: dict) -> dict:
     }
 
 
-def data_info(config, data_dir=None, copies: int = 1, progress=None, check=None, plan=False) -> dict:
+def data_info(
+    config, data_dir=None, copies: int = 1, progress=None, check=None, plan=False, keep: bool = False
+) -> dict:
     """:func:`describe` of a config's data, loaded (and for images decoded and cached) once here; DataError
     when the data is missing, holds one class, cannot be decoded or would not fit in memory. ``check`` (if given)
     is called with the training split while it is loaded (the sweep builds each model on it once). ``plan``
-    (a dry run): image sets are only listed and fingerprinted, and ``check`` is skipped for them."""
+    (a dry run): image sets are only listed and fingerprinted, and ``check`` is skipped for them. ``keep``: the
+    runs train in this process, which keeps the data loaded for them (else it is dropped here)."""
     train, test, meta = load(
         config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress, plan
     )
@@ -59,7 +76,8 @@ def data_info(config, data_dir=None, copies: int = 1, progress=None, check=None,
     info = describe(train, test, meta)
     if check is not None:
         check(train)
-    load.cache_clear()  # the parent keeps no decoded images; workers load the cache
+    if not keep:  # the parent keeps no decoded images; workers load the cache
+        load.cache_clear()
     return info
 
 

@@ -113,14 +113,16 @@ class CsvRuns:
     def __init__(self, folder: Path):
         self.out = folder
 
-    def records(self, with_time: bool = False) -> list[dict]:
+    def records(self, with_time: bool = False) -> list:
         import math
 
+        from flx.results.record import migrate
         from flx.results.records import read_runs_csv
 
         rows = read_runs_csv(self.out).to_dict("records")
         return [
-            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows
+            migrate({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()})
+            for r in rows
         ]
 
     def artefact_sizes(self, key: str) -> dict[str, int]:
@@ -172,18 +174,18 @@ def list_columns(df) -> list[str]:
     return ["key", "status", *varying, *metrics]
 
 
-def find(store: Store, prefix: str) -> dict:
+def find(store: Store, prefix: str):
     """The stored record whose key starts with ``prefix``; UserError if none or several do."""
     prefix = prefix.strip()
     if not prefix:
         raise UserError("flx runs show needs a run key (or the start of one): see `flx runs`")
-    hits = [r for r in store.records(with_time=True) if str(r.get("key", "")).startswith(prefix)]
+    hits = [r for r in store.records(with_time=True) if str(r.key or "").startswith(prefix)]
     if not hits:
         raise UserError(
             f"no run in {store.out} has a key starting with {prefix!r}; `flx runs {store.out}` lists them"
         )
     if len(hits) > 1:
-        keys = ", ".join(sorted(r["key"][: len(prefix) + 4] for r in hits)[:5])
+        keys = ", ".join(sorted(r.key[: len(prefix) + 4] for r in hits)[:5])
         raise UserError(
             f"{len(hits)} runs have keys starting with {prefix!r} ({keys}, ...); give more of the key"
         )
@@ -199,25 +201,25 @@ def _curve(text) -> list:
     return text if isinstance(text, list) else []
 
 
-def sections(record: dict, artefacts: dict[str, int] | None = None) -> dict[str, dict]:
+def sections(record, artefacts: dict[str, int] | None = None) -> dict[str, dict]:
     """One run's record split for display: config, metrics, curves, data, provenance, the error (if any) and
     its stored artefacts (``artefacts``: name -> bytes)."""
-    config = {f: record[f] for f in CONFIG_FIELDS if record.get(f) is not None}
-    metrics = {m: record[m] for m in METRICS if record.get(m) is not None}
+    config = {f: getattr(record, f) for f in CONFIG_FIELDS if getattr(record, f) is not None}
+    metrics = {m: getattr(record, m) for m in METRICS if getattr(record, m) is not None}
     rest = {k: v for k, v in record.items() if k not in CONFIG_FIELDS and k not in metrics and v is not None}
     data = {k: v for k, v in rest.items() if k.startswith(("data_", "n_", "backbone_"))}
     shown = {*data, "curve", "train_curve", "key", "status", "error"}
     provenance = {k: v for k, v in rest.items() if k not in shown}
     out = {
-        "run": {"key": record.get("key"), "status": record.get("status")},
+        "run": {"key": record.key, "status": record.status},
         "config": config,
         "metrics": metrics,
         "data": data,
         "provenance": provenance,
     }
-    if record.get("error"):
-        out["run"]["error"] = record["error"]
-    curve, train_curve = _curve(record.get("curve")), _curve(record.get("train_curve"))
+    if record.error:
+        out["run"]["error"] = record.error
+    curve, train_curve = _curve(record.curve), _curve(record.train_curve)
     if curve:  # [step, validation AP, (AP50)]
         out["curve"] = {str(c[0]): c[1] for c in curve}
     if train_curve:
@@ -238,4 +240,4 @@ def show_run(folder: str | Path | None, prefix: str) -> tuple[dict, dict[str, di
     """``flx runs show``: the record whose key starts with ``prefix`` and its :func:`sections`."""
     store = open_store(folder or default_out())
     record = find(store, prefix)
-    return record, sections(record, store.artefact_sizes(record["key"]))
+    return record, sections(record, store.artefact_sizes(record.key))

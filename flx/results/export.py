@@ -124,11 +124,11 @@ def export_mlflow(
         ) from None
     counts = {"logged": 0, "replaced": 0, "skipped": 0}
     for record in records:
-        key = record["key"]
+        key = record.key
         what = "logged"
         if key in exported:
             run_id, status = exported[key]
-            if status == record["status"]:
+            if status == record.status:
                 counts["skipped"] += 1
                 if on_run is not None:
                     on_run(key, "skipped")
@@ -142,7 +142,7 @@ def export_mlflow(
     return counts
 
 
-def _log_run(client, experiment_id: str, record: dict, artefacts: dict) -> None:
+def _log_run(client, experiment_id: str, record, artefacts: dict) -> None:
     import json
 
     import numpy as np
@@ -151,22 +151,22 @@ def _log_run(client, experiment_id: str, record: dict, artefacts: dict) -> None:
     from flx.results.artefacts import decode
     from flx.results.summary import run_label
 
-    start = _millis(record.get("created_at")) or 0
-    tags = {KEY_TAG: record["key"], STATUS_TAG: record["status"]}
-    tags |= {f"flx.{t}": str(record[t])[:5000] for t in TAGS if record.get(t) is not None}
+    start = _millis(record.created_at) or 0
+    tags = {KEY_TAG: record.key, STATUS_TAG: record.status}
+    tags |= {f"flx.{t}": str(getattr(record, t))[:5000] for t in TAGS if getattr(record, t) is not None}
     run = client.create_run(
-        experiment_id, start_time=start, tags=tags, run_name=f"{run_label(record)} seed={record.get('seed')}"
+        experiment_id, start_time=start, tags=tags, run_name=f"{run_label(record)} seed={record.seed}"
     )
-    params = [Param(f, str(record[f])) for f in CONFIG_FIELDS if record.get(f) is not None]
-    metrics = [Metric(m, float(record[m]), start, 0) for m in METRICS if _finite(record.get(m))]
+    params = [Param(f, str(getattr(record, f))) for f in CONFIG_FIELDS if getattr(record, f) is not None]
+    metrics = [Metric(m, float(getattr(record, m)), start, 0) for m in METRICS if _finite(getattr(record, m))]
     for name, field, column in (("curve_val_ap", "curve", 1), ("curve_train_loss", "train_curve", 1)):
-        text = record.get(field)
+        text = getattr(record, field)
         for point in json.loads(text) if isinstance(text, str) and text else []:
             if _finite(point[column]):
                 metrics.append(Metric(name, float(point[column]), start, int(point[0])))
     for extra in ("wall_time_s", "train_loss", "best_step", "steps_run", "epochs_run"):
-        if _finite(record.get(extra)) and extra not in METRICS:
-            metrics.append(Metric(extra, float(record[extra]), start, 0))
+        if _finite(getattr(record, extra)) and extra not in METRICS:
+            metrics.append(Metric(extra, float(getattr(record, extra)), start, 0))
     client.log_batch(run.info.run_id, params=params)  # fewer than MLflow's 100 per batch
     for i in range(0, len(metrics), 1000):  # MLflow's batch limit
         client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
@@ -175,5 +175,5 @@ def _log_run(client, experiment_id: str, record: dict, artefacts: dict) -> None:
             path = Path(tmp) / f"{artefact}.npz"
             np.savez_compressed(path, **decode(blob))
             client.log_artifact(run.info.run_id, str(path))
-    end = start + int(1000 * record["wall_time_s"]) if _finite(record.get("wall_time_s")) else None
-    client.set_terminated(run.info.run_id, "FINISHED" if record["status"] == "ok" else "FAILED", end_time=end)
+    end = start + int(1000 * record.wall_time_s) if _finite(record.wall_time_s) else None
+    client.set_terminated(run.info.run_id, "FINISHED" if record.status == "ok" else "FAILED", end_time=end)

@@ -201,11 +201,19 @@ class Store:
         """Keys whose runs are final (ok, diverged or collapsed): a sweep skips these."""
         return {k for k, s in self.statuses().items() if s in FINAL}
 
-    def records(self, with_time: bool = False) -> list[RunRecord]:
-        """Every stored record, oldest first (with ``created_at`` set when asked), through
-        :func:`flx.results.record.migrate` (records of every flx version read the same). Their artefacts are
-        not loaded: :meth:`artefacts` reads them by key."""
-        rows = self._read("SELECT record, created_at FROM runs ORDER BY created_at, key")
+    def records(self, with_time: bool = False, keys=None) -> list[RunRecord]:
+        """Every stored record (or those of ``keys``), oldest first (with ``created_at`` set when asked),
+        through :func:`flx.results.record.migrate` (records of every flx version read the same). Their artefacts
+        are not loaded: :meth:`artefacts` reads them by key."""
+        if keys is None:
+            rows = self._read("SELECT record, created_at FROM runs ORDER BY created_at, key")
+        else:
+            keys, rows = list(keys), []
+            for i in range(0, len(keys), 500):  # SQLite's limit on parameters
+                part = keys[i : i + 500]
+                marks = ", ".join("?" * len(part))
+                rows += self._read(f"SELECT record, created_at FROM runs WHERE key IN ({marks})", tuple(part))
+            rows.sort(key=lambda r: (r[1], json.loads(r[0])["key"]))
         return [migrate(json.loads(r) | ({"created_at": t} if with_time else {})) for r, t in rows]
 
     def artefacts(self, key: str) -> dict[str, bytes]:

@@ -24,6 +24,8 @@ class Executor(Protocol):
 class SerialExecutor:
     """Runs tasks one after another in this process (workers = 1; also what tests use)."""
 
+    in_process = True  # the sweep keeps its data loaded for these runs
+
     def __init__(self, device: str = "cpu"):
         self.device = device
 
@@ -141,6 +143,10 @@ class LocalBackend:
     def copies(self, slots: list[str], configs: int) -> int:
         """Processes that hold a data set at once (each worker loads it)."""
         return min(len(slots), configs)
+
+    def in_process(self, slots: list[str]) -> bool:
+        """Whether the runs train in this process (one worker: :class:`SerialExecutor`)."""
+        return len(slots) <= 1
 
     def start(self, options, device: str, slots: list[str], pending: int):
         """(executor, runs at once, device) for ``pending`` runs."""

@@ -55,6 +55,9 @@ class RayBackend:
     def copies(self, slots: list[str], configs: int) -> int:
         return 1  # the driver holds the data once; Ray's workers load their own
 
+    def in_process(self, slots: list[str]) -> bool:
+        return False
+
     def start(self, options, device: str, slots: list[str], pending: int):
         """Joined (or started) before anything is written: (executor, runs at once, device as the tasks see it)."""
         executor = RayExecutor(options.ray_address, device, options.per_gpu, options.workers).start(pending)

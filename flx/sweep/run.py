@@ -95,7 +95,15 @@ def run_sweep(
     chosen = EXECUTORS[options.executor]
     device, slots = chosen.slots(options, on_event)
     copies = chosen.copies(slots, len(configs))
-    tasks = prepare(configs, options.data_dir, copies=copies + 1, on_event=on_event, plan=options.dry_run)
+    here = getattr(runner, "in_process", False) if runner is not None else chosen.in_process(slots)
+    tasks = prepare(
+        configs,
+        options.data_dir,
+        copies=copies + 1,
+        on_event=on_event,
+        plan=options.dry_run,
+        keep=here and not options.dry_run,
+    )
     done = store.done()
     result = SweepResult(tasks, done_before=sum(t.key in done for t in tasks))
     pending = [t for t in tasks if t.key not in done]

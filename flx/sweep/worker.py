@@ -36,12 +36,14 @@ def prepare(
     copies: int = 1,
     on_event: Event = quiet,
     plan: bool = False,
+    keep: bool = False,
 ) -> list[Task]:
     """Load (and for images decode and cache) each distinct data set once, here, and key every config by its
     data's fingerprint. Raises flx.data.DataError for missing, one-class, undecodable or oversized data, and
     ConfigError for a model that cannot work on it (each distinct model is built once here, on its data).
     ``plan`` (a dry run): image sets are listed and fingerprinted only, in seconds; nothing is decoded, no
-    backbone trained and no model built on them."""
+    backbone trained and no model built on them. ``keep``: the runs train in this process, which keeps each data
+    set loaded for them (it is loaded once)."""
     from flx.data.load import data_info
     from flx.engine.classification import check_models
     from flx.experiment.registries import get_dataset
@@ -63,6 +65,7 @@ def prepare(
                 progress=progress,
                 check=lambda train, cs=same_data: check_models(cs, train),
                 plan=plan,
+                keep=keep,
             )
             on_event("data", config=c, info=infos[ident])
             if plan and get_dataset(c.dataset).plans:

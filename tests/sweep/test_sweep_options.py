@@ -196,3 +196,22 @@ def test_one_options_object_from_the_command_line_to_the_executors():
         n.value for n in ast.walk(code) if isinstance(n, ast.Constant) and isinstance(n.value, str)
     }
     assert not {"ray", "RayExecutor", "backend"} & names
+
+
+def test_runs_trained_in_this_process_load_their_data_once(tmp_path, monkeypatch):
+    """A sweep whose runs train in this process (one worker, or flx compare's trials) keeps the data it checked
+    for them: the data set is loaded once for the sweep, not once to check and again per run."""
+    import flx.data.synthetic as S
+    from flx.data.load import load
+    from flx.experiment.config import Config
+    from flx.results.store import Store
+    from flx.sweep import run_sweep
+
+    calls = []
+    original = S.load_synthetic
+    monkeypatch.setattr(S, "load_synthetic", lambda **kw: calls.append(1) or original(**kw))
+    load.cache_clear()
+    small = {"n_samples": 3000, "ratio": 20.0, "dim": 4, "epochs": 1, "batch_size": 256}
+    configs = [Config(loss=loss, **small).normalized() for loss in ("ce", "focal")]
+    done = run_sweep(configs, Store(tmp_path), workers=1)
+    assert done.counts["ok"] == 2 and len(calls) == 1
