@@ -130,3 +130,20 @@ def test_cli_commands_parse_call_one_library_function_and_render():
             if len(calls) > 1 or loops:
                 offenders.append(f"{path.name}:{node.name} imports {calls}, {len(loops)} loop(s)")
     assert not offenders, offenders
+
+
+def test_the_tables_that_must_agree_agree():
+    """What once were import-time asserts: every config field has a constraint; the registries' parameters are
+    in the constraint table's groups; the figures and findings a spec may name are those the report draws."""
+    from flx.experiment.config import CONFIG_FIELDS
+    from flx.experiment.params import DATA_PARAMS, LOSS_PARAMS, PARAMS, RUN_PARAMS
+    from flx.experiment.registries import DATASETS, LOSSES
+    from flx.experiment.spec import FIGURES, FINDINGS
+    from flx.report.figures import FIGURES as DRAWN
+    from flx.report.findings import FINDINGS as WRITTEN
+
+    assert set(PARAMS) >= set(CONFIG_FIELDS)
+    assert set(RUN_PARAMS) >= {p for spec in DATASETS.values() for p in spec.defaults}
+    assert set(LOSS_PARAMS) >= {p for spec in LOSSES.values() for p in spec.params}
+    assert set(DATA_PARAMS) >= {p for spec in DATASETS.values() for p in spec.params}
+    assert set(DRAWN) == set(FIGURES) and set(WRITTEN) == set(FINDINGS)

@@ -282,18 +282,6 @@ KEY_BASELINE = {name: None for name in CONFIG_FIELDS} | {
 BEFORE_FIELD = {"loss_norm": "image", "clip_grad": 0.0}
 
 
-assert set(PARAMS) >= set(CONFIG_FIELDS)
-
-
-assert set(RUN_PARAMS) >= {p for spec in DATASETS.values() for p in spec.defaults}
-
-
-assert set(LOSS_PARAMS) >= {p for spec in LOSSES.values() for p in spec.params}
-
-
-assert set(DATA_PARAMS) >= {p for spec in DATASETS.values() for p in spec.params}
-
-
 def config_from_record(record: dict) -> Config:
     """The Config of a stored record (a dict or a CSV row, where NaN stands for None)."""
     fields = {}

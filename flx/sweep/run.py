@@ -119,13 +119,20 @@ def run_sweep(
     on_event("start", pending=len(pending), workers=result.workers, device=device)
     if not pending:
         return result
+    _train(pending, store, runner, options.data_dir, result, on_event)
+    return result
+
+
+def _train(pending: list[Task], store: Store, runner, data_dir, result: SweepResult, on_event: Event) -> None:
+    """Train ``pending`` on ``runner``, each claimed just before it starts and stored as it finishes; Ctrl-C
+    and SIGTERM stop it cleanly (``result.interrupted``), and no worker outlives it."""
     owner = new_owner()
     stop_heartbeat = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(store, owner, stop_heartbeat), daemon=True)
     beat.start()
     previous = _on_sigterm()
     try:
-        for record in runner.map(_claimed(pending, store, owner, result, on_event), options.data_dir):
+        for record in runner.map(_claimed(pending, store, owner, result, on_event), data_dir):
             store.put(record)
             result.counts[record.status] = result.counts.get(record.status, 0) + 1
             on_event("record", record=record)
@@ -138,11 +145,8 @@ def run_sweep(
         stop_heartbeat.set()
         try:
             store.release(owner)
-        except (
-            StoreError
-        ):  # e.g. a full disk: this process's claims die with it, and the next sweep takes them over
+        except StoreError:  # e.g. a full disk: this process's claims die with it, the next sweep takes them
             pass
-    return result
 
 
 def _claimed(pending: list[Task], store: Store, owner: str, result: SweepResult, on_event: Event):

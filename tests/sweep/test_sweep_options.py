@@ -201,16 +201,26 @@ def test_one_options_object_from_the_command_line_to_the_executors():
 def test_runs_trained_in_this_process_load_their_data_once(tmp_path, monkeypatch):
     """A sweep whose runs train in this process (one worker, or flx compare's trials) keeps the data it checked
     for them: the data set is loaded once for the sweep, not once to check and again per run."""
-    import flx.data.synthetic as S
-    from flx.data.load import load
+    import flx.data.load as L
     from flx.experiment.config import Config
     from flx.results.store import Store
     from flx.sweep import run_sweep
 
-    calls = []
-    original = S.load_synthetic
-    monkeypatch.setattr(S, "load_synthetic", lambda **kw: calls.append(1) or original(**kw))
-    load.cache_clear()
+    calls, real = [], L.get_dataset
+
+    class Counting:
+        def __init__(self, spec):
+            self.spec = spec
+
+        def __getattr__(self, name):
+            return getattr(self.spec, name)
+
+        def load(self, **kwargs):
+            calls.append(1)
+            return self.spec.load(**kwargs)
+
+    monkeypatch.setattr(L, "get_dataset", lambda name: Counting(real(name)))
+    L.load.cache_clear()
     small = {"n_samples": 3000, "ratio": 20.0, "dim": 4, "epochs": 1, "batch_size": 256}
     configs = [Config(loss=loss, **small).normalized() for loss in ("ce", "focal")]
     done = run_sweep(configs, Store(tmp_path), workers=1)
