@@ -147,3 +147,15 @@ def test_the_tables_that_must_agree_agree():
     assert set(LOSS_PARAMS) >= {p for spec in LOSSES.values() for p in spec.params}
     assert set(DATA_PARAMS) >= {p for spec in DATASETS.values() for p in spec.params}
     assert set(DRAWN) == set(FIGURES) and set(WRITTEN) == set(FINDINGS)
+
+
+def test_one_training_loop():
+    """Every model trains through flx/engine/fit.py: no other module of the library steps an optimizer. The
+    benchmarks are the exception they say they are: they time one step of flx's path part by part, beside
+    torchvision's stock step."""
+    stepping = sorted(
+        str(path.relative_to(ROOT))
+        for path in PACKAGE.rglob("*.py")
+        if ".step()" in path.read_text() and "bench" not in path.parts
+    )
+    assert stepping == ["flx/engine/fit.py"]
