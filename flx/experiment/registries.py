@@ -272,7 +272,14 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-MODELS = ("linear", "mlp", "cnn", "retinanet")  # built in; also: registered, torchvision's, module:function
+# The built-in models, name -> its builder (module:function, imported when a run needs it); also accepted:
+# registered ones, torchvision's classifiers and module:function.
+MODELS = {
+    "linear": "flx.models.classifiers:linear",  # (input_shape, hidden) -> a logistic regression
+    "mlp": "flx.models.classifiers:mlp",  # feature vectors
+    "cnn": "flx.models.classifiers:cnn",  # images
+    "retinanet": "flx.models.retinanet:build_detector",  # (config) -> the tiny RetinaNet (detection)
+}
 
 
 MODEL_REGISTRY: dict[str, Callable] = {}  # flx.register_model: name -> fn(input_shape, hidden) -> nn.Module

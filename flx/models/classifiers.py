@@ -60,7 +60,16 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x)).squeeze(1)
 
 
-BUILTIN = {"linear": Linear, "mlp": MLP, "cnn": SmallCNN}
+def linear(input_shape: tuple, hidden: int) -> Linear:
+    return Linear(input_shape[0])
+
+
+def mlp(input_shape: tuple, hidden: int) -> MLP:
+    return MLP(input_shape[0], hidden)
+
+
+def cnn(input_shape: tuple, hidden: int) -> SmallCNN:
+    return SmallCNN(input_shape[0], width=max(4, hidden // 4))
 
 
 class Logits(nn.Module):
@@ -91,18 +100,13 @@ def build_model(
     For the last three the prior sets the bias of the last ``nn.Linear`` with one output, if there is one.
     A model must give one logit per example: ValueError otherwise (checked on two zero examples).
     """
-    from flx.experiment.registries import MODEL_REGISTRY, model_kind, resolve_path
+    from flx.experiment.registries import MODEL_REGISTRY, MODELS, model_kind, resolve_path
 
     kind = model_kind(name)
     if kind == "builtin":
-        if name == "linear":
-            model = Linear(input_shape[0])
-        elif name == "mlp":
-            model = MLP(input_shape[0], hidden)
-        elif name == "cnn":
-            model = SmallCNN(input_shape[0], width=max(4, hidden // 4))
-        else:
-            raise ValueError(f"model {name!r} is not a classifier; choose one of {', '.join(BUILTIN)}")
+        if name == "retinanet":
+            raise ValueError(f"model {name!r} is a detector, not a classifier")
+        model = resolve_path(MODELS[name])(tuple(input_shape), hidden)
         nn.init.normal_(model.head.weight, std=0.01)
         nn.init.constant_(model.head.bias, prior_bias(prior) if prior is not None else 0.0)
         return model
