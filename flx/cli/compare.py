@@ -53,7 +53,7 @@ def compare(
         result = run_compare(
             data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow, prune
         )
-    console.print("\n".join(result.verdict_lines()), highlight=False, markup=False)
+    console.print("\n".join([*result.verdict_lines(), result.data_line()]), highlight=False, markup=False)
     console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)
 
 

@@ -39,6 +39,7 @@ def write_page(result) -> Path:
         "# flx compare",
         "",
         *result.verdict_lines(),
+        *([result.data_line()] if result.data_line() else []),
         "",
         f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, its "
         f"learning rate searched with its own hyperparameters; a failed trial scores 0.{_pruning(result)} "

@@ -53,6 +53,25 @@ class CompareResult:
     mlflow: str | None = None  # the tracking URI each run is logged to as it finishes
     page: Path | None = None
 
+    def data_line(self) -> str:
+        """What the comparison trained and tested on, from the finalists' records: the data, the positive class,
+        the rows and positives per split, and what was done to a table (``data_prep``)."""
+        if self.runs is None or not len(self.runs):
+            return ""
+        r = self.runs.iloc[0]
+        negative, positive = str(r["data_classes"]).split("/", 1)
+        train = int(r["n_train_pos"] + r["n_train_neg"])
+        test = int(r["n_test_pos"] + r["n_test_neg"])
+        line = (
+            f"- Data: {r['data_location']} (split {r['data_split']}); positive class {positive!r} against "
+            f"{negative!r}: train {train:,} rows ({int(r['n_train_pos']):,} positive), test {test:,} rows "
+            f"({int(r['n_test_pos']):,} positive)."
+        )
+        prep = r.get("data_prep")
+        if isinstance(prep, str) and prep:
+            line += f" Prepared: {prep}."
+        return line
+
     def verdict_lines(self) -> list[str]:
         """The verdicts in plain words, one line each, then the caution on tied trials (if any): what
         ``compare.md`` opens with and ``flx compare`` prints."""

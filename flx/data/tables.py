@@ -1,6 +1,8 @@
-"""Your own tables: the ``table`` data set. A CSV or parquet file (read with pandas; parquet through pyarrow)
-of numeric feature columns and a label column; ``positive`` names the minority class (default: the rarest
-label value), every other value is negative.
+"""Your own tables: the ``table`` data set. A CSV (its delimiter sniffed), TSV or parquet file (read with pandas;
+parquet through pyarrow) of feature columns and a label column; ``positive`` names the minority class (default:
+the rarest label value; matched without regard to case), every other value is negative. Tables are taken as
+they come (:mod:`flx.data.prepare`): ID-like columns dropped, text columns one-hot encoded, missing numbers
+imputed with an indicator, fitted on the training split; the run's record says what was done (``data_prep``).
 
 Splits, in this order of precedence:
 
@@ -11,8 +13,8 @@ Splits, in this order of precedence:
   validation (seeded by ``data_seed``).
 
 Features are standardized with the training rows' mean and standard deviation. Everything a user can get
-wrong (a missing file or column, one class, text or missing values in a feature, a split without both
-classes) is a :class:`~flx.errors.DataError` naming the file and the problem. The fingerprint is a digest of
+wrong (a missing file or column, one class, infinite values in a feature, a split without both classes) is a
+:class:`~flx.errors.DataError` naming the file and the problem. The fingerprint is a digest of
 the files' content (:func:`flx.data.files_fingerprint`), so a moved file keeps its runs' keys.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from flx.data.prepare import Preparation, id_like, sniff_delimiter
 from flx.errors import DataError
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
@@ -43,7 +46,7 @@ def read_table(path: str | Path):
         if kind == "parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+            df = pd.read_csv(path, sep="\t" if kind == "tsv" else sniff_delimiter(path))
     except ImportError as exc:  # parquet without pyarrow
         raise DataError(f"{path}: reading parquet needs pyarrow ({exc}); pip install pyarrow") from None
     except Exception as exc:  # pandas raises many kinds for a malformed file
@@ -81,42 +84,17 @@ def _label_text(values):
     return values.astype("string")
 
 
-def _features(df, columns: list[str], where: str):
-    import numpy as np
-    import pandas as pd
-
-    if not columns:
-        raise DataError(f"{where}: no feature columns besides the label; give a table with numeric features")
-    text = [
-        c for c in columns if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))
-    ]
-    if text:
-        first = df[text[0]].dropna().astype(str).head(1).tolist()
-        raise DataError(
-            f"{where}: non-numeric feature column(s) {', '.join(map(repr, text))} (e.g. {first[0]!r} in "
-            f"{text[0]!r}): flx takes numbers only; encode them (e.g. pandas.get_dummies) or drop them"
-            if first
-            else f"{where}: non-numeric feature column(s) {', '.join(map(repr, text))}; encode or drop them"
-        )
-    x = df[columns].to_numpy(dtype=np.float64)
-    missing = ~np.isfinite(x)
-    if missing.any():
-        counts = missing.sum(0)
-        bad = ", ".join(f"{c!r} ({n})" for c, n in zip(columns, counts, strict=True) if n)
-        raise DataError(f"{where}: missing or infinite values in feature column(s) {bad}; fill or drop them")
-    return x
-
-
-def _split_rows(df, path, x_all, y_all, g, label, positive, features, split_column, test):
-    """The rows of each split (train, val, test) as features and labels, how they were split, and the other
-    files they came from: a split column, a test file, or flx's stratified split."""
+def _split_rows(df, path, y_all, g, label, positive, split_column, test):
+    """The rows of each split: indices into ``df`` (train, val, test; or a test table of its own), their labels,
+    how they were split, and the other files they came from: a split column, a test file, or flx's stratified
+    split."""
     import numpy as np
     import torch
 
     from flx.data.base import split_off
 
     where = str(path)
-    files = []
+    files, frames = [], {}
     if split_column is not None:
         given = df[split_column].astype(str).str.strip().str.lower()
         unknown = sorted(set(given) - set(SPLIT_VALUES))
@@ -132,13 +110,11 @@ def _split_rows(df, path, x_all, y_all, g, label, positive, features, split_colu
             keep, val = split_off(y_all[base], VAL_FRAC, g)
             idx["train"], idx["val"] = base[keep], base[val]
         split = f"given (column {split_column!r})"
-        xs = {s: x_all[i] for s, i in idx.items()}
-        ys = {s: y_all[i] for s, i in idx.items()}
     elif test is not None:
         test_path = Path(test)
         tdf = read_table(test_path)
         tdf.columns = [str(c) for c in tdf.columns]
-        missing = [c for c in [label, *features] if c not in tdf.columns]
+        missing = [c for c in df.columns if c not in tdf.columns]
         if missing:
             raise DataError(
                 f"{test_path}: column(s) {', '.join(map(repr, missing))} of {path.name} are missing"
@@ -147,22 +123,37 @@ def _split_rows(df, path, x_all, y_all, g, label, positive, features, split_colu
             raise DataError(
                 f"{test_path}: the label column {label!r} has {int(tdf[label].isna().sum())} empty value(s)"
             )
-        tlabels = _label_text(tdf[label])
-        xs, ys = {"test": torch.from_numpy(_features(tdf, features, str(test_path)))}, {}
-        ys["test"] = torch.from_numpy((tlabels == positive).to_numpy(dtype=np.float32))
         rest, val = split_off(y_all, VAL_FRAC, g)
-        xs |= {"train": x_all[rest], "val": x_all[val]}
-        ys |= {"train": y_all[rest], "val": y_all[val]}
+        idx = {"train": rest, "val": val}
+        frames["test"] = tdf
         split = f"given (test rows from {test_path.name})"
         files.append(test_path)
     else:
         rest, test_idx = split_off(y_all, TEST_FRAC, g)
         train_idx, val_idx = split_off(y_all[rest], VAL_FRAC / (1 - TEST_FRAC), g)
         idx = {"train": rest[train_idx], "val": rest[val_idx], "test": test_idx}
-        xs = {s: x_all[i] for s, i in idx.items()}
-        ys = {s: y_all[i] for s, i in idx.items()}
         split = f"stratified {1 - TEST_FRAC - VAL_FRAC:.0%}/{VAL_FRAC:.0%}/{TEST_FRAC:.0%} by flx"
-    return xs, ys, split, files
+    for name, i in idx.items():
+        frames[name] = df.iloc[i.numpy()]
+    ys = {name: y_all[i] for name, i in idx.items()}
+    if "test" not in ys:
+        labels = _label_text(frames["test"][label])
+        ys["test"] = torch.from_numpy((labels == positive).to_numpy(dtype=np.float32))
+    return frames, ys, split, files
+
+
+def _positive(positive: str | None, counts, label: str, where: str) -> str:
+    """The positive label value: as given (matched without regard to case when only one value matches so),
+    else the rarest value."""
+    if positive is None:  # the rarest value (ties: the last in sorted order)
+        return str(min(sorted(counts.index, reverse=True), key=lambda v: counts[v]))
+    if positive in counts.index:
+        return positive
+    same = [v for v in counts.index if str(v).lower() == positive.lower()]
+    if len(same) == 1:
+        return str(same[0])
+    values = ", ".join(map(str, sorted(counts.index)[:20]))
+    raise DataError(f"{where}: --positive {positive!r} is not a value of {label!r}; values: {values}")
 
 
 def load_table(
@@ -196,23 +187,21 @@ def load_table(
         raise DataError(
             f"{where}: the label column {label!r} holds one class ({counts.index[0]!r}); two are needed"
         )
-    if positive is None:  # the rarest value (ties: the last in sorted order)
-        positive = str(min(sorted(counts.index, reverse=True), key=lambda v: counts[v]))
-    elif positive not in counts.index:
-        values = ", ".join(map(str, sorted(counts.index)[:20]))
-        raise DataError(f"{where}: --positive {positive!r} is not a value of {label!r}; values: {values}")
+    positive = _positive(positive, counts, label, where)
     others = [str(v) for v in sorted(counts.index) if v != positive]
     negative = others[0] if len(others) == 1 else f"not {positive}"
-    features = [c for c in columns if c not in (label, split_column)]
-    x = _features(df, features, where)
+    columns = [c for c in columns if c not in (label, split_column)]
+    if not columns:
+        raise DataError(f"{where}: no feature columns besides the label; give a table with features")
     y = (labels == positive).to_numpy(dtype=np.float32)
     g = torch.Generator().manual_seed(data_seed)
     files = [path]
-    x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
-    xs, ys, split, extra = _split_rows(
-        df, path, x_all, y_all, g, label, positive, features, split_column, test
+    frames, ys, split, extra = _split_rows(
+        df, path, torch.from_numpy(y), g, label, positive, split_column, test
     )
     files += extra
+    prep = Preparation.fit(frames["train"], columns, id_like(df, columns), where)
+    xs = {name: torch.from_numpy(prep.transform(frame)) for name, frame in frames.items()}
     for name in ("train", "val", "test"):
         n_pos = int(ys[name].sum())
         if n_pos == 0 or n_pos == len(ys[name]):
@@ -237,6 +226,8 @@ def load_table(
         "classes": (negative, positive),
         "fingerprint": fingerprint,
         "val": splits["val"],
-        "features": features,
+        "features": prep.features,
     }
+    if prep.describe():
+        meta["extra"] = {"data_prep": prep.describe()}  # in the run's record, and on flx compare's page
     return splits["train"], splits["test"], meta

@@ -86,6 +86,12 @@ _DATA = [
     Field("backbone_train_s", "float", "s", "time the in-domain backbone took to train"),
     Field("backbone_pool", "int", "images", "images in the backbone's balanced pool"),
     Field("backbone_cache", "str", "", "the file the backbone's features are cached in"),
+    Field(
+        "data_prep",
+        "str",
+        "",
+        "what was done to a table: columns dropped, encoded, imputed (flx.data.prepare)",
+    ),
     Field("data_time_s", "float", "s", "time this run spent loading data (0 when the process had it)"),
     Field("startup_s", "float", "s", "the worker's start-up (torch import), on its first run only"),
 ]

@@ -172,3 +172,38 @@ def test_a_trial_that_fails_at_its_rung_is_not_trained_again_in_full(table, tmp_
     trials = _tune(base, "focal", 4, Store(tmp_path), None, result, lambda *a, **k: None)
     assert [t["status"] for t in trials] == ["diverged"] * 4 and all(t["val_ap"] == 0 for t in trials)
     assert result.trained == 4  # 3 in full (TPE's random start), the 4th stopped at its rung
+
+
+@pytest.mark.slow
+def test_a_table_as_found_in_the_wild_is_compared_and_the_page_says_what_was_done(tmp_path, monkeypatch):
+    """Issue 30's table: `;`-separated, an ID column, text columns, blanks, a Yes/No label: compared with no
+    preparation by hand; the page and the CLI say what was dropped, encoded and imputed, and the data's split."""
+    import numpy as np
+
+    import flx.compare.run as R
+
+    rng = np.random.default_rng(0)
+    n = 600
+    churn = rng.random(n) < 0.2
+    pd.DataFrame(
+        {
+            "customerID": [f"{i:04d}-XYZ" for i in range(n)],
+            "contract": np.where(
+                churn & (rng.random(n) < 0.7), "Month-to-month", rng.choice(["One year", "Two"], n)
+            ),
+            "charges": np.where(rng.random(n) < 0.05, np.nan, rng.normal(70, 20, n) + 25 * churn),
+            "Churn": np.where(churn, "Yes", "No"),
+        }
+    ).to_csv(tmp_path / "churn.csv", sep=";", index=False)
+    short = R.base_config
+    monkeypatch.setattr(R, "base_config", lambda *a: dataclasses.replace(short(*a), steps=200, eval_every=50))
+    result = runner.invoke(
+        app,
+        ["compare", str(tmp_path / "churn.csv"), "--label", "Churn", "--positive", "yes", "--families", "ce,focal",
+         "--budget", "2", "--seeds", "2", "--workers", "1", "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "compare.md").read_text()
+    for text in ("dropped customerID (named like an id)", "one-hot encoded contract", "imputed", "charges ("):
+        assert text in page and text in " ".join(result.output.split())
+    assert "positive class 'Yes' against 'No'" in page
