@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+FEW_VAL_POSITIVES = 30  # below this the choice on validation is noisy: the page says so
+
 WORDS = {
     "replicated": "holds",
     "contradicted": "is contradicted",
@@ -52,6 +54,7 @@ class CompareResult:
     trained: int = 0  # runs trained by this call (0: everything was in the store)
     mlflow: str | None = None  # the tracking URI each run is logged to as it finishes
     page: Path | None = None
+    splits: dict = field(default_factory=dict)  # split -> (rows, positives): flx.compare.run.split_counts
 
     def data_line(self) -> str:
         """What the comparison trained and tested on, from the finalists' records: the data, the positive class,
@@ -60,12 +63,14 @@ class CompareResult:
             return ""
         r = self.runs.iloc[0]
         negative, positive = str(r["data_classes"]).split("/", 1)
-        train = int(r["n_train_pos"] + r["n_train_neg"])
-        test = int(r["n_test_pos"] + r["n_test_neg"])
+        splits = self.splits or {
+            "train": (int(r["n_train_pos"] + r["n_train_neg"]), int(r["n_train_pos"])),
+            "test": (int(r["n_test_pos"] + r["n_test_neg"]), int(r["n_test_pos"])),
+        }
+        counts = ", ".join(f"{name} {rows:,} rows ({pos:,} positive)" for name, (rows, pos) in splits.items())
         line = (
             f"- Data: {r['data_location']} (split {r['data_split']}); positive class {positive!r} against "
-            f"{negative!r}: train {train:,} rows ({int(r['n_train_pos']):,} positive), test {test:,} rows "
-            f"({int(r['n_test_pos']):,} positive)."
+            f"{negative!r}: {counts}."
         )
         prep = r.get("data_prep")
         if isinstance(prep, str) and prep:
@@ -83,7 +88,14 @@ class CompareResult:
             "validation could barely tell the settings apart and the choice among them is close to arbitrary; a "
             "larger or harder validation split would tell them apart."
         )
-        return [f"- {sentence(v, self.finalists)}" for v in self.verdicts] + ([caution] if tied else [])
+        lines = [f"- {sentence(v, self.finalists)}" for v in self.verdicts] + ([caution] if tied else [])
+        rows, positives = self.splits.get("validation", (0, FEW_VAL_POSITIVES))
+        if positives < FEW_VAL_POSITIVES:
+            lines.append(
+                f"- Caution: the validation split holds {positives} positives in {rows:,} rows, so each family's "
+                "choice on validation is noisy: a setting that wins there may trail on test."
+            )
+        return lines
 
 
 def completed(trials: list[dict]) -> list[dict]:

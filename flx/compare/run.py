@@ -71,6 +71,7 @@ def run_compare(
     from flx.results.store import Store
 
     result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
+    result.splits = split_counts(base, data_dir)  # refused here when the test split cannot carry a verdict
     result.rung = rung_steps(base) if prune else None
     result.finals_steps = base.normalized().steps
     if mlflow is not None:
@@ -104,6 +105,28 @@ def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spe
         export_mlflow(store.out, result.mlflow)
     records = {r.key: r for r in store.records(keys=[t.key for t in done.tasks])}  # these runs only
     return [records[t.key] for t in done.tasks]
+
+
+MIN_TEST_POSITIVES = 10  # below this a test split cannot carry a verdict: flx compare refuses
+
+
+def split_counts(base: Config, data_dir: str | None) -> dict[str, tuple[int, int]]:
+    """(rows, positives) of the train, validation and test splits of the comparison's data (loaded once; the
+    trials reuse it). DataError, before anything trains, when the test split holds fewer than
+    :data:`MIN_TEST_POSITIVES` positives."""
+    from flx.data.load import load
+    from flx.errors import DataError
+
+    train, test, meta = load(base.dataset, base.data_params(), base.data_seed, data_dir)
+    splits = {"train": train, "validation": meta.get("val"), "test": test}
+    counts = {name: (len(s), int(s.n_pos)) for name, s in splits.items() if s is not None}
+    rows, positives = counts["test"]
+    if positives < MIN_TEST_POSITIVES:
+        raise DataError(
+            f"{meta['location']}: the test split holds {positives} positive(s) in {rows} rows; a verdict needs at "
+            f"least {MIN_TEST_POSITIVES} (a larger table, or a test split of your own with --test)"
+        )
+    return counts
 
 
 def rung_steps(config: Config) -> int | None:

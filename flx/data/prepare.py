@@ -1,8 +1,9 @@
 """Tables as they come: what flx does to a user's table before training on it, said in one line per run.
 
 - the delimiter of a ``.csv`` is sniffed (``,`` ``;`` tab or ``|``);
-- ID-like columns are dropped: named like an id (``id``, ``customerID``, ``user_id``, ``uuid``), or holding one
-  value per row in text or integers (a float column with distinct values is a measurement, and is kept);
+- ID-like columns are dropped: named like an id (``id``, ``customerID``, ``user_id``, ``uuid``), holding one
+  text value per row, or numbering the rows (distinct consecutive integers, such as a saved index); a number
+  column whose values are merely distinct is a measurement, and is kept;
 - ``--drop COL,...`` drops more;
 - text and categorical columns are one-hot encoded (a missing value is a category of its own), numeric columns
   with missing values are imputed with the training rows' median and get an indicator column
@@ -50,13 +51,11 @@ def id_like(df, columns: list[str]) -> dict[str, str]:
         values = df[c]
         if named_like_id(c):
             out[c] = "named like an id"
-        elif (
-            len(df) >= MIN_ROWS_FOR_UNIQUE
-            and values.dtype.kind in "OUSi"
-            and values.notna().all()
-            and values.nunique() == len(df)
-        ):
-            out[c] = "one value per row"
+        elif len(df) >= MIN_ROWS_FOR_UNIQUE and values.notna().all() and values.nunique() == len(df):
+            if values.dtype.kind in "OUS":
+                out[c] = "one text value per row"
+            elif values.dtype.kind in "iu" and values.max() - values.min() + 1 == len(df):
+                out[c] = "a row number"
     return out
 
 
@@ -108,8 +107,10 @@ class Preparation:
         import numpy as np
 
         if self.transformer is None:
-            return df[self.features].to_numpy(dtype=np.float64)
-        return np.asarray(self.transformer.transform(self._frame(df)), dtype=np.float64)
+            x = df[self.features].to_numpy(dtype=np.float64)
+        else:
+            x = np.asarray(self.transformer.transform(self._frame(df)), dtype=np.float64)
+        return x if x.flags.writeable else x.copy()  # torch takes writable arrays
 
     def describe(self) -> str:
         """One line of what was done, or '' when nothing was."""

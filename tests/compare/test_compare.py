@@ -207,3 +207,34 @@ def test_a_table_as_found_in_the_wild_is_compared_and_the_page_says_what_was_don
     for text in ("dropped customerID (named like an id)", "one-hot encoded contract", "imputed", "charges ("):
         assert text in page and text in " ".join(result.output.split())
     assert "positive class 'Yes' against 'No'" in page
+
+
+def test_a_table_too_small_for_a_verdict_is_refused_in_one_line(tmp_path, capsys):
+    """Issue 30: a 10-row table got "replicated" (its test split held one positive); now it is refused before
+    anything trains, in one line, exit 2, and nothing is written."""
+    from flx.cli import main
+
+    pd.DataFrame({"x": range(10), "y": [0, 1] * 5}).to_csv(tmp_path / "tiny.csv", index=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(tmp_path / "tiny.csv"), "--label", "y", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "tiny.csv" in err and "positive" in err and not (tmp_path / "o").exists()
+
+
+def test_too_few_test_positives_are_refused_and_few_validation_positives_are_a_caution(tmp_path):
+    from flx.compare.result import CompareResult
+    from flx.compare.run import base_config, split_counts
+    from flx.errors import DataError
+
+    rng = __import__("numpy").random.default_rng(0)
+    rare = pd.DataFrame({"x": rng.random(300), "y": [1 if i % 50 == 0 else 0 for i in range(300)]})
+    rare.to_csv(tmp_path / "rare.csv", index=False)
+    with pytest.raises(DataError, match="the test split holds 1 positive"):
+        split_counts(base_config(str(tmp_path / "rare.csv"), "y", "1"), None)
+    enough = pd.DataFrame({"x": rng.random(600), "y": [1 if i % 6 == 0 else 0 for i in range(600)]})
+    enough.to_csv(tmp_path / "enough.csv", index=False)
+    counts = split_counts(base_config(str(tmp_path / "enough.csv"), "y", "1"), None)
+    assert counts["test"] == (120, 20) and counts["validation"][1] == 10
+    caution = CompareResult(tmp_path, [], 1, 2, splits=counts).verdict_lines()
+    assert any("validation split holds 10 positives" in line for line in caution)
