@@ -33,12 +33,14 @@ def write_page(result) -> Path:
                 format_mean_std(ok[m].mean(), ok[m].std(ddof=1), METRICS[m].digits) if m in ok else "–"
             )
         rows.append(cells)
+    rows += _baseline_rows(result.baselines, format_mean_std)
     header = ["family", "chosen on validation", "trials", "best val AP (seed 0)", "ok runs"]
     header += [METRICS[m].label for m in FINAL_METRICS]
     lines = [
         "# flx compare",
         "",
         *result.verdict_lines(),
+        *([result.baseline_line()] if result.baseline_line() else []),
         *([result.data_line()] if result.data_line() else []),
         "",
         f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, its "
@@ -57,6 +59,22 @@ def write_page(result) -> Path:
     path = result.out / "compare.md"
     write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
     return path
+
+
+def _baseline_rows(baselines: list[dict], format_mean_std) -> list[list[str]]:
+    """The baselines as rows of the finalists' table: fitted on the same training split, one per seed."""
+    import pandas as pd
+
+    if not baselines:
+        return []
+    rows = []
+    for name, group in pd.DataFrame(baselines).groupby("baseline", sort=False):
+        cells = [f"baseline: {name}", "scikit-learn's defaults", "–", "–", f"{len(group)} of {len(group)}"]
+        cells += [
+            format_mean_std(group[m].mean(), group[m].std(ddof=1), METRICS[m].digits) for m in FINAL_METRICS
+        ]
+        rows.append(cells)
+    return rows
 
 
 def _pruning(result) -> str:

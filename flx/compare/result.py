@@ -55,6 +55,7 @@ class CompareResult:
     mlflow: str | None = None  # the tracking URI each run is logged to as it finishes
     page: Path | None = None
     splits: dict = field(default_factory=dict)  # split -> (rows, positives): flx.compare.run.split_counts
+    baselines: list = field(default_factory=list)  # rows of flx.compare.baselines.fit_baselines
 
     def data_line(self) -> str:
         """What the comparison trained and tested on, from the finalists' records: the data, the positive class,
@@ -76,6 +77,14 @@ class CompareResult:
         if isinstance(prep, str) and prep:
             line += f" Prepared: {prep}."
         return line
+
+    def baseline_line(self) -> str:
+        """The best loss family against the best baseline, in one sentence (:mod:`flx.compare.baselines`)."""
+        from flx.compare.baselines import against_baselines
+
+        if self.runs is None or not len(self.runs):
+            return ""
+        return "- " + against_baselines(self.runs, self.baselines, self.families)
 
     def verdict_lines(self) -> list[str]:
         """The verdicts in plain words, one line each, then the caution on tied trials (if any): what

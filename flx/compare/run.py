@@ -84,7 +84,10 @@ def run_compare(
         best = max(completed(result.trials[family]), key=lambda t: t["val_ap"])
         result.finalists[family] = best["fields"]
     _finals(base, result, store, workers, data_dir, on_event)
+    from flx.compare.baselines import fit_baselines
     from flx.compare.page import write_page
+
+    result.baselines = fit_baselines(base, data_dir, list(range(1, result.seeds + 1)))  # the finalists' seeds
 
     result.page = write_page(result)
     on_event("page", path=result.page)

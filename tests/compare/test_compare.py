@@ -152,11 +152,12 @@ def test_compare_runs_end_to_end_on_a_small_image_folder(tmp_path, monkeypatch):
     from tests.data.test_yourdata import make_folder
 
     monkeypatch.setenv("FLX_CACHE_DIR", str(tmp_path / "cache"))
-    folder = make_folder(tmp_path / "pets", {"cat": 60, "dog": 20})
+    folder = make_folder(tmp_path / "pets", {"cat": 80, "dog": 50})  # 10 dogs to test on: a verdict's least
     result = run_compare(str(folder), families="ce,focal", budget=2, seeds=2, workers=1, out=tmp_path / "out")
     assert {f: len(t) for f, t in result.trials.items()} == {"ce": 2, "focal": 2}
     assert set(result.runs["dataset"]) == {"images"} and (result.runs["status"] == "ok").all()
-    assert result.page.read_text().startswith("# flx compare\n\n- **focal loss beats cross-entropy**")
+    page = result.page.read_text()
+    assert page.startswith("# flx compare\n\n- **focal loss beats cross-entropy**") and "| baseline: " in page
 
 
 def test_a_trial_that_fails_at_its_rung_is_not_trained_again_in_full(table, tmp_path, monkeypatch):
@@ -207,6 +208,29 @@ def test_a_table_as_found_in_the_wild_is_compared_and_the_page_says_what_was_don
     for text in ("dropped customerID (named like an id)", "one-hot encoded contract", "imputed", "charges ("):
         assert text in page and text in " ".join(result.output.split())
     assert "positive class 'Yes' against 'No'" in page
+    assert (
+        "| baseline: logistic regression (class-weighted)" in page and "| baseline: gradient boosting" in page
+    )
+    assert "against the best baseline" in page and "against the best baseline" in result.output
+
+
+def test_the_best_family_against_the_best_baseline_is_one_paired_sentence():
+    from flx.compare.baselines import against_baselines
+
+    runs = pd.DataFrame(
+        {"loss": ["ce"] * 3 + ["focal"] * 3, "seed": [1, 2, 3] * 2, "status": ["ok"] * 6,
+         "ap": [0.60, 0.62, 0.64, 0.70, 0.71, 0.75]}
+    )  # fmt: skip
+    rows = [
+        {"baseline": "b1", "seed": s, "ap": ap} for s, ap in zip([1, 2, 3], [0.65, 0.66, 0.68], strict=True)
+    ]
+    rows += [{"baseline": "b2", "seed": s, "ap": 0.5} for s in (1, 2, 3)]
+    text = against_baselines(runs, rows, ["ce", "focal"])
+    assert text.startswith(
+        "The best loss family, focal (test AP 0.720), against the best baseline, b1 (0.663)"
+    )
+    assert "+0.057 AP [" in text and "over 3 paired seeds" in text
+    assert against_baselines(runs, [], ["ce"]).startswith("No baseline")
 
 
 def test_a_table_too_small_for_a_verdict_is_refused_in_one_line(tmp_path, capsys):
