@@ -65,4 +65,9 @@ def against_baselines(runs, rows: list[dict], families: list[str]) -> str:
     if len(diff) >= 2 and diff.std(ddof=1) > 0:
         half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
         text += f" [{diff.mean() - half:+.3f}, {diff.mean() + half:+.3f}] over {len(diff)} paired seeds"
+    if len(b) >= 2 and b.std(ddof=1) == 0:
+        text += (
+            " Every seed trains on the same split, so a deterministic baseline scores the same on each: the "
+            "interval holds the loss family's seed-to-seed spread only, not the data's"
+        )
     return text + "."
