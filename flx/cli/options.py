@@ -30,8 +30,8 @@ def metavar(name: str, many: bool = False) -> str:
     """What an option takes, by its type in the constraint table: FLOAT, INT, PATH, a choice (``adam|sgd``) or
     TEXT; a sweep's lists read ``FLOAT,...``."""
     p = PARAMS[name]
-    if name == "seeds":
-        return "N|A-B"
+    if name in ("seeds", "device"):
+        return {"seeds": "N|A-B", "device": "auto|cpu|cuda|cuda:N|mps"}[name]
     if p.path:
         word = "PATH"
     elif p.choices is not None and len(p.choices()) <= 4:
