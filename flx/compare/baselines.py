@@ -21,23 +21,26 @@ def _model(kind: str, seed: int):
     return HistGradientBoostingClassifier(random_state=seed)
 
 
-def fit_baselines(base, data_dir: str | None, seeds: list[int]) -> list[dict]:
-    """One row per baseline and seed: {"baseline", "seed", metrics...}; none for image data (the baselines take
-    feature vectors: an image set through a frozen backbone has them, raw images do not)."""
+def fit_baselines(base, data_dir: str | None, seeds: list[int], resampled: bool = False) -> list[dict]:
+    """One row per baseline and seed: {"baseline", "seed", metrics...}, each seed on the finalists' split of
+    that seed (its own with ``resampled``, else the base's); none for image data (the baselines take feature
+    vectors: an image set through a frozen backbone has them, raw images do not)."""
     from flx.data.load import load
     from flx.experiment.metrics import classification_metrics
 
-    train, test, _ = load(base.dataset, base.data_params(), base.data_seed, data_dir)
-    if train.x.dim() != 2:
-        return []
-    x, y, x_test, y_test = train.x.numpy(), train.y.numpy(), test.x.numpy(), test.y.numpy()
-    prior = float(y.mean())
     rows = []
-    for name, kind in BASELINES.items():
-        for seed in seeds:
+    for seed in seeds:
+        data_seed = seed if resampled else base.data_seed
+        train, test, _ = load(base.dataset, base.data_params(), data_seed, data_dir)
+        if train.x.dim() != 2:
+            return []
+        x, y, x_test, y_test = train.x.numpy(), train.y.numpy(), test.x.numpy(), test.y.numpy()
+        for name, kind in BASELINES.items():
             scores = _model(kind, seed).fit(x, y).predict_proba(x_test)[:, 1]
-            rows.append({"baseline": name, "seed": seed, **classification_metrics(y_test, scores, prior)})
-    return rows
+            metrics = classification_metrics(y_test, scores, float(y.mean()))
+            rows.append({"baseline": name, "seed": seed, **metrics})
+    order = list(BASELINES)
+    return sorted(rows, key=lambda r: (order.index(r["baseline"]), r["seed"]))
 
 
 def against_baselines(runs, rows: list[dict], families: list[str]) -> str:

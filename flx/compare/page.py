@@ -41,13 +41,15 @@ def write_page(result) -> Path:
         "",
         *result.verdict_lines(),
         *([result.baseline_line()] if result.baseline_line() else []),
+        result.variance_line(),
         *([result.data_line()] if result.data_line() else []),
         "",
         f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, its "
         f"learning rate searched with its own hyperparameters; a failed trial scores 0.{_pruning(result)} "
         "The best of each was "
         f"retrained on seeds 1-{result.seeds} and tested; the claims were written to spec.toml before those runs "
-        "(a failed run scores AP 0), judged by the paired test-AP difference's 95% t interval.",
+        "(a failed run scores AP 0), judged by the paired test-AP difference's 95% t interval (corrected for "
+        "resampling where each seed draws its own split) beside the signed-rank p.",
         "",
         tabulate(rows, headers=header, tablefmt="github", disable_numparse=True),
         "",

@@ -56,6 +56,7 @@ class CompareResult:
     page: Path | None = None
     splits: dict = field(default_factory=dict)  # split -> (rows, positives): flx.compare.run.split_counts
     baselines: list = field(default_factory=list)  # rows of flx.compare.baselines.fit_baselines
+    resampled: float | None = None  # test/train rows when each seed draws its own split (None: a given split)
 
     def data_line(self) -> str:
         """What the comparison trained and tested on, from the finalists' records: the data, the positive class,
@@ -85,6 +86,24 @@ class CompareResult:
         if self.runs is None or not len(self.runs):
             return ""
         return "- " + against_baselines(self.runs, self.baselines, self.families)
+
+    def variance_line(self) -> str:
+        """Which sources of variance the verdicts' intervals cover."""
+        if self.resampled is None:
+            return (
+                "- Sources of variance: the split is given, so the paired seeds differ in initialisation and batch "
+                "order only; the intervals do not cover the data's variance."
+            )
+        if self.resampled == 0:
+            return (
+                "- Sources of variance: each paired seed draws its own data (training and test alike) and its own "
+                "initialisation; the splits never overlap, so the plain paired t interval applies."
+            )
+        return (
+            "- Sources of variance: each paired seed draws its own stratified train / validation / test split and "
+            "its own initialisation; the training sets of the seeds overlap, so each interval is Nadeau & "
+            f"Bengio's corrected resampled t (variance times 1/n + n_test/n_train, here {self.resampled:.2f})."
+        )
 
     def verdict_lines(self) -> list[str]:
         """The verdicts in plain words, one line each, then the caution on tied trials (if any): what

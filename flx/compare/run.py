@@ -87,7 +87,8 @@ def run_compare(
     from flx.compare.baselines import fit_baselines
     from flx.compare.page import write_page
 
-    result.baselines = fit_baselines(base, data_dir, list(range(1, result.seeds + 1)))  # the finalists' seeds
+    seeds = list(range(1, result.seeds + 1))  # the finalists', each on its own split where they resample
+    result.baselines = fit_baselines(base, data_dir, seeds, resampled=result.resampled is not None)
 
     result.page = write_page(result)
     on_event("page", path=result.page)
@@ -111,6 +112,18 @@ def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spe
 
 
 MIN_TEST_POSITIVES = 10  # below this a test split cannot carry a verdict: flx compare refuses
+
+
+def resampled_ratio(base: Config, splits: dict) -> float | None:
+    """The test-to-training rows ratio when the finalists' seeds each draw their own split (a table flx splits
+    itself, whose ``data_seed`` draws the split; synthetic data, drawn anew, whose splits never overlap: 0), for
+    the corrected resampled t; None when the split is given (a split column, a test file, an image folder's own
+    folders) and the pairs carry initialisation and batch order only."""
+    if base.dataset == "synthetic":
+        return 0.0
+    if base.dataset == "table" and base.split_column is None and base.test is None and splits:
+        return splits["test"][0] / splits["train"][0]
+    return None
 
 
 def split_counts(base: Config, data_dir: str | None) -> dict[str, tuple[int, int]]:
@@ -202,7 +215,8 @@ def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_ev
     from flx.report.claims import judge_all
 
     seeds = f"1-{result.seeds}"
-    declared = claims(result.families, result.seeds)
+    result.resampled = resampled_ratio(base, result.splits)
+    declared = claims(result.families, result.seeds, result.resampled)
     grid = [{"loss": [f], **{k: [v] for k, v in result.finalists[f].items()}} for f in result.families]
     spec = {
         "name": "compare",
@@ -212,8 +226,12 @@ def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_ev
         "seeds": seeds,
         "report": {"claims": declared},
     }
+
+    def split(seed: int) -> int:  # each seed its own split where the comparison resamples
+        return seed if result.resampled is not None else base.data_seed
+
     configs = [
-        Config(**{**base.to_dict(), "loss": f, "seed": s, **result.finalists[f]})
+        Config(**{**base.to_dict(), "loss": f, "seed": s, "data_seed": split(s), **result.finalists[f]})
         for f in result.families
         for s in range(1, result.seeds + 1)
     ]

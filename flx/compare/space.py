@@ -46,13 +46,17 @@ def suggest(trial, family: str) -> dict:
     return fields
 
 
-def claims(families: list[str], seeds: int) -> list[dict]:
-    """The claims a comparison declares before its final runs, for the families it holds."""
+def claims(families: list[str], seeds: int, resampled: float | None = None) -> list[dict]:
+    """The claims a comparison declares before its final runs, for the families it holds; ``resampled``: the
+    test-to-training rows ratio when each seed draws its own split (the corrected resampled t)."""
     out = []
+    more = {} if resampled is None else {"resampled": resampled}
 
     def claim(name, a, b, **extra):
         if a in families and b in families:
-            out.append({"name": name, "a": {"loss": a}, "b": {"loss": b}, "min_seeds": seeds, **extra})
+            out.append(
+                {"name": name, "a": {"loss": a}, "b": {"loss": b}, "min_seeds": seeds, **more, **extra}
+            )
 
     claim("focal loss beats cross-entropy", "focal", "ce")
     claim("focal loss beats alpha-balanced cross-entropy", "focal", "balanced_ce")

@@ -53,6 +53,8 @@ REPORT_KEYS = {
 
 CLAIM_KEYS = {
     "name": "what the claim says, e.g. 'FL beats the best OHEM'",
+    "resampled": "for pairs whose seeds each draw their own split (data_seed = seed): the test-to-training rows "
+    "ratio; the interval is then Nadeau & Bengio's corrected resampled t (the training sets overlap)",
     "a": "the setting the paper says is better: a table of config fields; several matching settings: the one "
     "with the best mean validation AP",
     "b": "the setting it is compared with (same rules)",
@@ -206,6 +208,15 @@ def _check_claim(claim: dict, where: str) -> None:
         raise ConfigError(f"{where}: margin got {margin!r}; accepted: a number > 0 ({CLAIM_KEYS['margin']})")
     if direction != "equivalent" and margin is not None:
         raise ConfigError(f'{where}: margin is only for direction = "equivalent"; remove it')
+    resampled = claim.get("resampled")
+    if resampled is not None and (
+        isinstance(resampled, bool)
+        or not isinstance(resampled, (int, float))
+        or not 0 <= resampled < math.inf
+    ):
+        raise ConfigError(
+            f"{where}: resampled got {resampled!r}; accepted: a number >= 0 ({CLAIM_KEYS['resampled']})"
+        )
     claim["min_seeds"] = check("seeds", claim.get("min_seeds", 3), f"{where}: min_seeds")
     failures = claim.setdefault("failures", 0.0)
     if failures != "drop" and (isinstance(failures, bool) or not isinstance(failures, (int, float))):

@@ -91,8 +91,10 @@ def _matches(runs, where: dict):
     return mask
 
 
-def _setting(row) -> tuple:
-    return tuple(cell(row[c]) for c in CONFIG_FIELDS if c in row and c != "seed")
+def _setting(row, skip=("seed",)) -> tuple:
+    """What tells one setting from another: its config fields but the seed (and the data seed where every run
+    has it equal to its seed: resampled pairs, each seed on its own split)."""
+    return tuple(cell(row[c]) for c in CONFIG_FIELDS if c in row and c not in skip)
 
 
 def _label(group, where: dict) -> str:
@@ -114,7 +116,9 @@ def choose(runs, where: dict, select_on: str = "val_ap", failures: float | str =
     matched = runs[_matches(runs, where)]
     if matched.empty:
         return None
-    groups = list(matched.groupby(matched.apply(_setting, axis=1), sort=False))
+    resampled = "data_seed" in matched and bool((matched["data_seed"] == matched["seed"]).all())
+    skip = ("seed", "data_seed") if resampled else ("seed",)
+    groups = list(matched.groupby(matched.apply(_setting, axis=1, skip=skip), sort=False))
     if len(groups) == 1:
         return groups[0][1]
 
@@ -164,7 +168,11 @@ def judge(claim: dict, runs) -> Verdict:
     low = high = math.nan
     if n >= 2:
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        # resampled splits overlap: Nadeau & Bengio's corrected variance, (1/n + n_test/n_train) sd^2
+        scale = (
+            math.sqrt(1 / n + claim["resampled"]) if claim.get("resampled") is not None else 1 / math.sqrt(n)
+        )
+        half = stats.t.ppf(0.975, n - 1) * sd * scale
         low, high = mean - half, mean + half
     p = _signed_rank(diffs)
     margin = claim.get("margin") if direction == "equivalent" else None

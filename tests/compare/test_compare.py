@@ -262,3 +262,41 @@ def test_too_few_test_positives_are_refused_and_few_validation_positives_are_a_c
     assert counts["test"] == (120, 20) and counts["validation"][1] == 10
     caution = CompareResult(tmp_path, [], 1, 2, splits=counts).verdict_lines()
     assert any("validation split holds 10 positives" in line for line in caution)
+
+
+def test_resampled_pairs_widen_the_interval_by_nadeau_and_bengios_correction():
+    """Each seed on its own split: the pairs carry the data's variance, and the training sets overlap, so the
+    interval's variance is sd^2 (1/n + n_test/n_train) instead of sd^2 / n."""
+    import math
+
+    from flx.report.claims import judge
+
+    runs = pd.DataFrame(
+        {"loss": ["focal"] * 5 + ["ce"] * 5, "seed": [1, 2, 3, 4, 5] * 2, "data_seed": [1, 2, 3, 4, 5] * 2,
+         "status": ["ok"] * 10, "ap": [0.71, 0.69, 0.74, 0.70, 0.72, 0.68, 0.69, 0.70, 0.66, 0.69],
+         "val_ap": [0.7] * 10}
+    )  # fmt: skip
+    claim = {"name": "FL beats CE", "a": {"loss": "focal"}, "b": {"loss": "ce"}, "min_seeds": 5}
+    plain, corrected = judge(claim, runs), judge({**claim, "resampled": 0.25}, runs)
+    assert plain.n == corrected.n == 5 and plain.mean == pytest.approx(
+        corrected.mean
+    )  # each side one setting
+    widen = (corrected.high - corrected.low) / (plain.high - plain.low)
+    assert widen == pytest.approx(math.sqrt(1 + 5 * 0.25))
+
+
+def test_a_table_flx_splits_is_resampled_per_seed_and_a_given_split_is_not(table, tmp_path, monkeypatch):
+    import flx.compare.run as R
+
+    short = R.base_config
+    monkeypatch.setattr(R, "base_config", lambda *a: dataclasses.replace(short(*a), steps=100, eval_every=50))
+    result = _compare(table, tmp_path / "a", budget=1, seeds=2, prune=False)
+    assert result.resampled == pytest.approx(160 / 560)  # 800 rows: 20% test, 70% train
+    assert (result.runs["data_seed"] == result.runs["seed"]).all() and set(result.runs["seed"]) == {1, 2}
+    assert all(v.n == 2 for v in result.verdicts) and "corrected resampled t" in result.page.read_text()
+    given = pd.read_csv(table).assign(part=["test" if i % 5 == 0 else "train" for i in range(800)])
+    given.to_csv(tmp_path / "given.csv", index=False)
+    split_given = dataclasses.replace(
+        R.base_config(str(tmp_path / "given.csv"), "label", "1"), split_column="part"
+    )
+    assert R.resampled_ratio(split_given, {"test": (160, 16), "train": (640, 64)}) is None
