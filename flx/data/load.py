@@ -90,4 +90,5 @@ def info_line(config, info: dict) -> str:
     )
     where = "" if info["data_location"] == "generated" else f" from {info['data_location']}"
     params = ", ".join(f"{k}={v}" for k, v in config.data_params() if v is not None)
-    return f"data: {config.dataset} ({params}){where}, split {info['data_split']}: {counts}"
+    prepared = f"; prepared: {info['data_prep']}" if info.get("data_prep") else ""
+    return f"data: {config.dataset} ({params}){where}, split {info['data_split']}: {counts}{prepared}"

@@ -11,9 +11,8 @@
 :class:`RunRecord` is built by the engine (:func:`flx.engine.run.run`) and read by attribute (``record.ap``,
 ``record.status``) by the store, ``runs.csv``, the store's SQL view, ``flx runs``, the exports, the report and
 ``flx compare``; as a read-only mapping (``record["ap"]``) it also reads as the dict older code and user
-scripts
-expect. A run's artefacts (test scores, detections: bytes) travel beside its fields (``record.artefacts``),
-never inside them. Records written by older versions of flx load through :func:`migrate`, keeping their keys.
+scripts expect. A run's artefacts (test scores, detections: bytes) travel beside its fields
+(``record.artefacts``), never inside them. Records written by older versions of flx load through :func:`migrate`, keeping their keys.
 """
 
 from __future__ import annotations
