@@ -59,16 +59,35 @@ def compare(
 
 
 def _printer(console):
+    """Progress as log lines (readable in a terminal and in a CI log): each trial and each finalist with how many
+    runs of the comparison are done, the family's count, and an ETA from the pace so far."""
+    import time
+
+    state = {"done": 0, "total": 0, "budget": 0, "started": time.perf_counter(), "finals": 0}
+
+    def prefix() -> str:
+        state["done"] += 1
+        done, total = state["done"], max(state["total"], state["done"])
+        left = (time.perf_counter() - state["started"]) / done * (total - done)
+        eta = f", ETA {left / 60:.0f} min" if left >= 90 else f", ETA {left:.0f} s" if left >= 1 else ""
+        return f"[{done}/{total}{eta}]"
+
     def on_event(kind: str, **f) -> None:
-        if kind == "trial":
+        if kind == "plan":
+            state.update(total=f["total"], budget=f["budget"])
+        elif kind == "trial":
             fields = ", ".join(f"{k} {v:g}" for k, v in f["fields"].items())
             console.print(
-                f"{f['family']} trial {f['trial']}: {fields}: val AP {f['val_ap']:.3f} ({f['status']})",
+                f"{prefix()} {f['family']} trial {f['trial']}/{state['budget']}: {fields}: val AP "
+                f"{f['val_ap']:.3f} ({f['status']})",
                 highlight=False,
             )
         elif kind == "finals":
-            console.print(
-                f"finalists: {len(f['configs'])} runs (claims written to spec.toml)", highlight=False
-            )
+            state["finals"] = len(f["configs"])
+            console.print(f"finalists: {state['finals']} runs (claims written to spec.toml)", highlight=False)
+        elif kind == "final":
+            r = f["record"]
+            ap = f"test AP {r.ap:.3f}" if r.status == "ok" else r.status
+            console.print(f"{prefix()} finalist {r.loss} seed {r.seed}: {ap}", highlight=False)
 
     return on_event

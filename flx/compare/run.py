@@ -59,7 +59,8 @@ def run_compare(
     call trains nothing. ``mlflow``: a tracking URI each run is logged to as it finishes. ``prune``: each trial
     after TPE's random start first trains a quarter of its steps and stops there (status "pruned") when Optuna's
     median pruner, on its validation curve, says it trails the complete trials (:func:`rung_steps`). Events: "trial"
-    (family, trial, fields, val_ap, status), "finals" (configs), "page"."""
+    (family, trial, fields, val_ap, status), "finals" (configs), "page"; "plan" (families, budget, seeds, total:
+    runs planned) first and "final" (record) as each finalist finishes, for progress."""
     families = parse_families(families) if isinstance(families, str) else parse_families(",".join(families))
     budget = check("seeds", budget, "--budget")
     seeds = check("seeds", seeds, "--seeds")
@@ -79,6 +80,7 @@ def run_compare(
 
         check_tracking(mlflow)
     store = Store(result.out)
+    on_event("plan", families=families, budget=budget, seeds=seeds, total=len(families) * (budget + seeds))
     for family in families:
         result.trials[family] = _tune(base, family, budget, store, data_dir, result, on_event)
         best = max(completed(result.trials[family]), key=lambda t: t["val_ap"])
@@ -95,13 +97,22 @@ def run_compare(
     return result
 
 
-def _train(configs: list, store, data_dir, result: CompareResult, workers=1, spec=None) -> list[dict]:
-    """The records of ``configs`` (trained unless the store has them), in order."""
+def _train(
+    configs: list, store, data_dir, result: CompareResult, workers=1, spec=None, on_record=None
+) -> list[dict]:
+    """The records of ``configs`` (trained unless the store has them), in order; ``on_record(record)`` as each
+    finishes."""
     from flx.sweep.executors import SerialExecutor
     from flx.sweep.run import run_sweep
 
+    def on_event(kind, **fields):
+        if kind == "record" and on_record is not None:
+            on_record(fields["record"])
+
     executor = SerialExecutor() if workers == 1 else None
-    done = run_sweep(configs, store, workers=workers, data_dir=data_dir, runner=executor, spec=spec)
+    done = run_sweep(
+        configs, store, workers=workers, data_dir=data_dir, runner=executor, spec=spec, on_event=on_event
+    )
     result.trained += sum(done.counts.values())
     if result.mlflow is not None and sum(done.counts.values()):
         from flx.results.export import export_mlflow
@@ -236,6 +247,9 @@ def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_ev
         for s in range(1, result.seeds + 1)
     ]
     on_event("finals", configs=configs)
-    records = _train(configs, store, data_dir, result, workers=workers, spec=spec)
+    records = _train(
+        configs, store, data_dir, result, workers=workers, spec=spec,
+        on_record=lambda record: on_event("final", record=record),
+    )  # fmt: skip
     result.runs = pd.DataFrame(records)
     result.verdicts = judge_all(declared, result.runs)

@@ -300,3 +300,25 @@ def test_a_table_flx_splits_is_resampled_per_seed_and_a_given_split_is_not(table
         R.base_config(str(tmp_path / "given.csv"), "label", "1"), split_column="part"
     )
     assert R.resampled_ratio(split_given, {"test": (160, 16), "train": (640, 64)}) is None
+
+
+def test_progress_counts_runs_done_of_total_per_family_with_an_eta():
+    """Issue 30: a spinner only, no count, no ETA. Now each trial and finalist is a line: runs done of the
+    comparison's total, the trial's number in its family's budget, and an ETA from the pace so far."""
+    from types import SimpleNamespace
+
+    from flx.cli.compare import _printer
+
+    lines = []
+    console = SimpleNamespace(print=lambda text, **_: lines.append(text))
+    on_event = _printer(console)
+    on_event("plan", families=["ce", "focal"], budget=2, seeds=2, total=8)
+    for family in ("ce", "focal"):
+        for n in (1, 2):
+            on_event("trial", family=family, trial=n, fields={"lr": 0.001}, val_ap=0.5, status="ok")
+    on_event("finals", configs=[None] * 4)
+    on_event("final", record=SimpleNamespace(loss="ce", seed=1, status="ok", ap=0.61))
+    assert lines[0].startswith("[1/8") and "ce trial 1/2: lr 0.001: val AP 0.500 (ok)" in lines[0]
+    assert lines[3].startswith("[4/8") and "focal trial 2/2" in lines[3]
+    assert lines[4] == "finalists: 4 runs (claims written to spec.toml)"
+    assert lines[5].startswith("[5/8") and lines[5].endswith("finalist ce seed 1: test AP 0.610")
