@@ -231,7 +231,8 @@ def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_ev
     grid = [{"loss": [f], **{k: [v] for k, v in result.finalists[f].items()}} for f in result.families]
     spec = {
         "name": "compare",
-        "description": f"flx compare: each family's best of {result.budget} trials on validation, on seeds {seeds}",
+        "description": f"flx compare: each family's best of {result.budget} trials on validation, on seeds {seeds}"
+        + (", each seed on its own split (data_seed = seed)" if result.resampled is not None else ""),
         "config": {k: v for k, v in base.to_dict().items() if k not in ("loss", "seed")},
         "grid": grid,
         "seeds": seeds,
