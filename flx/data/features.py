@@ -107,37 +107,28 @@ def train_indomain(pool, test, seed: int, progress=None):
 def _train_indomain(pool, test, seed, progress):
     from sklearn.metrics import average_precision_score
 
-    from flx.engine.fit import Batch, StepLoss, fit
+    from flx.engine.fit import StepLoss, fit, shuffled_epochs
     from flx.engine.status import Watcher
     from flx.models.classifiers import SmallCNN
-    from flx.models.inference import predict, prepare_inputs
+    from flx.models.inference import predict
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = SmallCNN(3, width=INDOMAIN["width"])
     opt = torch.optim.Adam(model.parameters(), lr=INDOMAIN["lr"])
     size = INDOMAIN["batch_size"]
-    starts = range(0, len(pool), size)
-
-    def batches():
-        for _ in range(INDOMAIN["epochs"]):
-            order = torch.randperm(len(pool), generator=g)
-            for start in starts:
-                idx = order[start : start + size]
-                xb = prepare_inputs(pool.x[idx])
-                flip = torch.rand(len(idx), generator=g) < 0.5
-                xb[flip] = xb[flip].flip(-1)
-                yield Batch((xb, pool.y[idx]), ends_epoch=start == starts[-1])
 
     def step_loss(batch) -> StepLoss:
-        return StepLoss(nn.functional.binary_cross_entropy_with_logits(model(batch[0]), batch[1]))
+        xb, yb, _ = batch
+        return StepLoss(nn.functional.binary_cross_entropy_with_logits(model(xb), yb))
 
     def on_epoch(epoch, *_):
         if progress is not None:
             progress(epoch, INDOMAIN["epochs"], "training the in-domain backbone")
 
-    total = INDOMAIN["epochs"] * len(starts)
-    fit(model, opt, batches(), step_loss, total, Watcher(explode_per="epoch"), on_epoch=on_epoch)
+    total = INDOMAIN["epochs"] * math.ceil(len(pool) / size)
+    batches = shuffled_epochs(pool.x, pool.y, size, g)  # images: flipped at random
+    fit(model, opt, batches, step_loss, total, Watcher(explode_per="epoch"), on_epoch=on_epoch)
     scores = torch.sigmoid(predict(model, test.x)).double().numpy()
     ap = float(average_precision_score(test.y.numpy(), scores)) if 0 < test.n_pos < len(test) else math.nan
     return model, ap

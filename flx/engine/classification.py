@@ -10,13 +10,13 @@ import math
 import numpy as np
 import torch
 
-from flx.engine.fit import Batch, StepLoss, fit
+from flx.engine.fit import StepLoss, fit, shuffled_epochs
 from flx.engine.status import Watcher
 from flx.experiment.config import Config
 from flx.experiment.metrics import classification_metrics
 from flx.experiment.registries import get_loss
 from flx.models.classifiers import build_model
-from flx.models.inference import predict, prepare_inputs
+from flx.models.inference import predict
 
 
 def train_model(config: Config, train, on_eval=None, device: str = "cpu"):
@@ -45,11 +45,16 @@ def train_model(config: Config, train, on_eval=None, device: str = "cpu"):
         xb, yb, w = batch
         return StepLoss(loss_fn(model(xb), yb, weight=w, **hparams))
 
+    def epoch_weights():  # a loss with per-epoch weights (focal_detached) takes them at each epoch's start
+        return loss_fn.epoch_weights(predict(model, train.x), train.y, **hparams)
+
     every = (config.eval_every or 0) if config.steps else 0
     done = fit(
         model,
         opt,
-        _epochs(model, train, config.batch_size, loss_fn, hparams, g, device),
+        shuffled_epochs(
+            train.x, train.y, config.batch_size, g, device, epoch_weights if loss_fn.epoch_weight else None
+        ),
         step_loss,
         total,
         Watcher(explode_per="epoch"),
@@ -59,27 +64,6 @@ def train_model(config: Config, train, on_eval=None, device: str = "cpu"):
         on_epoch=None if config.steps else on_eval,
     )
     return model, done
-
-
-def _epochs(model, train, batch_size: int, loss_fn, hparams: dict, g, device):
-    """Batches of shuffled passes over ``train`` (random horizontal flips for images), each epoch's order drawn
-    from ``g`` when it starts, after the per-epoch weights (if the loss has them)."""
-    x_train, y_train = train.x.to(device), train.y.to(device)
-    images = train.x.dim() == 4
-    starts = range(0, len(train), batch_size)
-    while len(starts):
-        weights = None
-        if loss_fn.epoch_weight is not None:
-            weights = loss_fn.epoch_weights(predict(model, train.x), train.y, **hparams).to(device)
-        order = torch.randperm(len(train), generator=g)
-        for start in starts:
-            idx = order[start : start + batch_size].to(device)
-            xb = prepare_inputs(x_train[idx])
-            if images:  # random horizontal flips
-                flip = (torch.rand(len(idx), generator=g) < 0.5).to(device)
-                xb[flip] = xb[flip].flip(-1)
-            w = weights[idx] if weights is not None else None
-            yield Batch((xb, y_train[idx], w), ends_epoch=start == starts[-1])
 
 
 def round_metric(value: float) -> float | None:

@@ -14,7 +14,7 @@ are clipped to ``clip_grad``; the optimizer steps; ``on_eval`` is called where d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,30 @@ class Fit:
     @property
     def status(self) -> str:
         return self.watcher.status
+
+
+def shuffled_epochs(x, y, batch_size: int, g, device: str = "cpu", epoch_weights=None) -> Iterator[Batch]:
+    """Endless batches ``(inputs, targets, weights)`` of shuffled passes over ``(x, y)``: inputs prepared
+    (:func:`flx.models.inference.prepare_inputs`), images flipped at random; each epoch's order is drawn from
+    ``g`` (on the CPU, so every device sees the same examples) when it starts, after its per-example weights
+    (``epoch_weights()``, if given; else ``weights`` is None). What the classifiers and the in-domain backbone
+    train on."""
+    from flx.models.inference import prepare_inputs
+
+    x_dev, y_dev = x.to(device), y.to(device)
+    images = x.dim() == 4
+    starts = range(0, len(x), batch_size)
+    while len(starts):
+        weights = epoch_weights().to(device) if epoch_weights is not None else None
+        order = torch.randperm(len(x), generator=g)
+        for start in starts:
+            idx = order[start : start + batch_size].to(device)
+            xb = prepare_inputs(x_dev[idx])
+            if images:  # random horizontal flips
+                flip = (torch.rand(len(idx), generator=g) < 0.5).to(device)
+                xb[flip] = xb[flip].flip(-1)
+            w = weights[idx] if weights is not None else None
+            yield Batch((xb, y_dev[idx], w), ends_epoch=start == starts[-1])
 
 
 def fit(
