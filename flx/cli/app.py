@@ -109,7 +109,7 @@ def _root(
 
 
 # What an option takes where its Python type (text, checked later against the constraint table) does not say.
-_METAVARS = {
+METAVARS = {
     "budget": "INT",
     "seeds": "N|A-B",
     "workers": "INT",
@@ -124,7 +124,7 @@ _METAVARS = {
     "where": "FIELD=VALUE",
     "set_": "FIELD=VALUE",
     "plugin": "MODULE",
-    "device": "cpu|cuda|cuda:N|mps|auto",
+    "device": "auto|cpu|cuda|cuda:N|mps",
     "executor": "local|ray",
     "ray_address": "HOST:PORT|auto",
     "tracking_uri": "URI",
@@ -137,8 +137,8 @@ def _metavar(name: str, annotation: str) -> str:
     kind = str(annotation).replace("typing.", "").split(" | ")[0]
     if kind == "bool":
         return ""  # a flag takes no value
-    if name in _METAVARS:
-        return _METAVARS[name]
+    if name in METAVARS:
+        return METAVARS[name]
     if name in _PATHS:
         return "PATH"
     return {"int": "INT", "float": "FLOAT"}.get(kind, "TEXT")

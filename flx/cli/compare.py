@@ -53,8 +53,7 @@ def compare(
         result = run_compare(
             data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow, prune
         )
-    lines = [*result.verdict_lines(), result.baseline_line(), result.variance_line(), result.data_line()]
-    console.print("\n".join(line for line in lines if line), highlight=False, markup=False)
+    console.print("\n".join(result.summary_lines()), highlight=False, markup=False)
     console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)
 
 

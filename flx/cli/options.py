@@ -8,6 +8,7 @@ import functools
 
 import typer
 
+from flx.cli.app import METAVARS
 from flx.experiment.config import default_in_words
 from flx.experiment.params import DATA_PARAMS, LOSS_PARAMS, PARAMS, RUN_PARAMS, check, parse_list
 
@@ -30,8 +31,8 @@ def metavar(name: str, many: bool = False) -> str:
     """What an option takes, by its type in the constraint table: FLOAT, INT, PATH, a choice (``adam|sgd``) or
     TEXT; a sweep's lists read ``FLOAT,...``."""
     p = PARAMS[name]
-    if name in ("seeds", "device"):
-        return {"seeds": "N|A-B", "device": "auto|cpu|cuda|cuda:N|mps"}[name]
+    if name in ("seeds", "device"):  # what the table's type does not say: N or A-B, a device's forms
+        return METAVARS[name]
     if p.path:
         word = "PATH"
     elif p.choices is not None and len(p.choices()) <= 4:

@@ -39,10 +39,7 @@ def write_page(result) -> Path:
     lines = [
         "# flx compare",
         "",
-        *result.verdict_lines(),
-        *([result.baseline_line()] if result.baseline_line() else []),
-        result.variance_line(),
-        *([result.data_line()] if result.data_line() else []),
+        *result.summary_lines(),
         "",
         f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, its "
         f"learning rate searched with its own hyperparameters; a failed trial scores 0.{_pruning(result)} "

@@ -105,6 +105,12 @@ class CompareResult:
             f"Bengio's corrected resampled t (variance times 1/n + n_test/n_train, here {self.resampled:.2f})."
         )
 
+    def summary_lines(self) -> list[str]:
+        """What ``compare.md`` opens with and ``flx compare`` prints: the verdicts and cautions, the best family
+        against the best baseline, the sources of variance, the data."""
+        lines = [*self.verdict_lines(), self.baseline_line(), self.variance_line(), self.data_line()]
+        return [line for line in lines if line]
+
     def verdict_lines(self) -> list[str]:
         """The verdicts in plain words, one line each, then the caution on tied trials (if any): what
         ``compare.md`` opens with and ``flx compare`` prints."""

@@ -208,12 +208,14 @@ class Store:
         if keys is None:
             rows = self._read("SELECT record, created_at FROM runs ORDER BY created_at, key")
         else:
-            keys, rows = list(keys), []
+            keys, found = list(keys), []
             for i in range(0, len(keys), 500):  # SQLite's limit on parameters
                 part = keys[i : i + 500]
                 marks = ", ".join("?" * len(part))
-                rows += self._read(f"SELECT record, created_at FROM runs WHERE key IN ({marks})", tuple(part))
-            rows.sort(key=lambda r: (r[1], json.loads(r[0])["key"]))
+                found += self._read(
+                    f"SELECT created_at, key, record FROM runs WHERE key IN ({marks})", tuple(part)
+                )
+            rows = [(record, created) for created, _, record in sorted(found)]  # oldest first, as above
         return [migrate(json.loads(r) | ({"created_at": t} if with_time else {})) for r, t in rows]
 
     def artefacts(self, key: str) -> dict[str, bytes]:
