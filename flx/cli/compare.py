@@ -33,6 +33,30 @@ def compare(
         "--mlflow",
         help="Log each run to this MLflow tracking URI as it finishes (e.g. sqlite:///mlflow.db).",
     ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="FIELD=VALUE: a config field fixed for every run (repeatable), e.g. steps=300, image_size=64, "
+        "model=linear; not the fields the comparison tunes.",
+    ),
+    drop: str | None = typer.Option(
+        None,
+        "--drop",
+        metavar="COL,...",
+        help="Tables: columns to leave out of the features, comma-separated.",
+    ),
+    queue: list[str] = typer.Option(
+        [],
+        "--queue",
+        metavar="FAMILY:FIELD=VALUE,...",
+        help="A setting tried first in FAMILY's study, within its budget (repeatable), e.g. focal:gamma=1,alpha=0.5.",
+    ),
+    paper_trials: bool = typer.Option(
+        True,
+        show_default=False,
+        help="Try the focal-loss paper's settings first (balanced_ce alpha 0.75; focal gamma 2, alpha 0.25; ohem "
+        "B 128, NMS 0.5), within the budget. (default: on)",
+    ),
     prune: bool = typer.Option(
         True,
         show_default=False,
@@ -41,7 +65,8 @@ def compare(
     ),
 ) -> None:
     """Each loss family tuned on the same budget (Optuna TPE, seeded), the best of each retrained on paired
-    seeds, and claims declared before those runs judged like the paper's: DIR/compare.md. Resumable."""
+    seeds, and claims declared before those runs judged like the paper's: DIR/compare.md. Resumable; the studies
+    are stored in DIR/study.db, and a larger --budget later trains only the new trials."""
     from flx.experiment.params import check
 
     n_workers = check("workers", workers, "--workers") if workers is not None else None
@@ -51,8 +76,9 @@ def compare(
     printer = _printer(console)
     with console.status("comparing..."):
         result = run_compare(
-            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow, prune
-        )
+            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow, prune,
+            sets=set_, drop=drop, queue=queue, paper_trials=paper_trials,
+        )  # fmt: skip
     console.print("\n".join(result.summary_lines()), highlight=False, markup=False)
     console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)
 
@@ -61,6 +87,8 @@ def _printer(console):
     """Progress as log lines (readable in a terminal and in a CI log): each trial and each finalist with how many
     runs of the comparison are done, the family's count, and an ETA from the pace so far."""
     import time
+
+    from flx.compare.result import setting_text
 
     state = {"done": 0, "total": 0, "budget": 0, "started": time.perf_counter(), "finals": 0}
 
@@ -75,10 +103,10 @@ def _printer(console):
         if kind == "plan":
             state.update(total=f["total"], budget=f["budget"])
         elif kind == "trial":
-            fields = ", ".join(f"{k} {v:g}" for k, v in f["fields"].items())
+            fields = setting_text(f["fields"])
             console.print(
                 f"{prefix()} {f['family']} trial {f['trial']}/{state['budget']}: {fields}: val AP "
-                f"{f['val_ap']:.3f} ({f['status']})",
+                f"{f['val_ap']:.3f} ({f['status']}{', stored' if f.get('stored') else ''})",
                 highlight=False,
             )
         elif kind == "finals":

@@ -32,7 +32,7 @@ def fit_baselines(base, data_dir: str | None, seeds: list[int], resampled: bool 
     for seed in seeds:
         data_seed = seed if resampled else base.data_seed
         train, test, _ = load(base.dataset, base.data_params(), data_seed, data_dir)
-        if train.x.dim() != 2:
+        if not hasattr(train, "x") or train.x.dim() != 2:  # a detector's images, or raw images
             return []
         x, y, x_test, y_test = train.x.numpy(), train.y.numpy(), test.x.numpy(), test.y.numpy()
         for name, kind in BASELINES.items():
@@ -50,7 +50,7 @@ def against_baselines(runs, rows: list[dict], families: list[str]) -> str:
     from scipy import stats
 
     if not rows:
-        return "No baseline: the data are images without feature vectors."
+        return "No baseline: the baselines take feature vectors, and these data are images."
     base = pd.DataFrame(rows)
     ok = runs[runs["status"] == "ok"]
     means = {f: ok[ok["loss"] == f]["ap"].mean() for f in families if (ok["loss"] == f).any()}

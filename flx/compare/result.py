@@ -17,7 +17,8 @@ WORDS = {
 
 
 def setting_text(fields: dict) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in fields.items())
+    """{"lr": 0.003, "ohem_nms": None} -> 'lr 0.003, ohem_nms none'."""
+    return ", ".join(f"{k} {'none' if v is None else format(v, 'g')}" for k, v in fields.items())
 
 
 def sentence(verdict, finalists: dict) -> str:
@@ -57,6 +58,11 @@ class CompareResult:
     splits: dict = field(default_factory=dict)  # split -> (rows, positives): flx.compare.run.split_counts
     baselines: list = field(default_factory=list)  # rows of flx.compare.baselines.fit_baselines
     resampled: float | None = None  # test/train rows when each seed draws its own split (None: a given split)
+    detection: bool = False  # a detector's comparison: images and objects, not rows and positives
+    search_lr: bool = (
+        True  # the learning rate searched with each family's own (a detector keeps its data set's)
+    )
+    queued: dict = field(default_factory=dict)  # family -> the settings its study tried first
 
     def data_line(self) -> str:
         """What the comparison trained and tested on, from the finalists' records: the data, the positive class,
@@ -69,7 +75,10 @@ class CompareResult:
             "train": (int(r["n_train_pos"] + r["n_train_neg"]), int(r["n_train_pos"])),
             "test": (int(r["n_test_pos"] + r["n_test_neg"]), int(r["n_test_pos"])),
         }
-        counts = ", ".join(f"{name} {rows:,} rows ({pos:,} positive)" for name, (rows, pos) in splits.items())
+        rows_word, pos_word = ("images", "objects") if self.detection else ("rows", "positive")
+        counts = ", ".join(
+            f"{name} {rows:,} {rows_word} ({pos:,} {pos_word})" for name, (rows, pos) in splits.items()
+        )
         line = (
             f"- Data: {r['data_location']} (split {r['data_split']}); positive class {positive!r} against "
             f"{negative!r}: {counts}."

@@ -7,35 +7,55 @@ import dataclasses
 from pathlib import Path
 
 from flx.compare.result import CompareResult, completed, startup_trials
-from flx.compare.space import FAMILIES, claims, parse_families, suggest
+from flx.compare.space import FAMILIES, PAPER_TRIALS, SPACES, claims, parse_families, parse_queue, suggest
 from flx.errors import ConfigError
 from flx.experiment.config import Config
-from flx.experiment.params import check
+from flx.experiment.params import LOSS_PARAMS, check
 
 SAMPLER_SEED = 0  # TPE's seed (per family: this plus the family's position in FAMILIES)
 TUNING_SEED = 0  # the seed every trial trains with; the finalists' paired seeds are 1..N
 RUNG = 4  # a prunable trial first trains 1/RUNG of its steps; Optuna's median pruner then decides
 
 
-def base_config(data: str, label: str | None, positive: str | None) -> Config:
-    """The comparison's data: a table or image folder (a path) or a data set's name, checked (before torch)."""
+TUNED = ("loss", "seed", "lr", *(name for space in SPACES.values() for name in space))  # not for --set
+
+
+def base_config(
+    data: str, label: str | None, positive: str | None, sets: list[str] = (), drop: str | None = None
+) -> Config:
+    """The comparison's data: a table or image folder (a path) or a data set's name, with ``sets`` ("FIELD=VALUE":
+    any config field but those the comparison tunes or pairs) and ``drop`` (a table's columns left out), checked
+    (before torch)."""
+    from flx.experiment.plan import parse_sets
     from flx.experiment.registries import DATASETS
 
+    fields = parse_sets(list(sets), many=False)
+    tuned = [name for name in fields if name in TUNED or name in ("dataset", "data")]
+    if tuned:
+        raise ConfigError(
+            f"--set got {tuned[0]}; accepted: a field the comparison does not tune or pair (not "
+            f"{', '.join(('dataset', 'data', *TUNED))}: DATA names the data, --families and --budget tune the rest)"
+        )
+    if drop is not None:
+        fields["drop"] = check("drop", drop, "--drop")
     if Path(data).expanduser().exists():
-        config = Config(data=data, label=label, positive=positive)
+        config = Config(data=data, label=label, positive=positive, **fields)
     elif data in DATASETS:
-        config = Config(dataset=data, positive=positive) if positive else Config(dataset=data)
+        config = Config(dataset=data, **({"positive": positive} if positive else {}), **fields)
     else:
         raise ConfigError(
             f"DATA got {data!r}; accepted: a .csv, .tsv or .parquet file, an image folder, or a data set "
             f"({', '.join(DATASETS)})"
         )
-    normalized = config.normalized()
-    if normalized.dataset == "shapes":
-        raise ConfigError(
-            "DATA got 'shapes'; flx compare compares classifiers (the detection tables: make ablations)"
-        )
-    return normalized
+    config = config.normalized()
+    config.check_runnable()
+    return config
+
+
+def is_detection(config: Config) -> bool:
+    from flx.experiment.registries import get_dataset
+
+    return get_dataset(config.dataset).task == "detection"
 
 
 def run_compare(
@@ -51,6 +71,10 @@ def run_compare(
     on_event=lambda kind, **fields: None,
     mlflow: str | None = None,
     prune: bool = True,
+    sets: list[str] = (),
+    drop: str | None = None,
+    queue: list[str] = (),
+    paper_trials: bool = True,
 ) -> CompareResult:
     """``flx compare``: each family gets ``budget`` trials (seed 0, chosen on validation AP, a failed trial
     scoring 0), its best configuration is retrained on seeds 1..``seeds`` with the claims of
@@ -60,20 +84,32 @@ def run_compare(
     after TPE's random start first trains a quarter of its steps and stops there (status "pruned") when Optuna's
     median pruner, on its validation curve, says it trails the complete trials (:func:`rung_steps`). Events: "trial"
     (family, trial, fields, val_ap, status), "finals" (configs), "page"; "plan" (families, budget, seeds, total:
-    runs planned) first and "final" (record) as each finalist finishes, for progress."""
-    families = parse_families(families) if isinstance(families, str) else parse_families(",".join(families))
+    runs planned) first and "final" (record) as each finalist finishes, for progress. ``sets``: "FIELD=VALUE"
+    items fixed for every run (steps, model, image size...); ``drop``: a table's columns left out. Each family's
+    study first tries the paper's settings (``paper_trials``: :data:`flx.compare.space.PAPER_TRIALS`), then the
+    ``queue`` items ("FAMILY:FIELD=VALUE,..."), within its budget. The studies are stored in ``out/study.db``
+    (Optuna's SQLite storage, one study per family): a second call with a larger budget trains only the new
+    trials."""
+    base = base_config(data, label, positive, sets, drop)
+    detection = is_detection(base)
+    text = families if isinstance(families, str) else ",".join(families)
+    families = parse_families(text, detection)
+    queued = parse_queue(list(queue), families, search_lr=not detection)
     budget = check("seeds", budget, "--budget")
     seeds = check("seeds", seeds, "--seeds")
     if seeds < 2:
         raise ConfigError(
             f"--seeds got {seeds}; accepted: an integer >= 2 (a paired verdict needs two seeds)"
         )
-    base = base_config(data, label, positive)
     from flx.results.store import Store
 
     result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
     result.splits = split_counts(base, data_dir)  # refused here when the test split cannot carry a verdict
-    result.rung = rung_steps(base) if prune else None
+    result.rung = rung_steps(base) if prune and not detection else None
+    result.search_lr, result.detection, result.base_lr = not detection, detection, base.lr
+    result.queued = {
+        f: [*(PAPER_TRIALS.get(f, []) if paper_trials else []), *queued.get(f, [])] for f in families
+    }
     result.finals_steps = base.normalized().steps
     if mlflow is not None:
         from flx.results.export import check_tracking
@@ -130,7 +166,7 @@ def resampled_ratio(base: Config, splits: dict) -> float | None:
     itself, whose ``data_seed`` draws the split; synthetic data, drawn anew, whose splits never overlap: 0), for
     the corrected resampled t; None when the split is given (a split column, a test file, an image folder's own
     folders) and the pairs carry initialisation and batch order only."""
-    if base.dataset == "synthetic":
+    if base.dataset == "synthetic" or is_detection(base):  # generated anew for each data_seed
         return 0.0
     if base.dataset == "table" and base.split_column is None and base.test is None and splits:
         return splits["test"][0] / splits["train"][0]
@@ -179,10 +215,13 @@ def _report(trial, record, after: int) -> int:
 
 
 def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_event) -> list[dict]:
-    """``budget`` TPE trials of ``family`` (seeded: the same command plans the same trials). With a rung
-    (:func:`rung_steps`), each trial after as many as TPE's random start first trains to it and reports its
-    validation curve to Optuna's median pruner; a pruned trial ends there, the others train in full."""
+    """The family's first ``budget`` finished trials, trained unless its stored study has them (TPE, seeded; its
+    queued settings first). With a rung (:func:`rung_steps`), each trial after as many as TPE's random start
+    first trains to it and reports its validation curve to Optuna's median pruner; a pruned trial ends there, the
+    others train in full."""
     import optuna
+
+    from flx.compare.study import done_trials, finish, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     startup = startup_trials(budget)
@@ -190,11 +229,15 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=startup) if result.rung else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-    trials = []
-    for n in range(1, budget + 1):
+    lr = {"lr": base.lr} if result.search_lr else {}
+    queued = [{**lr, **fields} for fields in result.queued.get(family, [])]
+    study = open_study(result.out, family, base.config_key(), sampler, pruner, queued)
+    trials = done_trials(study)[:budget]
+    for t in trials:
+        on_event("trial", family=family, stored=True, **t)
+    for n in range(len(trials) + 1, budget + 1):
         trial = study.ask()
-        fields = suggest(trial, family)
+        fields = suggest(trial, family, result.search_lr)
         config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
         record, status, reported = None, None, 0
         if result.rung and n > startup:  # the pruner's first trials are never pruned: no rung run for them
@@ -208,14 +251,8 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
             (record,) = _train([config], store, data_dir, result)
             _report(trial, record, reported)
             status = record.status
-        ok = status in ("ok", "pruned") and record.val_ap == record.val_ap
-        value = float(record.val_ap) if ok else 0.0  # a failed trial scores 0
-        if status == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, value)
-        trials.append({"trial": n, "fields": fields, "val_ap": value, "status": status, "key": record.key})
-        on_event("trial", family=family, trial=n, fields=fields, val_ap=value, status=status)
+        trials.append({"trial": n, **finish(study, trial, fields, record, status)})
+        on_event("trial", family=family, stored=False, **trials[-1])
     return trials
 
 
@@ -233,9 +270,14 @@ def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_ev
         "name": "compare",
         "description": f"flx compare: each family's best of {result.budget} trials on validation, on seeds {seeds}"
         + (", each seed on its own split (data_seed = seed)" if result.resampled is not None else ""),
-        "config": {k: v for k, v in base.to_dict().items() if k not in ("loss", "seed")},
+        "config": {
+            k: v
+            for k, v in base.to_dict().items()
+            if v is not None and k not in ("loss", "seed", *LOSS_PARAMS)
+        },
         "grid": grid,
         "seeds": seeds,
+        "resample": result.resampled is not None,
         "report": {"claims": declared},
     }
 

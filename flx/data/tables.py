@@ -156,9 +156,27 @@ def _positive(positive: str | None, counts, label: str, where: str) -> str:
     raise DataError(f"{where}: --positive {positive!r} is not a value of {label!r}; values: {values}")
 
 
+def _check_columns(columns: list[str], label: str, split_column, drop: str | None, where: str) -> list[str]:
+    """The columns that ``drop`` names (DataError for a name that is not a column, or names the label or the
+    split column), after checking that the label and split column are columns."""
+    dropped = drop.split(",") if drop else []
+    for name, what in (
+        (label, "--label"),
+        (split_column, "--split-column"),
+        *((d, "--drop") for d in dropped),
+    ):
+        if name is not None and name not in columns:
+            raise DataError(f"{where}: {what} {name!r} is not a column; columns: {', '.join(columns)}")
+    if label in dropped or split_column in dropped:
+        raise DataError(
+            f"{where}: --drop {drop!r} names the label or split column; give feature columns only"
+        )
+    return dropped
+
+
 def load_table(
     data: str, label: str | None = None, positive: str | None = None, test: str | None = None,
-    split_column: str | None = None, data_seed: int = 0, **_,
+    split_column: str | None = None, data_seed: int = 0, drop: str | None = None, **_,
 ):  # fmt: skip
     """(train, test, meta) of a user's table, ``meta["val"]`` the validation split (see the module's doc)."""
     import numpy as np
@@ -173,9 +191,7 @@ def load_table(
     df.columns = columns
     if label is None:
         raise DataError(f"{where}: give --label, the column holding the class; columns: {', '.join(columns)}")
-    for name, what in ((label, "--label"), (split_column, "--split-column")):
-        if name is not None and name not in columns:
-            raise DataError(f"{where}: {what} {name!r} is not a column; columns: {', '.join(columns)}")
+    dropped = _check_columns(columns, label, split_column, drop, where)
     if df[label].isna().any():
         raise DataError(
             f"{where}: the label column {label!r} has {int(df[label].isna().sum())} empty value(s)"
@@ -200,7 +216,9 @@ def load_table(
         df, path, torch.from_numpy(y), g, label, positive, split_column, test
     )
     files += extra
-    prep = Preparation.fit(frames["train"], columns, id_like(df, columns), where)
+    prep = Preparation.fit(
+        frames["train"], columns, {**id_like(df, columns), **dict.fromkeys(dropped, "--drop")}, where
+    )
     xs = {name: torch.from_numpy(prep.transform(frame)) for name, frame in frames.items()}
     for name in ("train", "val", "test"):
         n_pos = int(ys[name].sum())

@@ -54,6 +54,7 @@ class Config:
     label: str | None = None  # tables: the label column
     test: str | None = None  # your data: a table or folder holding the test split
     split_column: str | None = None  # tables: a column naming each row's split
+    drop: str | None = None  # tables: columns left out, comma-separated
     data_seed: int = 0
     # model
     model: str | None = None  # None = the data set's (mlp for vectors, cnn for images)

@@ -30,6 +30,7 @@ class Param:
     text: str = ""  # a str parameter without choices: any non-empty text, described by this
     pattern: str = ""  # a str parameter's regular expression (full match), if any
     path: bool = False  # a file or folder: made absolute (relative to the working folder) when checked
+    whole: bool = False  # a list in itself (comma-separated names): one value in a sweep, never a grid
 
     @property
     def option(self) -> str:
@@ -62,6 +63,11 @@ class Param:
                 raise bad
             if self.pattern and not re.fullmatch(self.pattern, value):
                 raise bad
+            if self.whole:  # 'a, b' -> 'a,b': its parts stripped, each once
+                parts = [t.strip() for t in value.split(",")]
+                if not all(parts):
+                    raise bad
+                return ",".join(dict.fromkeys(parts))
             return os.path.abspath(os.path.expanduser(value)) if self.path else value
         if isinstance(value, str):  # command-line text
             try:

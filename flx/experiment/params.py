@@ -57,6 +57,13 @@ PARAMS: dict[str, Param] = {
             "Tables: a column whose values (train, val, test) say each row's split.",
             text="a column name",
         ),
+        Param(
+            "drop",
+            str,
+            "Tables: columns to leave out of the features (ID-like columns are dropped anyway), comma-separated.",
+            text="column names, comma-separated",
+            whole=True,
+        ),
         Param("data_seed", int, "Seed of data generation and splitting.", 0, 2**31 - 1),
         Param(
             "backbone",
@@ -198,6 +205,8 @@ def seed_list(seeds) -> list[int]:
 def parse_list(name: str, text: str, label: str | None = None) -> list:
     """'0,0.5,2' -> [0.0, 0.5, 2.0] for ``name``, each item checked; duplicates dropped, order kept."""
     label = label or PARAMS[name].option
+    if PARAMS[name].whole:  # its commas separate the parts of one value
+        return [check(name, text, label)]
     items = [t.strip() for t in str(text).split(",")]
     if not str(text).strip() or any(not t for t in items):
         raise ConfigError(
@@ -222,7 +231,7 @@ DATA_COLUMNS = (
 
 DATA_PARAMS = (
     *("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images"),
-    *("backbone", "weights", "data", "label", "test", "split_column"),
+    *("backbone", "weights", "data", "label", "test", "split_column", "drop"),
 )  # per data set
 
 

@@ -122,16 +122,20 @@ def plan_size(spec: dict) -> int:
     )
 
 
-def expand(base: Config, grids: list[dict[str, list]], seeds: Iterable[int]) -> list[Config]:
+def expand(
+    base: Config, grids: list[dict[str, list]], seeds: Iterable[int], resample: bool = False
+) -> list[Config]:
     """Every distinct normalized config of the grids (each a product of its lists) times the seeds (a grid's own
-    ``seeds``, a number, replaces them for that grid), in order."""
+    ``seeds``, a number, replaces them for that grid), in order; ``resample``: each seed draws its own data
+    (``data_seed`` = seed)."""
     out: dict[str, Config] = {}
     for grid in grids:
         names = [n for n in grid if n != "seeds"]
         for values in itertools.product(*(grid[n] for n in names)):
             for seed in seed_list(grid["seeds"]) if "seeds" in grid else seeds:
+                data = {"data_seed": seed} if resample else {}
                 config = dataclasses.replace(
-                    base, **dict(zip(names, values, strict=True)), seed=seed
+                    base, **dict(zip(names, values, strict=True)), seed=seed, **data
                 ).normalized()
                 out.setdefault(config.config_key(), config)
     return list(out.values())
@@ -146,7 +150,9 @@ def plan(spec: dict | None = None, overrides: dict | None = None, paths: bool = 
         raise ConfigError(
             f"the sweep has {size:,} grid points x seeds; at most {MAX_RUNS:,} are accepted: give fewer values or seeds"
         )
-    configs = expand(Config(**spec["config"]), spec["grid"], seed_list(spec["seeds"]))
+    configs = expand(
+        Config(**spec["config"]), spec["grid"], seed_list(spec["seeds"]), spec.get("resample", False)
+    )
     for config in {(c.data, c.test, c.model): c for c in configs}.values() if paths else ():  # each once
         config.check_runnable()
     return configs

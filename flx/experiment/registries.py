@@ -240,7 +240,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "table",
             "flx.data.tables:load_table",
-            {"data": None, "label": None, "positive": None, "test": None, "split_column": None},
+            {"data": None, "label": None, "positive": None, "test": None, "split_column": None, "drop": None},
             model="mlp",
             description="your CSV or parquet table (--data): numeric features, a --label column (flx.data.tables)",
             defaults=TABLE_DEFAULTS,

@@ -37,7 +37,7 @@ FINDINGS = {
 }
 
 
-SPEC_KEYS = ("name", "description", "config", "grid", "seeds", "out", "report")
+SPEC_KEYS = ("name", "description", "config", "grid", "seeds", "resample", "out", "report")
 
 
 REPORT_KEYS = {
@@ -112,6 +112,13 @@ def validate_spec(spec: dict, where: str = "spec") -> dict:
     }
     if "out" in spec:
         out["out"] = str(spec["out"])
+    if "resample" in spec:  # each seed draws its own data: data_seed = seed
+        if not isinstance(spec["resample"], bool):
+            raise ConfigError(
+                f"spec file {where}: resample got {spec['resample']!r}; accepted: true (each seed draws its own "
+                "data: data_seed = seed) or false"
+            )
+        out["resample"] = spec["resample"]
     for grid in grids:
         checked = {}
         for k, values in grid.items():
@@ -241,8 +248,8 @@ def dump_spec(spec: dict) -> str:
     """A spec as TOML (what load_spec reads), so a results directory records the grid that really ran."""
     lines = [
         f"{k} = {_toml_value(spec[k])}"
-        for k in ("name", "description", "seeds")
-        if spec.get(k) not in (None, "")
+        for k in ("name", "description", "seeds", "resample")
+        if spec.get(k) not in (None, "", False)
     ]
     report = {k: v for k, v in (spec.get("report") or {}).items() if k != "claims"}
     for name, table in (("config", spec.get("config")), ("report", report)):

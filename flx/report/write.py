@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flx.errors import ReportError
-from flx.report.render import render_latex, render_markdown
+from flx.report.render import render_markdown
 from flx.report.tables import build_table, load_runs, read_spec, with_missing, write_file
 
 
@@ -40,9 +40,7 @@ def write_report(
     if "md" in formats:
         written["md"] = write_file(to / "table.md", lambda p: p.write_text(render_markdown(table, spec)))
     if "tex" in formats:
-        written["tex"] = write_file(
-            to / "table.tex", lambda p: p.write_text(render_latex(table, spec, **(latex or {})))
-        )
+        written.update(_write_latex(table, spec, to, latex or {}, on_note))
     if plots and spec.figures != []:
         from flx.report import figures as P
         from flx.results.store import Store
@@ -59,6 +57,28 @@ def write_report(
                 continue
             if path is not None:
                 written[name] = path
+    return written
+
+
+def _write_latex(table, spec, to: Path, latex: dict, on_note) -> dict:
+    """table.tex (and claims.tex where the spec declares claims); a note when the columns asked for make the
+    table wider than a column of a two-column page."""
+    from flx.report.latex import COLUMN_PT, render_claims_latex, render_latex, table_fits
+
+    written = {
+        "tex": write_file(to / "table.tex", lambda p: p.write_text(render_latex(table, spec, **latex)))
+    }
+    width = table_fits(table, latex.get("columns"))
+    if width > COLUMN_PT and not latex.get("wide") and on_note is not None:
+        on_note(
+            f"{written['tex']}: about {width:.0f} pt wide, more than a column ({COLUMN_PT:g} pt), so it is a "
+            "table* across both columns; fewer --columns would make it one column's"
+        )
+    verdicts = table.attrs.get("verdicts")
+    if spec.claims and verdicts:
+        written["claims"] = write_file(
+            to / "claims.tex", lambda p: p.write_text(render_claims_latex(verdicts, spec))
+        )
     return written
 
 

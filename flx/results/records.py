@@ -12,12 +12,16 @@ RUN_COLUMNS = tuple(FIELDS)  # runs.csv's columns, in this order, where any run 
 
 
 def read_runs_csv(results_dir: Path):
-    """The per-run records of a results directory's runs.csv (what every table is rendered from)."""
+    """The per-run records of a results directory's runs.csv (what every table is rendered from); text fields of
+    the config read as text, whatever they look like (``positive = "0"``)."""
     import pandas as pd
 
+    from flx.experiment.params import PARAMS
+
     path = Path(results_dir) / "runs.csv"
+    text = {name: str for name, p in PARAMS.items() if p.kind is str}  # a label value "0" stays text
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=text)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ReportError(
             f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"

@@ -127,7 +127,7 @@ def _flat_view_sql() -> str:
     from flx.results.record import FIELDS
 
     names = [n for n in FIELDS if n not in ("key", "status", "created_at", "extra")]
-    columns = ", ".join(f"json_extract(record, '$.{n}') AS {n}" for n in names)
+    columns = ", ".join(f"json_extract(record, '$.{n}') AS \"{n}\"" for n in names)
     return f"CREATE VIEW {FLAT_VIEW} AS SELECT key, status, created_at, {columns} FROM runs"
 
 

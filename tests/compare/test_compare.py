@@ -87,7 +87,7 @@ def test_compare_refuses_bad_input_in_one_line(table, tmp_path):
 
 
 def test_the_focal_heat_map_keeps_each_cells_best_trial_and_count():
-    from flx.compare.page import heat_cells
+    from flx.compare.figures import heat_cells
 
     trials = [
         {"fields": {"alpha": 0.25, "gamma": 2.0}, "val_ap": 0.6},
@@ -176,12 +176,10 @@ def test_a_trial_that_fails_at_its_rung_is_not_trained_again_in_full(table, tmp_
 
 
 @pytest.mark.slow
-def test_a_table_as_found_in_the_wild_is_compared_and_the_page_says_what_was_done(tmp_path, monkeypatch):
+def test_a_table_as_found_in_the_wild_is_compared_and_the_page_says_what_was_done(tmp_path):
     """Issue 30's table: `;`-separated, an ID column, text columns, blanks, a Yes/No label: compared with no
     preparation by hand; the page and the CLI say what was dropped, encoded and imputed, and the data's split."""
     import numpy as np
-
-    import flx.compare.run as R
 
     rng = np.random.default_rng(0)
     n = 600
@@ -196,12 +194,11 @@ def test_a_table_as_found_in_the_wild_is_compared_and_the_page_says_what_was_don
             "Churn": np.where(churn, "Yes", "No"),
         }
     ).to_csv(tmp_path / "churn.csv", sep=";", index=False)
-    short = R.base_config
-    monkeypatch.setattr(R, "base_config", lambda *a: dataclasses.replace(short(*a), steps=200, eval_every=50))
     result = runner.invoke(
         app,
         ["compare", str(tmp_path / "churn.csv"), "--label", "Churn", "--positive", "yes", "--families", "ce,focal",
-         "--budget", "2", "--seeds", "2", "--workers", "1", "--out", str(tmp_path / "out")],
+         "--budget", "2", "--seeds", "2", "--workers", "1", "--out", str(tmp_path / "out"), "--set", "steps=200",
+         "--set", "eval_every=50"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     page = (tmp_path / "out" / "compare.md").read_text()

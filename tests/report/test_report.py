@@ -151,7 +151,7 @@ def test_the_latex_table_compiles_with_pdflatex(tmp_path):
 
 
 def test_latex_text_escapes_what_latex_rejects():
-    from flx.report.render import latex_text
+    from flx.report.latex import latex_text
 
     assert latex_text("ohem_k & 50% #1 {x} ~ ^ $ \\") == (
         r"ohem\_k \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}"

@@ -30,13 +30,18 @@ def _two_values(name: str) -> list[str]:
     return [f"{a:g}", f"{low + (high - low) / 2:g}"]
 
 
-@pytest.mark.parametrize("name", [f for f in CONFIG_FIELDS if f != "seed"])
+@pytest.mark.parametrize("name", [f for f in CONFIG_FIELDS if f != "seed" and not PARAMS[f].whole])
 def test_every_config_field_takes_a_list_with_set(name):
     values = _two_values(name)
     parsed = parse_sets([f"{name}={','.join(values)}"])
     assert list(parsed) == [name] and len(parsed[name]) == 2
     expected = [PARAMS[name].check(v) for v in values]
     assert parsed[name] == expected
+
+
+def test_a_list_in_itself_is_one_value_of_a_sweep():
+    """--drop a,b leaves two columns out of one run; it is not a grid of two runs."""
+    assert parse_sets(["drop=a, b"]) == {"drop": ["a,b"]}
 
 
 def test_named_options_take_lists_too(tmp_path):
