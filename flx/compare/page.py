@@ -93,7 +93,7 @@ def _lr_text(result) -> str:
 def _queued(result) -> str:
     """The settings each study tried first, in words."""
     parts = [
-        f"{family}: {'; '.join(setting_text(f) for f in queued)}"
+        f"{family}: {'; '.join(setting_text(f) for f in queued[: result.budget])}"
         for family, queued in result.queued.items()
         if queued and family in result.families
     ]

@@ -103,6 +103,12 @@ class CompareResult:
                 "- Sources of variance: the split is given, so the paired seeds differ in initialisation and batch "
                 "order only; the intervals do not cover the data's variance."
             )
+        if self.detection:
+            return (
+                "- Sources of variance: each paired seed trains on its own rendered images (data_seed = seed) from its "
+                "own initialisation; the validation and test images are the same for every seed, so the intervals "
+                "cover the training images' and the optimiser's variance, not the test set's."
+            )
         if self.resampled == 0:
             return (
                 "- Sources of variance: each paired seed draws its own data (training and test alike) and its own "

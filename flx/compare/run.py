@@ -7,7 +7,16 @@ import dataclasses
 from pathlib import Path
 
 from flx.compare.result import CompareResult, completed, startup_trials
-from flx.compare.space import FAMILIES, PAPER_TRIALS, SPACES, claims, parse_families, parse_queue, suggest
+from flx.compare.space import (
+    DETECTION_SPACES,
+    FAMILIES,
+    SPACES,
+    claims,
+    paper_trials,
+    parse_families,
+    parse_queue,
+    suggest,
+)
 from flx.errors import ConfigError
 from flx.experiment.config import Config
 from flx.experiment.params import LOSS_PARAMS, check
@@ -17,7 +26,11 @@ TUNING_SEED = 0  # the seed every trial trains with; the finalists' paired seeds
 RUNG = 4  # a prunable trial first trains 1/RUNG of its steps; Optuna's median pruner then decides
 
 
-TUNED = ("loss", "seed", "lr", *(name for space in SPACES.values() for name in space))  # not for --set
+TUNED = (
+    "loss",
+    "seed",
+    *(name for space in (*SPACES.values(), *DETECTION_SPACES.values()) for name in space),
+)  # not for --set (lr: a detector's)
 
 
 def base_config(
@@ -48,6 +61,11 @@ def base_config(
             f"({', '.join(DATASETS)})"
         )
     config = config.normalized()
+    if "lr" in fields and not is_detection(config):
+        raise ConfigError(
+            "--set got lr; accepted for a detector only (its learning rate is the same for every family): a "
+            "classifier's comparison searches the learning rate of each family"
+        )
     config.check_runnable()
     return config
 
@@ -74,7 +92,7 @@ def run_compare(
     sets: list[str] = (),
     drop: str | None = None,
     queue: list[str] = (),
-    paper_trials: bool = True,
+    queue_paper: bool = True,
 ) -> CompareResult:
     """``flx compare``: each family gets ``budget`` trials (seed 0, chosen on validation AP, a failed trial
     scoring 0), its best configuration is retrained on seeds 1..``seeds`` with the claims of
@@ -86,7 +104,7 @@ def run_compare(
     (family, trial, fields, val_ap, status), "finals" (configs), "page"; "plan" (families, budget, seeds, total:
     runs planned) first and "final" (record) as each finalist finishes, for progress. ``sets``: "FIELD=VALUE"
     items fixed for every run (steps, model, image size...); ``drop``: a table's columns left out. Each family's
-    study first tries the paper's settings (``paper_trials``: :data:`flx.compare.space.PAPER_TRIALS`), then the
+    study first tries the paper's settings (``queue_paper``: :func:`flx.compare.space.paper_trials`), then the
     ``queue`` items ("FAMILY:FIELD=VALUE,..."), within its budget. The studies are stored in ``out/study.db``
     (Optuna's SQLite storage, one study per family): a second call with a larger budget trains only the new
     trials."""
@@ -94,7 +112,7 @@ def run_compare(
     detection = is_detection(base)
     text = families if isinstance(families, str) else ",".join(families)
     families = parse_families(text, detection)
-    queued = parse_queue(list(queue), families, search_lr=not detection)
+    queued = parse_queue(list(queue), families, search_lr=not detection, detection=detection)
     budget = check("seeds", budget, "--budget")
     seeds = check("seeds", seeds, "--seeds")
     if seeds < 2:
@@ -108,7 +126,7 @@ def run_compare(
     result.rung = rung_steps(base) if prune and not detection else None
     result.search_lr, result.detection, result.base_lr = not detection, detection, base.lr
     result.queued = {
-        f: [*(PAPER_TRIALS.get(f, []) if paper_trials else []), *queued.get(f, [])] for f in families
+        f: [*(paper_trials(f, detection) if queue_paper else []), *queued.get(f, [])] for f in families
     }
     result.finals_steps = base.normalized().steps
     if mlflow is not None:
@@ -237,7 +255,7 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
         on_event("trial", family=family, stored=True, **t)
     for n in range(len(trials) + 1, budget + 1):
         trial = study.ask()
-        fields = suggest(trial, family, result.search_lr)
+        fields = suggest(trial, family, result.search_lr, result.detection)
         config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
         record, status, reported = None, None, 0
         if result.rung and n > startup:  # the pruner's first trials are never pruned: no rung run for them

@@ -36,6 +36,46 @@ PAPER_TRIALS: dict[str, list[dict]] = {
     "ohem": [{"ohem_k": 128, "ohem_nms": 0.5, "ohem_ratio": None}],
 }
 
+# A detector's spaces are the paper's own grids (Table 1a's alphas with 0.95 and 0.98 between them, Table 1b's
+# gammas by 0.25 / 0.5 / 0.75, Table 1d's OHEM rows), and its queue holds every point of Table 1a, 1b (each gamma
+# with the alpha the paper chose for it) and 1d, in the order of the paper's AP, best first: a budget of 9
+# tries them all, a smaller one the best of them.
+DETECTION_SPACES: dict[str, dict[str, tuple | list]] = {
+    **SPACES,
+    "balanced_ce": {"alpha": [0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.999]},
+    "focal": {"gamma": [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0], "alpha": [0.25, 0.5, 0.75]},
+}
+DETECTION_PAPER_TRIALS: dict[str, list[dict]] = {
+    "balanced_ce": [{"alpha": a} for a in (0.75, 0.9, 0.5, 0.99, 0.999, 0.25, 0.1)],
+    "focal": [
+        {"gamma": g, "alpha": a}
+        for g, a in ((2.0, 0.25), (1.0, 0.25), (0.5, 0.5), (5.0, 0.25), (0.2, 0.75), (0.1, 0.75), (0.0, 0.75))
+    ],
+    "ohem": [
+        {"ohem_k": k, "ohem_nms": nms, "ohem_ratio": ratio}
+        for k, nms, ratio in (
+            (128, 0.5, None),
+            (256, 0.7, None),
+            (128, 0.7, None),
+            (128, 0.5, 3.0),
+            (256, 0.5, None),
+            (512, 0.7, None),
+            (256, 0.5, 3.0),
+            (512, 0.5, None),
+            (512, 0.5, 3.0),
+        )  # fmt: skip
+    ],
+}
+
+
+def spaces(detection: bool) -> dict:
+    return DETECTION_SPACES if detection else SPACES
+
+
+def paper_trials(family: str, detection: bool) -> list[dict]:
+    """The paper's settings that ``family``'s study tries first."""
+    return (DETECTION_PAPER_TRIALS if detection else PAPER_TRIALS).get(family, [])
+
 
 def parse_families(text: str, detection: bool = False) -> list[str]:
     """'ce,focal' -> ['ce', 'focal']; at least two, each a known family (OHEM for a detector only)."""
@@ -53,14 +93,14 @@ def _round(value: float, digits: int, log: bool) -> float:
     return float(f"{value:.{digits}g}") if log else round(value, digits)
 
 
-def suggest(trial, family: str, search_lr: bool = True) -> dict:
+def suggest(trial, family: str, search_lr: bool = True, detection: bool = False) -> dict:
     """The config fields of one Optuna trial of ``family``: the learning rate (``search_lr``) and the family's
-    own."""
+    own (a detector's: :data:`DETECTION_SPACES`)."""
     fields = {}
     if search_lr:
         low, high, log, digits = LR
         fields["lr"] = _round(trial.suggest_float("lr", low, high, log=True), digits, log)
-    for name, space in SPACES[family].items():
+    for name, space in spaces(detection)[family].items():
         if isinstance(space, list):
             fields[name] = trial.suggest_categorical(name, space)
         else:
@@ -69,7 +109,9 @@ def suggest(trial, family: str, search_lr: bool = True) -> dict:
     return fields
 
 
-def parse_queue(items: list[str], families: list[str], search_lr: bool = True) -> dict[str, list[dict]]:
+def parse_queue(
+    items: list[str], families: list[str], search_lr: bool = True, detection: bool = False
+) -> dict[str, list[dict]]:
     """``--queue focal:gamma=1,alpha=0.5`` (repeatable) -> {family: [fields]}, each value checked against the
     constraint table and the family's own fields (``lr`` where the learning rate is searched; a value of a
     family's choices, such as OHEM's B, among them)."""
@@ -79,7 +121,7 @@ def parse_queue(items: list[str], families: list[str], search_lr: bool = True) -
     for item in items:
         family, _, rest = str(item).partition(":")
         family = family.strip()
-        space = SPACES.get(family, {}) if family in families else {}
+        space = spaces(detection).get(family, {}) if family in families else {}
         allowed = (*(("lr",) if search_lr else ()), *space)
         pairs = [(k.strip(), sep, v.strip()) for k, sep, v in (p.partition("=") for p in rest.split(","))]
         if (

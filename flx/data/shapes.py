@@ -8,9 +8,16 @@ pixel noise and small specks). Objects have the same size in pixels on every can
 background only: with the detector's 11,520 anchors per 64 px image (anchors of a fixed size too) about 1 in 500
 anchors is positive, at 96 px 1 in ~1,100, at 128 px 1 in ~2,000 (each run records the ratio it measured).
 
-Deterministic per ``data_seed``: the training images are one stream; the validation (256) and test (512)
-images are fixed streams of their own, so every run of a sweep selects on the same validation images and
-reports on the same test images. Generation is vectorised (about 0.1 ms per image, far below a training step).
+``clutter`` (default none: the task above, image for image) adds **object-like clutter**, the hard negatives
+of a real detector: arcs (a ring's outline over 90-270 degrees), broken rings (a ring with 2-4 gaps) and
+ring-textured blobs (filled ellipses striped with concentric rings), of the rings' sizes and colours, about
+``clutter`` of them per 64 x 64 px of canvas (so their number scales with the canvas area), painted under the
+rings.
+
+Deterministic per ``data_seed``: ``data_seed`` draws the training images; the validation (256) and test (512)
+images are the same for every ``data_seed`` (streams of their own), so every run, whatever images it trained on,
+is chosen on the same validation images and scored on the same test images. Generation is vectorised (about
+0.1 ms per image, far below a training step).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ SIZE = (2.625, 6.0)  # semi-axis geometric mean in px, on every canvas
 WIDTH = (0.9, 1.65)  # outline thickness in px
 ASPECT = (0.5, 2.0)  # width / height, log-uniform
 KINDS = ("ring", "disk", "box")  # 0 is the object class; the others are distractors
+CLUTTER_KINDS = ("arc", "broken", "blob")  # object-like clutter (``clutter``): hard negatives
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,9 @@ def _uniform(g, n, lo, hi):
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
-def render(n: int, size: int = 64, seed: int = 0) -> DetSplit:
-    """``n`` images and their ring boxes, generated from ``seed`` alone."""
+def render(n: int, size: int = 64, seed: int = 0, clutter: float | None = None) -> DetSplit:
+    """``n`` images and their ring boxes, generated from ``seed`` alone; ``clutter``: object-like clutter per
+    64 x 64 px (none or 0: none, and the images of the task without it)."""
     g = torch.Generator().manual_seed(seed)
     n_obj = torch.randint(OBJECTS[0], OBJECTS[1] + 1, (n,), generator=g)
     n_dis = torch.randint(DISTRACTORS[0], DISTRACTORS[1] + 1, (n,), generator=g)
@@ -80,6 +89,8 @@ def render(n: int, size: int = 64, seed: int = 0) -> DetSplit:
     img = img + 0.06 * torch.randn(n, 3, size, size, generator=g)
     specks = torch.rand(n, 1, size, size, generator=g) < 0.01
     img = torch.where(specks, _uniform(g, (n, 3, 1, 1), 0.2, 1.0), img)
+    if clutter:  # drawn after everything else: without it the stream, and every image, is as before
+        img = _paint_clutter(img, g, clutter * (size / 64) ** 2, size, xx, yy)
     for j in range(k):  # painter's order; each step is vectorised over the images
         dx = (xx - cx[:, j, None, None]) / a[:, j, None, None]
         dy = (yy - cy[:, j, None, None]) / b[:, j, None, None]
@@ -100,19 +111,57 @@ def render(n: int, size: int = 64, seed: int = 0) -> DetSplit:
     return DetSplit(images, boxes)
 
 
+def _paint_clutter(img, g, per_image: float, size: int, xx, yy):
+    """Object-like clutter painted onto ``img``: per image a count uniform in [0.5, 1.5] x ``per_image``
+    (rounded), each shape one of :data:`CLUTTER_KINDS`, of the rings' sizes, aspect ratios, colours and widths."""
+    n = len(img)
+    count = torch.round(per_image * _uniform(g, n, 0.5, 1.5)).long()
+    k = int(count.max())
+    if k == 0:
+        return img
+    used = torch.arange(k).expand(n, k) < count[:, None]
+    kind = torch.randint(0, len(CLUTTER_KINDS), (n, k), generator=g)
+    s = torch.exp(_uniform(g, (n, k), math.log(SIZE[0]), math.log(SIZE[1])))
+    ar = torch.exp(_uniform(g, (n, k), math.log(ASPECT[0]), math.log(ASPECT[1])))
+    a, b = s * ar.sqrt(), s / ar.sqrt()
+    cx = a + 1 + torch.rand(n, k, generator=g) * (size - 2 * a - 2)
+    cy = b + 1 + torch.rand(n, k, generator=g) * (size - 2 * b - 2)
+    colour = _uniform(g, (n, k, 3), 0.35, 1.0)
+    width = _uniform(g, (n, k), *WIDTH)
+    start = _uniform(g, (n, k), -math.pi, math.pi)  # an arc's first angle, a broken ring's phase
+    span = _uniform(g, (n, k), math.pi / 2, 1.5 * math.pi)  # an arc's extent
+    gaps = torch.randint(2, 5, (n, k), generator=g).float()  # a broken ring's gaps
+    stripes = _uniform(g, (n, k), 2.0, 3.5)  # a blob's concentric rings
+    for j in range(k):
+        dx = (xx - cx[:, j, None, None]) / a[:, j, None, None]
+        dy = (yy - cy[:, j, None, None]) / b[:, j, None, None]
+        r = (dx**2 + dy**2).sqrt()
+        t = width[:, j, None, None] / torch.minimum(a[:, j], b[:, j])[:, None, None]
+        ring = (r <= 1) & (r >= 1 - t)
+        angle = torch.remainder(torch.atan2(dy, dx) - start[:, j, None, None], 2 * math.pi)
+        arc = ring & (angle <= span[:, j, None, None])
+        broken = ring & (torch.cos(gaps[:, j, None, None] * angle) > -0.5)
+        blob = (r <= 1) & (torch.remainder(r * stripes[:, j, None, None], 1.0) < 0.5)
+        kj = kind[:, j, None, None]
+        mask = torch.where(kj == 0, arc, torch.where(kj == 1, broken, blob)) & used[:, j, None, None]
+        img = torch.where(mask[:, None], colour[:, j, :, None, None], img)
+    return img
+
+
 def _stream(data_seed: int, part: str) -> int:
     """A seed per (data_seed, split) so splits never share images."""
     digest = hashlib.sha256(f"shapes:{data_seed}:{part}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
-def load_shapes(n_images: int, image_size: int, data_seed: int = 0, **_):
-    """(train, test, meta) with ``meta["val"]``: the validation images that every choice is made on."""
+def load_shapes(n_images: int, image_size: int, data_seed: int = 0, clutter: float | None = None, **_):
+    """(train, test, meta) with ``meta["val"]``: the validation images that every choice is made on, the same
+    for every ``data_seed`` (as the test images are)."""
     from flx.data.base import digest_tensors
 
-    train = render(n_images, image_size, _stream(data_seed, "train"))
-    val = render(N_VAL, image_size, _stream(data_seed, "val"))
-    test = render(N_TEST, image_size, _stream(data_seed, "test"))
+    train = render(n_images, image_size, _stream(data_seed, "train"), clutter)
+    val = render(N_VAL, image_size, _stream(0, "val"), clutter)
+    test = render(N_TEST, image_size, _stream(0, "test"), clutter)
     parts = [t for split in (train, val, test) for t in (split.images, torch.cat(split.boxes))]
     meta = {
         "location": "generated",

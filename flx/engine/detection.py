@@ -17,6 +17,8 @@ from flx.experiment.registries import LR_DECAYS
 from flx.models.anchors import BETWEEN, Assignment
 from flx.models.retinanet import build_detector
 
+HARD_P = 0.05  # a background anchor scored above this is a hard negative (``hard_negatives``)
+
 WEIGHT_DECAY, MOMENTUM, WARMUP_FACTOR = 1e-4, 0.9, 1 / 3
 
 
@@ -131,6 +133,8 @@ def evaluate(model, split, prefix: str = "", artefacts: dict | None = None) -> d
     scores = logits[keep].double().sigmoid().numpy()
     out["anchor_ap"] = average_precision(labels[keep].numpy(), scores)
     out["detections"] = sum(len(d["scores"]) for d in dets)
+    background = labels == 0
+    out["hard_negatives"] = float((background & (logits.double().sigmoid() > HARD_P)).sum()) / len(split)
     finite = bool(torch.isfinite(logits).all())
     if artefacts is not None:
         artefacts.update(detection_artefacts(split, dets, logits[keep], labels[keep]))
@@ -205,7 +209,9 @@ def run_detection(config: Config, train, test, meta, device: str = "cpu") -> tup
             record["collapse_step"] = watch.knocked_back
         if watch.error is not None:
             record["error"] = watch.error
-        record.update({k: v for k, v in metrics.items() if k in METRICS or k == "detections"})
+        record.update(
+            {k: v for k, v in metrics.items() if k in METRICS or k in ("detections", "hard_negatives")}
+        )
     if curve:
         record["curve"] = json.dumps(curve)
     if train_curve:

@@ -59,6 +59,7 @@ class Config:
     # model
     model: str | None = None  # None = the data set's (mlp for vectors, cnn for images)
     n_images: int | None = None  # shapes: training images
+    clutter: float | None = None  # shapes: object-like clutter per 64 x 64 px (None: none)
     hidden: int | None = None  # MLP width (CNN: hidden/4; RetinaNet: FPN and head width); None = the task's
     prior: float | None = 0.01  # pi of the classifier-bias initialisation; None = bias 0
     anchor_scales: int | None = None  # detection: scales per anchor location
@@ -73,6 +74,7 @@ class Config:
     ohem_k: int | None = None
     ohem_ratio: float | None = None
     ohem_nms: float | None = None  # detection OHEM: NMS threshold over the anchors (None: no NMS)
+    ohem_norm: str | None = None  # detection OHEM: divide by the kept anchors (None, "kept") or the objects
     # optimisation (None = the data set's task default: DatasetSpec.defaults; blanked where it does not apply)
     optimizer: str | None = None
     lr: float | None = None

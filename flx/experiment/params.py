@@ -29,6 +29,15 @@ PARAMS: dict[str, Param] = {
         Param("image_size", int, "Image sets: images are resized to SIZE x SIZE pixels.", 8, 1024),
         Param("n_images", int, "shapes: training images.", 1, 1_000_000),
         Param(
+            "clutter",
+            float,
+            "shapes: object-like clutter (arcs, broken rings, ring-textured blobs: hard negatives) per 64 x 64 px "
+            "of canvas.",
+            0,
+            1000,
+            none=True,
+        ),
+        Param(
             "data",
             str,
             "Your data: a CSV/parquet table (dataset table) or a folder with one subfolder of images per class "
@@ -118,6 +127,14 @@ PARAMS: dict[str, Param] = {
         Param("ohem_ratio", float, "OHEM: most negatives per positive.", 0, 1e9, True, none=True),
         Param(
             "ohem_nms", float, "Detection OHEM: NMS IoU threshold over the anchors.", 0, 1, True, none=True
+        ),
+        Param(
+            "ohem_norm",
+            str,
+            "Detection OHEM: what the kept anchors' loss is divided by: kept (how many were kept, B at most) or "
+            "objects (the object anchors, as focal loss is; --loss-norm applies).",
+            choices=lambda: ("kept", "objects"),
+            none=True,
         ),
         *DECLARED,  # hyperparameters a loss of the registry brings with it (LossSpec.declares)
         # optimisation
@@ -230,7 +247,7 @@ DATA_COLUMNS = (
 
 
 DATA_PARAMS = (
-    *("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images"),
+    *("ratio", "n_samples", "dim", "hard_frac", "image_size", "positive", "n_images", "clutter"),
     *("backbone", "weights", "data", "label", "test", "split_column", "drop"),
 )  # per data set
 
@@ -238,7 +255,10 @@ DATA_PARAMS = (
 PATH_PARAMS = ("data", "test")  # stored as absolute paths, left out of the run key (the fingerprint has them)
 
 
-LOSS_PARAMS = ("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms", *(p.name for p in DECLARED))
+LOSS_PARAMS = (
+    *("alpha", "gamma", "epsilon", "ohem_k", "ohem_ratio", "ohem_nms", "ohem_norm"),
+    *(p.name for p in DECLARED),
+)
 
 
 RUN_PARAMS = (

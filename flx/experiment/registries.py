@@ -82,7 +82,7 @@ class LossSpec:
 
     @property
     def detection_only(self) -> tuple:
-        return ("ohem_nms",) if self.name == "ohem" else ()
+        return ("ohem_nms", "ohem_norm") if self.name == "ohem" else ()
 
 
 LOSSES: dict[str, LossSpec] = {
@@ -124,7 +124,7 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec(
             "ohem",
             "flx.losses.objectives:ohem",
-            {"ohem_k": 256, "ohem_ratio": None, "ohem_nms": None},
+            {"ohem_k": 256, "ohem_ratio": None, "ohem_nms": None, "ohem_norm": None},
             "CE on the k hardest examples (of a batch; of an image's anchors after NMS for detection)",
         ),
     ]
@@ -262,7 +262,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "shapes",
             "flx.data.shapes:load_shapes",
-            {"n_images": 2048, "image_size": 64},
+            {"n_images": 2048, "image_size": 64, "clutter": None},
             model="retinanet",
             description="dense detection: rings among look-alike distractors, ~1:1000 anchors (flx.data.shapes)",
             defaults=DETECTION_DEFAULTS,

@@ -136,18 +136,24 @@ class OhemSampler:
     """Online hard example mining over a batch's anchors: anchors ranked by their loss, NMS over their boxes at
     ``nms`` (None: no NMS), the ``k`` (the paper's B) highest kept per image; with ``ratio`` (SSD's 1:3 is 3),
     the positive survivors and at most ``ratio`` hardest negatives per positive. The loss of an image is that of
-    the anchors kept, divided by how many it keeps (:func:`flx.models.anchors.ohem_keep`)."""
+    the anchors kept, divided by how many it keeps (:func:`flx.models.anchors.ohem_keep`; ``norm`` "kept" or
+    None), or, with ``norm = "objects"``, by its object anchors as focal loss's is (:func:`normalise`, with the
+    detector's ``loss_norm``): then OHEM's gradients have focal loss's scale at the same learning rate, where
+    dividing by B makes them about B / (object anchors) times smaller."""
 
     k: int
     ratio: float | None = None
     nms: float | None = None
+    norm: str | None = None
 
-    def loss(self, per_anchor, positive, valid, graph: OverlapGraph | None) -> torch.Tensor:
-        """The batch's OHEM loss from (B, A) per-anchor losses and masks, averaged over the images;
-        ``graph``: the anchors' overlaps above ``nms`` (None without NMS)."""
+    def loss(self, per_anchor, positive, valid, graph: OverlapGraph | None, loss_norm=None) -> torch.Tensor:
+        """The batch's OHEM loss from (B, A) per-anchor losses and masks; ``graph``: the anchors' overlaps above
+        ``nms`` (None without NMS)."""
         keep, count = ohem_keep(per_anchor, valid, positive, self.k, self.ratio, graph)
         kept = per_anchor.gather(1, keep.clamp(min=0))
         kept = torch.where(keep >= 0, kept, torch.zeros_like(kept))
+        if self.norm == "objects":
+            return normalise(kept.sum(1), positive.sum(1), loss_norm)
         return (kept.sum(1) / count.clamp(min=1)).mean()
 
 
@@ -188,7 +194,7 @@ class ClassificationHead(RetinaNetClassificationHead):
         on_objects = torch.where(positive, per_anchor.detach(), torch.zeros_like(per_anchor)).sum(1)
         self.positive_loss = (on_objects / positive.sum(1).clamp(min=1)).mean()  # the failure watch's
         if self.sampler is not None:
-            return self.sampler.loss(per_anchor, positive, valid, self.graph)
+            return self.sampler.loss(per_anchor, positive, valid, self.graph, self.loss_norm)
         per_image = torch.where(valid, per_anchor, torch.zeros_like(per_anchor)).sum(1)
         return normalise(per_image, positive.sum(1), self.loss_norm)
 
@@ -201,7 +207,7 @@ class ClassificationHead(RetinaNetClassificationHead):
         ]
         if self.sampler is not None:
             stacked = torch.stack(per_anchor), torch.stack(positive), torch.stack(valid)
-            return self.sampler.loss(*stacked, self.graph)
+            return self.sampler.loss(*stacked, self.graph, self.loss_norm)
         per_image = torch.stack([a[v].sum() for a, v in zip(per_anchor, valid, strict=True)])
         return normalise(per_image, torch.stack([p.sum() for p in positive]), self.loss_norm)
 
@@ -333,7 +339,7 @@ def from_config(config) -> dict:
     loss = functools.partial(get_loss(config.loss), **config.hparams())
     sampler = None
     if config.loss == "ohem":
-        sampler = OhemSampler(config.ohem_k, config.ohem_ratio, config.ohem_nms)
+        sampler = OhemSampler(config.ohem_k, config.ohem_ratio, config.ohem_nms, config.ohem_norm)
     return {
         "hidden": config.hidden,
         "anchor_scales": config.anchor_scales,

@@ -105,6 +105,12 @@ _DETECTION = [
     Field("imbalance", "float", "ratio", "background anchors per object anchor"),
     Field("neg_loss_share", "float", "share", "the background's share of the initial loss"),
     Field("detections", "int", "boxes", "detections above the score threshold on the test images"),
+    Field(
+        "hard_negatives",
+        "float",
+        "anchors",
+        "hard negatives: background anchors above p 0.05 per test image (what a trained detector still confuses)",
+    ),
     Field("curve", "str", "JSON", "[[epoch or step, val AP(, val AP50)], ...]: the learning curve"),
     Field("train_curve", "str", "JSON", "[[epoch or step, mean training loss], ...]"),
     Field("device", "str", "", "where it trained: cpu, cuda, cuda:N or mps"),

@@ -536,3 +536,42 @@ def test_the_regime_map_draws_each_canvas_claim_at_its_measured_imbalance(tmp_pa
     assert path == tmp_path / "regime_map.png" and path.stat().st_size > 10_000
     no_canvas = ReportSpec(name="x", claims=[{**CLAIM}])
     assert regime_map(_runs([0.05] * 5), tmp_path, no_canvas) is None
+
+
+def test_ohem_normalised_by_the_object_anchors_has_focal_losss_scale():
+    """ohem_norm = objects divides the kept anchors' loss by the object anchors, as focal loss's is: with B = 128
+    and 4 object anchors, 32 times the loss (and gradient) of dividing by the 128 kept."""
+    from flx.models.retinanet import OhemSampler
+
+    per_anchor = torch.rand(2, 500, generator=torch.Generator().manual_seed(0))
+    positive = torch.zeros(2, 500, dtype=torch.bool)
+    positive[:, :4] = True
+    valid = torch.ones(2, 500, dtype=torch.bool)
+    kept = OhemSampler(128).loss(per_anchor, positive, valid, None)
+    objects = OhemSampler(128, norm="objects").loss(per_anchor, positive, valid, None, "batch")
+    assert objects.item() == pytest.approx(32 * kept.item())
+    config = Config(dataset="shapes", loss="ohem", ohem_k=128, ohem_norm="objects").normalized()
+    assert (
+        config.ohem_norm == "objects" and Config(dataset="shapes", loss="ohem").normalized().ohem_norm is None
+    )
+    assert Config(dataset="shapes", loss="ohem").key("x") == Config(
+        dataset="shapes", loss="ohem", ohem_norm=None
+    ).key("x")
+
+
+def test_hard_negatives_count_the_background_anchors_a_model_still_scores_above_p_005():
+    """An untrained detector with prior 0.01 scores every anchor near 0.01: no hard negatives; with its classifier
+    bias at p 0.5, every background anchor of a test image is one."""
+    from flx.engine.detection import evaluate
+
+    config = Config(dataset="shapes", image_size=32, hidden=8).normalized()
+    model = build_detector(config)
+    split = render(4, 32, seed=1)
+    assert evaluate(model, split)["hard_negatives"] == 0.0
+    model.head.classification_head.cls_logits.bias.data.fill_(0.0)
+    model.head.classification_head.cls_logits.weight.data.zero_()
+    from flx.engine.detection import anchor_labels, predict_split
+
+    _, _, anchors = predict_split(model, split)
+    background = int((anchor_labels(split, anchors) == 0).sum())
+    assert evaluate(model, split)["hard_negatives"] == background / 4
