@@ -73,10 +73,13 @@ def finish(study, trial, fields: dict, record, status: str) -> dict:
 
     ok = status in ("ok", "pruned") and record.val_ap == record.val_ap
     value = float(record.val_ap) if ok else 0.0
-    for name, attr in (("fields", fields), ("key", record.key), ("status", status), ("val_ap", value)):
-        trial.set_user_attr(name, attr)
-    if status == "pruned":
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    else:
-        study.tell(trial, value)
+    try:
+        for name, attr in (("fields", fields), ("key", record.key), ("status", status), ("val_ap", value)):
+            trial.set_user_attr(name, attr)
+        if status == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    except optuna.exceptions.UpdateFinishedTrialError:  # a concurrent call closed it and queued it again
+        pass
     return {"fields": fields, "val_ap": value, "status": status, "key": record.key}

@@ -63,6 +63,14 @@ def test_an_interrupted_trial_is_closed_and_its_setting_queued_again(tmp_path):
     states = [t.state for t in again.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert again.ask().suggest_float("alpha", 0.05, 0.95) == 0.3
+    from types import SimpleNamespace
+
+    from flx.compare.study import finish
+
+    record = SimpleNamespace(val_ap=0.5, key="k")
+    assert (
+        finish(again, trial, {"alpha": 0.3}, record, "ok")["val_ap"] == 0.5
+    )  # closed by the other call: no error
     with pytest.raises(ConfigError, match="holds a comparison of other data"):
         open_study(tmp_path, "focal", "other", optuna.samplers.TPESampler(seed=0), None, [])
 
