@@ -22,9 +22,10 @@ def storage_url(out: Path) -> str:
 
 
 def open_study(out: Path, family: str, comparison: str, sampler, pruner, queued: list[dict]):
-    """The family's study in ``out`` (created, its ``queued`` settings enqueued first, when new). Trials that an
-    interrupted call left running are closed as failed and their settings queued again: the store may already
-    hold their runs, which then train nothing."""
+    """The family's study in ``out``, created when new, with the ``queued`` settings it has not had yet enqueued
+    (a reopened study with a new ``--queue`` item tries it next). Trials that an interrupted call left running are
+    closed as failed and their settings queued again: the store may already hold their runs, which then train
+    nothing."""
     import optuna
 
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -44,9 +45,8 @@ def open_study(out: Path, family: str, comparison: str, sampler, pruner, queued:
     for trial in study.get_trials(deepcopy=False, states=(running,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, skip_if_exists=False)
-    if not study.trials:
-        for fields in queued:
-            study.enqueue_trial(fields)
+    for fields in queued:  # a new study's queue; on a reopened one, the settings it has not had yet
+        study.enqueue_trial(fields, skip_if_exists=True)
     return study
 
 

@@ -63,6 +63,14 @@ def test_an_interrupted_trial_is_closed_and_its_setting_queued_again(tmp_path):
     states = [t.state for t in again.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert again.ask().suggest_float("alpha", 0.05, 0.95) == 0.3
+    more = open_study(
+        tmp_path, "focal", "abc", optuna.samplers.TPESampler(seed=0), None, [{"alpha": 0.3}, {"alpha": 0.6}]
+    )
+    waiting = [
+        t.system_attrs["fixed_params"] for t in more.trials if t.state == optuna.trial.TrialState.WAITING
+    ]
+    # the trial left running (0.3) queued again once, and the new setting; the queue's 0.3 is not repeated
+    assert waiting == [{"alpha": 0.3}, {"alpha": 0.6}]
     from types import SimpleNamespace
 
     from flx.compare.study import finish
