@@ -48,7 +48,12 @@ def setting_columns(df) -> list[str]:
     """Config columns that vary across the runs (the seed aside), and the data when runs on other files share a
     store: what tells one setting from another."""
     cols = [c for c in CONFIG_FIELDS if c in df and c not in SETTING_EXCLUDE]
-    resampled = "data_seed" in df and "seed" in df and bool((df["data_seed"] == df["seed"]).all())
+    resampled = (  # each of several seeds drew its own data (data_seed = seed)
+        "data_seed" in df
+        and "seed" in df
+        and df["seed"].nunique() > 1
+        and bool((df["data_seed"] == df["seed"]).all())
+    )
     if resampled:  # each seed drew its own data: the data seed and the data's fingerprint follow the seed
         cols.remove("data_seed")
     cols = [c for c in cols if df[c].map(cell).nunique(dropna=False) > 1]

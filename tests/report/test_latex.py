@@ -72,3 +72,21 @@ def test_claims_are_exported_and_latex_is_a_format_and_more_columns_are_opt_in(t
     assert wide.startswith("\\begin{table*}") and "AP50" in header and "diverged" in header
     bad = runner.invoke(app, ["report", str(copy), "--format", "pdf"])
     assert bad.exit_code == 2 and "(latex: tex)" in bad.output
+
+
+def test_resampled_pairs_are_one_setting_and_other_files_stay_apart():
+    """Seeds that each drew their own data (data_seed = seed) are one setting, their fingerprints aside; runs of
+    one seed on two data files are two settings, though their data seed equals their seed."""
+    import pandas as pd
+
+    from flx.results.summary import setting_columns
+
+    resampled = pd.DataFrame(
+        {"loss": ["ce", "ce", "focal", "focal"], "seed": [1, 2, 1, 2], "data_seed": [1, 2, 1, 2],
+         "data_fingerprint": ["a", "b", "a", "b"]}
+    )  # fmt: skip
+    assert setting_columns(resampled) == ["loss"]
+    two_files = pd.DataFrame(
+        {"loss": ["ce", "ce"], "seed": [0, 0], "data_seed": [0, 0], "data_fingerprint": ["a", "b"]}
+    )
+    assert setting_columns(two_files) == ["data_fingerprint"]
