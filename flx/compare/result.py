@@ -59,10 +59,14 @@ class CompareResult:
     baselines: list = field(default_factory=list)  # rows of flx.compare.baselines.fit_baselines
     resampled: float | None = None  # test/train rows when each seed draws its own split (None: a given split)
     detection: bool = False  # a detector's comparison: images and objects, not rows and positives
-    search_lr: bool = (
-        True  # the learning rate searched with each family's own (a detector keeps its data set's)
-    )
+    base_lr: float | None = None  # the data set's learning rate (the queued trials' where it is searched)
     queued: dict = field(default_factory=dict)  # family -> the settings its study tried first
+
+    @property
+    def search_lr(self) -> bool:
+        """The learning rate is searched with each family's own for a classifier; a detector keeps its data
+        set's for every family."""
+        return not self.detection
 
     def data_line(self) -> str:
         """What the comparison trained and tested on, from the finalists' records: the data, the positive class,

@@ -112,7 +112,7 @@ def run_compare(
     detection = is_detection(base)
     text = families if isinstance(families, str) else ",".join(families)
     families = parse_families(text, detection)
-    queued = parse_queue(list(queue), families, search_lr=not detection, detection=detection)
+    queued = parse_queue(list(queue), families, detection)
     budget = check("seeds", budget, "--budget")
     seeds = check("seeds", seeds, "--seeds")
     if seeds < 2:
@@ -124,7 +124,7 @@ def run_compare(
     result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
     result.splits = split_counts(base, data_dir)  # refused here when the test split cannot carry a verdict
     result.rung = rung_steps(base) if prune and not detection else None
-    result.search_lr, result.detection, result.base_lr = not detection, detection, base.lr
+    result.detection, result.base_lr = detection, base.lr
     result.queued = {
         f: [*(paper_trials(f, detection) if queue_paper else []), *queued.get(f, [])] for f in families
     }
@@ -255,7 +255,7 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
         on_event("trial", family=family, stored=True, **t)
     for n in range(len(trials) + 1, budget + 1):
         trial = study.ask()
-        fields = suggest(trial, family, result.search_lr, result.detection)
+        fields = suggest(trial, family, result.detection)
         config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
         record, status, reported = None, None, 0
         if result.rung and n > startup:  # the pruner's first trials are never pruned: no rung run for them

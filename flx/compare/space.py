@@ -93,11 +93,11 @@ def _round(value: float, digits: int, log: bool) -> float:
     return float(f"{value:.{digits}g}") if log else round(value, digits)
 
 
-def suggest(trial, family: str, search_lr: bool = True, detection: bool = False) -> dict:
-    """The config fields of one Optuna trial of ``family``: the learning rate (``search_lr``) and the family's
-    own (a detector's: :data:`DETECTION_SPACES`)."""
+def suggest(trial, family: str, detection: bool = False) -> dict:
+    """The config fields of one Optuna trial of ``family``: a classifier's learning rate and the family's own (a
+    detector's: :data:`DETECTION_SPACES`, at its data set's learning rate)."""
     fields = {}
-    if search_lr:
+    if not detection:
         low, high, log, digits = LR
         fields["lr"] = _round(trial.suggest_float("lr", low, high, log=True), digits, log)
     for name, space in spaces(detection)[family].items():
@@ -109,9 +109,7 @@ def suggest(trial, family: str, search_lr: bool = True, detection: bool = False)
     return fields
 
 
-def parse_queue(
-    items: list[str], families: list[str], search_lr: bool = True, detection: bool = False
-) -> dict[str, list[dict]]:
+def parse_queue(items: list[str], families: list[str], detection: bool = False) -> dict[str, list[dict]]:
     """``--queue focal:gamma=1,alpha=0.5`` (repeatable) -> {family: [fields]}, each value checked against the
     constraint table and the family's own fields (``lr`` where the learning rate is searched; a value of a
     family's choices, such as OHEM's B, among them)."""
@@ -122,7 +120,7 @@ def parse_queue(
         family, _, rest = str(item).partition(":")
         family = family.strip()
         space = spaces(detection).get(family, {}) if family in families else {}
-        allowed = (*(("lr",) if search_lr else ()), *space)
+        allowed = (*(() if detection else ("lr",)), *space)
         pairs = [(k.strip(), sep, v.strip()) for k, sep, v in (p.partition("=") for p in rest.split(","))]
         if (
             not space

@@ -120,6 +120,7 @@ def render_latex(table, spec, columns: list[str] | None = None, wide: bool = Fal
     from flx.report.tables import table_notes
 
     header, rows, bold, n, loss = latex_cells(table, columns)
+    fits = _printed_width(header, rows, bold, n, loss) <= COLUMN_PT
     cells = [
         [
             _bold(LOSS_NAMES.get(c, latex_text(c)) if j == loss else latex_text(c), bold[i][j])
@@ -136,7 +137,7 @@ def render_latex(table, spec, columns: list[str] | None = None, wide: bool = Fal
     )
     note = (f"{spec.description}. " if spec.description else "") + table_notes(table, spec)
     note = note.replace("paper AP: ", "paper: the paper's AP, ")  # the column's short name
-    env = "table*" if wide or table_fits(table, columns) > COLUMN_PT else "table"
+    env = "table*" if wide or not fits else "table"
     label = "".join(ch if ch.isalnum() else "-" for ch in spec.name)
     return (
         f"\\begin{{{env}}}[t]\n\\centering\n\\footnotesize\n\\setlength{{\\tabcolsep}}{{{TABCOLSEP_PT:g}pt}}\n"
@@ -163,7 +164,11 @@ def caption(spec, header: list[str]) -> str:
 
 def table_fits(table, columns: list[str] | None = None) -> float:
     """The estimated width (pt) of the table's LaTeX tabular (compare with :data:`COLUMN_PT`)."""
-    header, rows, bold, _, loss = latex_cells(table, columns)
+    return _printed_width(*latex_cells(table, columns))
+
+
+def _printed_width(header, rows, bold, n, loss) -> float:
+    """:func:`width_pt` of :func:`latex_cells`' cells as they print (the paper's names, symbols as one glyph)."""
     shown = [[LOSS_TEXT.get(c, c) if j == loss else c for j, c in enumerate(r)] for r in rows]
     return width_pt([LATEX_TEXT.get(h, h) for h in header], shown, bold)
 
