@@ -63,7 +63,8 @@ def code_changes() -> str | None:
 
 def provenance() -> dict:
     """What code ran: flx's and torch's versions, the commit, whether flx's code differed from it (``git_dirty``)
-    and a hash of the difference (``code_diff``), and the host."""
+    and a hash of the difference (``code_diff``), the host and the instruction set torch's CPU kernels dispatch to
+    (``cpu_capability``: the same config, data and seed give bit-identical metrics only where it is the same)."""
     changes = code_changes()
     return {
         "flx_version": __version__,
@@ -72,6 +73,7 @@ def provenance() -> dict:
         "git_dirty": changes is not None,
         "code_diff": changes,
         "host": platform.node(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

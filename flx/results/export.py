@@ -26,7 +26,7 @@ from flx.experiment.metrics import METRICS
 from flx.results.store import Store
 
 TAGS = ("data_location", "data_fingerprint", "data_split", "data_classes", "flx_version", "torch_version",
-        "git_commit", "host", "device", "device_name", "error")  # fmt: skip
+        "git_commit", "host", "cpu_capability", "device", "device_name", "error")  # fmt: skip
 KEY_TAG, STATUS_TAG = "flx.key", "flx.status"
 
 

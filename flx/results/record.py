@@ -69,6 +69,12 @@ _PROVENANCE = [
     Field("git_dirty", "bool", "", "whether flx's code differed from that commit"),
     Field("code_diff", "str", "", "a hash of that difference (None when clean)"),
     Field("host", "str", "", "the machine's name"),
+    Field(
+        "cpu_capability",
+        "str",
+        "",
+        "the instruction set torch's CPU kernels used (DEFAULT, AVX2, AVX512...): results are bit-identical only within one",
+    ),
 ]
 
 
