@@ -51,6 +51,13 @@ def compare(
         metavar="FAMILY:FIELD=VALUE,...",
         help="A setting tried first in FAMILY's study, within its budget (repeatable), e.g. focal:gamma=1,alpha=0.5.",
     ),
+    cell: list[str] = typer.Option(
+        [],
+        "--cell",
+        metavar="FIELD=VALUE,...",
+        help="One comparison per cell of a map (repeatable), each in DIR/FIELD-VALUE_.../, then DIR/map.md and "
+        "DIR/regime_map.png: e.g. --cell image_size=64,clutter=0 --cell image_size=128,clutter=0.",
+    ),
     paper_trials: bool = typer.Option(
         True,
         show_default=False,
@@ -75,11 +82,19 @@ def compare(
 
     console = make_console()
     printer = _printer(console)
+    options = dict(label=label, positive=positive, families=families, budget=budget, seeds=seeds,
+                   workers=n_workers, data_dir=data_dir, mlflow=mlflow, prune=prune, sets=set_, drop=drop,
+                   queue=queue, queue_paper=paper_trials)  # fmt: skip
+    if cell:
+        from flx.compare.cells import run_cells
+
+        with console.status("comparing..."):
+            _, results, page = run_cells(data, cell, out, on_event=printer, **options)
+        trained = sum(r.trained for r in results)
+        console.print(f"\n{page} ({len(results)} cells, {trained} runs trained now)", highlight=False)
+        return
     with console.status("comparing..."):
-        result = run_compare(
-            data, label, positive, families, budget, seeds, out, n_workers, data_dir, printer, mlflow, prune,
-            sets=set_, drop=drop, queue=queue, queue_paper=paper_trials,
-        )  # fmt: skip
+        result = run_compare(data, out=out, on_event=printer, **options)
     console.print("\n".join(result.summary_lines()), highlight=False, markup=False)
     console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)
 
@@ -101,7 +116,10 @@ def _printer(console):
         return f"[{done}/{total}{eta}]"
 
     def on_event(kind: str, **f) -> None:
-        if kind == "plan":
+        if kind == "cell":
+            state.update(done=0, started=time.perf_counter())
+            console.print(f"cell {f['index']}/{f['total']}: {', '.join(f['cell'])}", highlight=False)
+        elif kind == "plan":
             state.update(total=f["total"], budget=f["budget"])
         elif kind == "trial":
             fields = setting_text(f["fields"])

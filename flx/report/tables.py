@@ -25,6 +25,7 @@ from flx.results.summary import (
     STATUSES,
     cell,
     format_mean_std,
+    merge_identical,
     setting_cell,
     setting_columns,
     summarize,
@@ -134,7 +135,9 @@ def build_table(df, spec: ReportSpec):
 
     runs = with_missing(df, spec.planned)
     keys = setting_columns(runs)
-    table = summarize(runs, keys=keys)
+    shown, merged = merge_identical(runs, keys)
+    table = summarize(shown, keys=keys)
+    members = _join_merged(table, keys, merged)
     spec_chooser = None
     if spec.best_over and spec.best_over in keys:
         rest = [k for k in keys if k != spec.best_over]
@@ -148,15 +151,37 @@ def build_table(df, spec: ReportSpec):
     # the constant fields (loss, ...) complete each row for the paper lookup and the rendered cells
     context = {k: runs.iloc[0][k] for k in CONFIG_FIELDS if k in runs and k not in keys}
     if spec.paper:
-        table["paper_ap"] = [paper_ap(spec.paper, {**context, **row}) for row in table.to_dict("records")]
+        table["paper_ap"] = [
+            " / ".join(cell(paper_ap(spec.paper, {**context, **m})) for m in members[i])
+            if i in members
+            else paper_ap(spec.paper, {**context, **row})
+            for i, row in enumerate(table.to_dict("records"))
+        ]
     table.attrs["context"] = context  # travels with the table to render_markdown
     table.attrs["code"] = code_version(runs)
+    table.attrs["merged"] = [members[i] for i in sorted(members)]
     table.attrs["chosen_on_val"] = spec.best_over in keys and spec_chooser == "val_ap_mean"
     if spec.claims:
         from flx.report.claims import judge_all
 
         table.attrs["verdicts"] = judge_all(spec.claims, runs)
     return table
+
+
+def _join_merged(table, keys: list[str], merged: dict) -> dict[int, list[dict]]:
+    """Write each merged row's differing settings as 'a / b / c' (in place); returns {row position: members}."""
+    members = {}
+    for i, row in enumerate(table.to_dict("records")):
+        label = tuple(cell(row[k]) for k in keys)
+        if label not in merged:
+            continue
+        members[i] = merged[label]
+        for k in keys:
+            values = [cell(m[k]) for m in merged[label]]
+            if len(set(values)) > 1:
+                table[k] = table[k].astype(object)
+                table.at[i, k] = " / ".join(values)
+    return members
 
 
 def best_cells(table, metrics) -> set:
@@ -257,8 +282,26 @@ def table_notes(table, spec: ReportSpec) -> str:
             "largest rebound: of any of the setting's runs, how far the loss on object anchors came back up after "
             f"falling below {FELL:g} of its initial level, as a share of that level (a knock-back at {BACK:g})."
         )
+    for members in table.attrs.get("merged", []):
+        notes.append(_merged_note(members, table.attrs["context"]))
     if "paper_ap" in table:
         notes.append(f"paper AP: {citation()}; compare the shape, not the values.")
     if table.attrs.get("code"):
         notes.append(table.attrs["code"])
     return " ".join(notes)
+
+
+def _merged_note(members: list[dict], context: dict) -> str:
+    """Why one row stands for several settings (``context``: the fields every row shares)."""
+    varying = [k for k in members[0] if len({cell(m[k]) for m in members}) > 1]
+    fixed = [k for k in members[0] if k not in varying and k != "loss" and cell(members[0][k]) != "–"]
+    first = {**context, **members[0]}
+    what = ", ".join(f"{k} {' / '.join(cell(m[k]) for m in members)}" for k in varying)
+    at = " at " + " and ".join(f"{k} {setting_cell(first, k)}" for k in fixed) if fixed else ""
+    note = (
+        f"{first.get('loss')}, {what}{at}: identical runs seed by seed (every metric equal), so one row; the "
+        "setting did not change what was trained"
+    )
+    if "ohem_k" in varying and cell(first.get("ohem_ratio")) != "–":
+        note += f" (the 1:{cell(first['ohem_ratio'])} rule keeps fewer anchors than the smallest B)"
+    return note + "."

@@ -100,3 +100,26 @@ def still_rising(df) -> int:
         return 0
     ok = df[(df["status"] == "ok") & df["best_step"].notna()]
     return int((ok["best_step"] >= ok["steps_run"]).sum())
+
+
+def merge_identical(df, keys: list[str]):
+    """Settings whose runs are identical seed by seed (the same seeds and statuses, the training loss and every
+    other recorded metric equal to the last bit, at least one ok run) did not change what was trained, like an OHEM B that the 1:3 rule never
+    fills: they are one result. Returns the runs with only the first of each such group kept, and
+    ``{kept setting's cells: [each member's key values]}`` for the groups of two or more."""
+    from flx.experiment.metrics import METRICS
+
+    metrics = [m for m in METRICS if m in df]
+    groups: dict[tuple, list] = {}
+    for label, group in df.groupby([df[k].map(cell) for k in keys], sort=False, dropna=False):
+        ok = group[group["status"] == "ok"]
+        if ok.empty or "train_loss" not in ok or ok["train_loss"].isna().any():
+            continue  # no training loss to show the training was the same
+        runs = group.sort_values("seed")[["seed", "status", *metrics]].astype(str)
+        groups.setdefault(tuple(runs.itertuples(index=False)), []).append((label, group))
+    merged, dropped = {}, []
+    for members in groups.values():
+        if len(members) > 1:
+            merged[members[0][0]] = [{k: g.iloc[0][k] for k in keys} for _, g in members]
+            dropped += [i for _, g in members[1:] for i in g.index]
+    return df.drop(index=dropped), merged

@@ -18,7 +18,8 @@ SLOW = {
     "make install": "the set-up: CI's `make test` runs it on a fresh clone",
     "make demo": "its commands (flx anatomy, the demo sweep and report) are blocks of getting-started.md, run here",
     "flx compare cancer.csv": "about 3 minutes; flx compare runs end to end in tests/compare/test_compare.py",
-    "flx compare shapes": "18 detector runs of 1,500 steps; tests/compare/test_study.py runs it with 20 steps",
+    "flx compare shapes": "detector runs of 1,500 steps; tests/compare/test_study.py runs it with 20 steps and "
+    "tests/compare/test_cells.py runs --cell end to end",
     "cat runs/cancer/compare.md": "the page of that flx compare",
     "flx bench losses": "minutes of timing; a small bench runs in tests/test_cli_foundation.py",
     "flx sweep --loss ce,focal,poly1": "dry",

@@ -293,6 +293,32 @@ def test_every_tie_as_shown_is_bold_and_each_data_set_has_its_own_best():
     ]
 
 
+def test_settings_whose_runs_are_identical_seed_by_seed_are_one_row_with_a_note():
+    import pandas as pd
+
+    from flx.report.tables import ReportSpec, table_cells, table_notes
+
+    rows = []
+    for k, shift in ((128, 0.0), (256, 0.0), (512, 0.0), (1024, 1e-12)):  # 1024 trained (barely) otherwise
+        for seed in range(3):
+            rows.append({"dataset": "shapes", "loss": "ohem", "ohem_k": k, "ohem_ratio": 3.0, "ohem_nms": 0.5,
+                         "seed": seed,
+                         "status": "ok", "key": f"{k}{seed}", "ap": 0.5 + seed / 10,
+                         "train_loss": 0.1 + seed + shift})  # fmt: skip
+    rows.append({**rows[0], "ohem_k": 64, "key": "64-0"})  # one seed only: not the same runs
+    table = build_table(pd.DataFrame(rows), ReportSpec(name="t", paper="table1d"))
+    header, cells, _ = table_cells(table)
+    k, n = header.index("ohem_k"), header.index("n")
+    assert [(r[k], r[n]) for r in cells] == [("64", "1"), ("128 / 256 / 512", "3"), ("1024", "3")]
+    assert cells[1][header.index("paper AP")] == "31.1 / 28.3 / 24"
+    note = table_notes(table, ReportSpec(name="t"))
+    assert "ohem, ohem_k 128 / 256 / 512: identical runs seed by seed" in note
+    assert "the 1:3 rule keeps fewer anchors than the smallest B" in note
+    # without a training loss nothing shows the training was the same: the rows stay apart
+    apart = build_table(pd.DataFrame(rows).drop(columns="train_loss"), ReportSpec(name="t"))
+    assert len(apart) == 5
+
+
 def test_ap_vs_param_marks_a_setting_whose_runs_all_failed(tmp_path, monkeypatch):
     import pandas as pd
 

@@ -1,0 +1,158 @@
+"""The map of a cell-by-cell comparison (``flx compare --cell``): ``map.md``, one row per cell with what the task
+was like there (imbalance, hard negatives, the ceiling, the training time) and each claim's verdict, and
+``regime_map.png``, one panel per claim with a square per cell holding the paired difference and its interval.
+Everything comes from the cells' results; nothing is retrained."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from flx.compare.cells import MAP_FIGURE, MAP_PAGE, cell_name
+
+DETECTION_COLUMNS = ["imbalance", "hard negatives per image", "best family: AP50"]
+DETECTION_TEXT = (
+    "imbalance: background anchors per object anchor; hard negatives: background anchors above p 0.05 per test "
+    "image, by each family's finalists; best family: the highest mean test AP, with its AP50 (how near the "
+    "task's ceiling)"
+)
+
+
+def _mean(runs, family: str | None, column: str) -> float:
+    """The mean of ``column`` over the ok finalist runs of ``family`` (every family: None)."""
+    if runs is None or column not in runs:
+        return math.nan
+    ok = runs[runs["status"] == "ok"]
+    if family is not None:
+        ok = ok[ok["loss"] == family]
+    values = ok[column].dropna()
+    return float(values.mean()) if len(values) else math.nan
+
+
+def cell_facts(result) -> dict:
+    """What one cell's task was like, from its finalists: background anchors per object anchor, hard negatives
+    per image (background anchors above p 0.05 on the test images) by family, the best family (highest mean test
+    AP) with its AP50, and the minutes its runs trained (trials and finalists, their ``wall_time_s``)."""
+    from flx.results.store import Store
+
+    runs = result.runs
+    by_ap = {f: _mean(runs, f, "ap") for f in result.families}
+    best = max(by_ap, key=lambda f: -math.inf if math.isnan(by_ap[f]) else by_ap[f])
+    minutes = sum(r["wall_time_s"] or 0.0 for r in Store(result.out).records()) / 60
+    return {
+        "imbalance": _mean(runs, None, "imbalance"),
+        "hard_negatives": {f: _mean(runs, f, "hard_negatives") for f in result.families},
+        "best": best,
+        "best_ap": by_ap[best],
+        "best_ap50": _mean(runs, best, "ap50"),
+        "minutes": minutes,
+    }
+
+
+def verdict_text(v) -> str:
+    """'+0.012 [-0.003, +0.027] p 0.31, 0 + 1 failed: inconclusive'."""
+    if v.n < 2:
+        return f"{v.n} paired seeds: {v.verdict}"
+    p = f"p {v.p:.2g}, " if v.p == v.p else ""
+    return f"{v.mean:+.3f} [{v.low:+.3f}, {v.high:+.3f}] {p}{v.failed[0]} + {v.failed[1]} failed: {v.verdict}"
+
+
+def _number(x: float, digits: int = 0) -> str:
+    return "–" if x != x else f"{x:,.{digits}f}"
+
+
+def write_map(out: Path, cells: list[list[str]], results: list) -> Path:
+    """``out/map.md`` and ``out/regime_map.png``."""
+    from tabulate import tabulate
+
+    from flx.results.store import write_atomic
+
+    fields = [p.split("=")[0] for p in cells[0]]
+    claims = [v.name for v in results[0].verdicts]
+    detection = results[0].detection
+    header = [*fields, *(DETECTION_COLUMNS if detection else ["best family: test AP"]), "train min", *claims]
+    rows, total = [], 0.0
+    for cell, result in zip(cells, results, strict=True):
+        facts = cell_facts(result)
+        total += facts["minutes"]
+        row = [p.split("=")[1] for p in cell]
+        if detection:
+            hard = " / ".join(f"{f} {_number(h)}" for f, h in facts["hard_negatives"].items())
+            row += [f"1:{_number(facts['imbalance'])}", hard]
+            row += [f"{facts['best']}: {_number(facts['best_ap50'], 3)}"]
+        else:
+            row += [f"{facts['best']}: {_number(facts['best_ap'], 3)}"]
+        row += [_number(facts["minutes"], 1)]
+        by_name = {v.name: v for v in result.verdicts}
+        row += [verdict_text(by_name[c]) if c in by_name else "–" for c in claims]
+        rows.append(row)
+    figure = map_figure(out, cells, results, claims)
+    lines = [
+        f"# flx compare: {len(cells)} cells",
+        "",
+        f"Each cell is a complete comparison in its own folder ({', '.join(f'`{cell_name(c)}/`' for c in cells)}"
+        f"): every family tuned on the same budget ({results[0].budget} trials) on the validation split, the "
+        f"best of each retrained on {results[0].seeds} paired seeds, the claims declared before those runs. "
+        "Each verdict is the paired test-AP difference a − b with its 95% interval, the signed-rank p and the "
+        "failed runs (scored AP 0); the interval's half-width is the smallest difference the cell's seeds "
+        f"could detect. {DETECTION_TEXT if detection else 'best family: the highest mean test AP'}; train min: "
+        f"the minutes the cell's runs trained (trials and finalists), {total:.1f} in all.",
+        "",
+        tabulate(rows, headers=header, tablefmt="github", disable_numparse=True),
+        "",
+        f"![regime map]({figure.name})",
+    ]
+    path = out / MAP_PAGE
+    write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
+    return path
+
+
+def _axis(values: list[str]) -> list[str]:
+    """An axis's values in order: numerically where they are numbers, else as first given."""
+    unique = list(dict.fromkeys(values))
+    try:
+        return sorted(unique, key=float)
+    except ValueError:
+        return unique
+
+
+def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[str]) -> Path:
+    """One panel per claim; a square per cell (x: the first field, y: the second), coloured by the paired
+    difference on a scale centred at 0, its interval and verdict written in it; no square where no cell ran."""
+    from flx.compare.figures import _plt, _save
+
+    plt = _plt()
+    xs = _axis([c[0].split("=")[1] for c in cells])
+    ys = _axis([c[1].split("=")[1] for c in cells]) if len(cells[0]) > 1 else [""]
+    found = {}
+    for cell, result in zip(cells, results, strict=True):
+        x, y = cell[0].split("=")[1], (cell[1].split("=")[1] if len(cell) > 1 else "")
+        for v in result.verdicts:
+            found[(v.name, x, y)] = v
+    reach = max([abs(b) for v in found.values() if v.n >= 2 for b in (v.low, v.high)] or [0.01])
+    fig, axes = plt.subplots(1, len(claims), figsize=(1.9 * len(xs) * len(claims) + 1, 1.5 * len(ys) + 1.4))
+    axes = [axes] if len(claims) == 1 else list(axes)
+    for ax, claim in zip(axes, claims, strict=True):
+        for (name, x, y), v in found.items():
+            if name != claim:
+                continue
+            i, j = xs.index(x), ys.index(y)
+            colour = plt.cm.RdBu((v.mean / reach + 1) / 2 if v.n >= 2 else 0.5)
+            ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=colour))
+            text = f"{v.mean:+.3f}\n[{v.low:+.3f}, {v.high:+.3f}]\n{v.verdict}" if v.n >= 2 else v.verdict
+            ax.text(i, j, text, ha="center", va="center", fontsize=7)
+        for i in range(len(xs)):
+            for j in range(len(ys)):
+                if (claim, xs[i], ys[j]) not in found:
+                    ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color="0.92"))
+                    ax.text(i, j, "not run", ha="center", va="center", fontsize=7, color="0.5")
+        ax.set_xlim(-0.5, len(xs) - 0.5)
+        ax.set_ylim(-0.5, len(ys) - 0.5)
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_yticks(range(len(ys)), ys)
+        ax.set_xlabel(cells[0][0].split("=")[0])
+        if len(cells[0]) > 1:
+            ax.set_ylabel(cells[0][1].split("=")[0])
+        ax.set_title(claim, fontsize=9)
+    fig.suptitle(f"paired test-AP difference a − b, 95% interval (colour: ±{reach:.3f})", fontsize=9)
+    return _save(fig, out / MAP_FIGURE)

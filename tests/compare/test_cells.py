@@ -1,0 +1,120 @@
+"""flx compare --cell: one comparison per cell of a map, each with its own equal budgets and paired seeds, the map
+page and figure gathered from them, and bad cells refused before anything trains."""
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from flx.cli import app
+from flx.compare.cells import parse_cells, run_cells
+from flx.errors import ConfigError
+
+runner = CliRunner()
+L_SHAPE = ["steps=100,batch_size=32", "steps=200,batch_size=32", "steps=100,batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(500, 6, n_informative=4, weights=[0.8], class_sep=1.0, random_state=2)
+    path = tmp_path_factory.mktemp("data") / "rare.csv"
+    pd.DataFrame(x).assign(label=y).to_csv(path, index=False)
+    return path
+
+
+def _cells(table, out, **kw):
+    options = dict(label="label", positive="1", families="ce,focal", budget=2, seeds=2, workers=1)
+    return run_cells(str(table), L_SHAPE, out, **{**options, **kw})
+
+
+@pytest.mark.slow
+def test_each_cell_is_a_comparison_of_its_own_and_the_map_gathers_them(table, tmp_path):
+    cells, results, page = _cells(table, tmp_path)
+    assert [r.out.name for r in results] == [
+        "steps-100_batch_size-32",
+        "steps-200_batch_size-32",
+        "steps-100_batch_size-64",
+    ]
+    for result in results:
+        assert (result.out / "compare.md").exists() and (result.out / "study.db").exists()
+        assert {f: len(t) for f, t in result.trials.items()} == {"ce": 2, "focal": 2}  # equal budgets
+        assert {r.steps for r in result.runs.itertuples()} == {result.finals_steps}
+    text = page.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "steps" not in line]
+    assert len(rows) == 3 and all("focal loss beats cross-entropy" in text for _ in rows)
+    for result, row in zip(results, rows, strict=True):
+        verdict = next(v for v in result.verdicts if v.name == "focal loss beats cross-entropy")
+        assert f"{verdict.mean:+.3f} [{verdict.low:+.3f}, {verdict.high:+.3f}]" in row
+    figure = Image.open(tmp_path / "regime_map.png")
+    assert figure.size[0] > figure.size[1]  # one panel per claim, side by side
+    again = _cells(table, tmp_path)[1]
+    assert sum(r.trained for r in again) == 0
+
+
+def test_cells_are_parsed_as_one_or_two_fields_the_same_in_every_cell():
+    assert parse_cells(["image_size=64,clutter=8", "image_size=96, clutter=8"]) == [
+        ["image_size=64", "clutter=8"],
+        ["image_size=96", "clutter=8"],
+    ]
+    for bad in (["image_size=64", "clutter=8"], ["a=1,b=2,c=3"], ["image_size"], ["image_size=64"] * 2):
+        with pytest.raises(ConfigError):
+            parse_cells(bad)
+
+
+@pytest.mark.parametrize(
+    "cells, extra, expected",
+    [
+        (["steps=100", "steps=abc"], [], "--cell steps got 'abc'"),
+        (["lr=0.1", "lr=0.2"], [], "--cell got lr"),
+        (["steps=100", "batch_size=32"], [], "the same one or two fields"),
+        (["steps=100", "steps=200"], ["--set", "steps=50"], "--set steps and --cell steps"),
+        (["model=../../x", "model=mlp"], [], "model"),
+    ],
+)
+def test_a_bad_cell_is_refused_in_one_line_before_anything_trains(table, tmp_path, cells, extra, expected):
+    out = tmp_path / "out"
+    args = ["compare", str(table), "--label", "label", "--positive", "1", "--out", str(out), *extra]
+    for cell in cells:
+        args += ["--cell", cell]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cell(tmp_path):
+    from flx.compare.map import write_map
+    from flx.compare.result import CompareResult
+    from flx.report.claims import Verdict
+
+    cells = parse_cells(["image_size=64,clutter=0", "image_size=128,clutter=0", "image_size=64,clutter=24"])
+    results = []
+    for i, cell in enumerate(cells):
+        result = CompareResult(tmp_path / "_".join(cell).replace("=", "-"), ["balanced_ce", "focal"], 9, 5)
+        result.out.mkdir()
+        result.detection = True
+        result.runs = pd.DataFrame(
+            [{"loss": f, "seed": s, "status": "ok", "ap": 0.6 + 0.1 * (f == "focal") + s / 100,
+              "ap50": 0.8 + i / 100, "imbalance": 500.0 * (1 + i), "hard_negatives": 100.0 * (i + 1) + (f == "focal")}
+             for f in ("balanced_ce", "focal") for s in range(1, 6)]
+        )  # fmt: skip
+        result.verdicts = [
+            Verdict("focal loss beats alpha-balanced cross-entropy", "focal", "balanced_ce", "ap", 5, 5,
+                    0.1 - i / 10, 0.05 - i / 10, 0.15 - i / 10, ["replicated", "inconclusive", "contradicted"][i],
+                    p=0.0625)
+        ]  # fmt: skip
+        results.append(result)
+    page = write_map(tmp_path, cells, results).read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "image_size" not in line]
+    assert [[c.strip() for c in r.split("|")[1:4]] for r in rows] == [
+        ["64", "0", "1:500"],
+        ["128", "0", "1:1,000"],
+        ["64", "24", "1:1,500"],
+    ]
+    assert "balanced_ce 300 / focal 301" in rows[2] and "focal: 0.820" in rows[2]
+    assert "-0.100 [-0.150, -0.050] p 0.062, 0 + 0 failed: contradicted" in rows[2]
+    figure = Image.open(tmp_path / "regime_map.png")  # a 2 x 2 map with one square not run
+    assert figure.size[0] > 200 and figure.size[1] > 200
