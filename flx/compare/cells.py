@@ -11,7 +11,6 @@ from pathlib import Path
 from flx.errors import ConfigError
 
 SAFE = re.compile(r"^[A-Za-z0-9_.+-]+$")  # a cell's folder name never leaves the results folder
-MAP_PAGE, MAP_FIGURE = "map.md", "regime_map.png"
 
 
 def parse_cells(items: list[str]) -> list[list[str]]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from flx.compare.cells import MAP_FIGURE, MAP_PAGE, cell_name
-
+MAP_PAGE, MAP_FIGURE = "map.md", "regime_map.png"
 DETECTION_COLUMNS = ["imbalance", "hard negatives per image", "best family: AP50"]
 DETECTION_TEXT = (
     "imbalance: background anchors per object anchor; hard negatives: background anchors above p 0.05 per test "
@@ -90,7 +89,7 @@ def write_map(out: Path, cells: list[list[str]], results: list) -> Path:
     lines = [
         f"# flx compare: {len(cells)} cells",
         "",
-        f"Each cell is a complete comparison in its own folder ({', '.join(f'`{cell_name(c)}/`' for c in cells)}"
+        f"Each cell is a complete comparison in its own folder ({', '.join(f'`{r.out.name}/`' for r in results)}"
         f"): every family tuned on the same budget ({results[0].budget} trials) on the validation split, the "
         f"best of each retrained on {results[0].seeds} paired seeds, the claims declared before those runs. "
         "Each verdict is the paired test-AP difference a − b with its 95% interval, the signed-rank p and the "
