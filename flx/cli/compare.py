@@ -25,7 +25,9 @@ def compare(
         "12", show_default=False, help="Trials per family, on the validation split. (default: 12)"
     ),
     seeds: str = typer.Option("5", show_default=False, help="Paired seeds of the finalists. (default: 5)"),
-    workers: str | None = typer.Option(None, help="Worker processes for the finalists. (default: the cores)"),
+    workers: str | None = typer.Option(
+        None, help="Worker processes for the finalists, and for a detector's trials. (default: the cores)"
+    ),
     out: str = typer.Option("runs/compare", help="Results folder (its store, spec.toml, compare.md)."),
     data_dir: str | None = DataDirOpt,
     mlflow: str | None = typer.Option(

@@ -44,7 +44,8 @@ def write_page(result) -> Path:
         "",
         *result.summary_lines(),
         "",
-        f"Each family had {result.budget} trials (Optuna TPE, seeded) on the validation split at seed 0, "
+        f"Each family had {result.budget} trials (Optuna TPE, seeded{_side_by_side(result)}) on the validation "
+        "split at seed 0, "
         f"{_lr_text(result)}; a failed trial scores 0.{_queued(result)}{_pruning(result)} "
         f"The studies are in {STUDY_FILE} (`optuna-dashboard sqlite:///{STUDY_FILE}` here); a larger --budget "
         "later trains only the new trials. The best of each was "
@@ -114,4 +115,13 @@ def _pruning(result) -> str:
         f" Each trial after the first {startup_trials(result.budget)} (TPE's random start) first trained "
         f"{result.rung} of its {result.finals_steps} steps; Optuna's median pruner stopped there the ones whose "
         "validation AP trailed the median of the complete trials at that step, and a pruned trial is never chosen."
+    )
+
+
+def _side_by_side(result) -> str:
+    if result.trial_workers <= 1:
+        return ""
+    return (
+        f"; {result.trial_workers} trained side by side, TPE's constant liar standing in for the ones still "
+        "training"
     )

@@ -61,6 +61,7 @@ class CompareResult:
     detection: bool = False  # a detector's comparison: images and objects, not rows and positives
     base_lr: float | None = None  # the data set's learning rate (the queued trials' where it is searched)
     queued: dict = field(default_factory=dict)  # family -> the settings its study tried first
+    trial_workers: int = 1  # trials trained side by side (flx.compare.run.trial_workers)
 
     @property
     def search_lr(self) -> bool:

@@ -124,6 +124,7 @@ def run_compare(
     result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
     result.splits = split_counts(base, data_dir)  # refused here when the test split cannot carry a verdict
     result.rung = rung_steps(base) if prune and not detection else None
+    result.trial_workers = trial_workers(detection, workers)
     result.detection, result.base_lr = detection, base.lr
     result.queued = {
         f: [*(paper_trials(f, detection) if queue_paper else []), *queued.get(f, [])] for f in families
@@ -210,6 +211,17 @@ def split_counts(base: Config, data_dir: str | None) -> dict[str, tuple[int, int
     return counts
 
 
+def trial_workers(detection: bool, workers: int | None) -> int:
+    """How many trials train side by side: ``workers`` (default: the cores) for a detector, whose runs take
+    minutes, so that every core trains; one for a classifier, whose runs are often shorter than a worker
+    process's start."""
+    if not detection:
+        return 1
+    import os
+
+    return max(1, workers if workers is not None else (os.cpu_count() or 1))
+
+
 def rung_steps(config: Config) -> int | None:
     """The step where a trial may be pruned: a quarter of its steps, on its validation curve's grid (None for
     a config without a curve, or too short to have a point before its end). The training rate is constant for
@@ -234,16 +246,20 @@ def _report(trial, record, after: int) -> int:
 
 def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_event) -> list[dict]:
     """The family's first ``budget`` finished trials, trained unless its stored study has them (TPE, seeded; its
-    queued settings first). With a rung (:func:`rung_steps`), each trial after as many as TPE's random start
-    first trains to it and reports its validation curve to Optuna's median pruner; a pruned trial ends there, the
+    queued settings first), ``result.trial_workers`` at a time (Optuna's constant liar stands in for the ones
+    still training). With a rung (:func:`rung_steps`), each trial after as many as TPE's random start first
+    trains to it and reports its validation curve to Optuna's median pruner; a pruned trial ends there, the
     others train in full."""
     import optuna
 
-    from flx.compare.study import done_trials, finish, open_study
+    from flx.compare.study import done_trials, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     startup = startup_trials(budget)
-    sampler = optuna.samplers.TPESampler(seed=SAMPLER_SEED + FAMILIES.index(family), n_startup_trials=startup)
+    parallel = result.trial_workers > 1
+    sampler = optuna.samplers.TPESampler(
+        seed=SAMPLER_SEED + FAMILIES.index(family), n_startup_trials=startup, constant_liar=parallel
+    )
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=startup) if result.rung else optuna.pruners.NopPruner()
     )
@@ -253,25 +269,43 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
     trials = done_trials(study)[:budget]
     for t in trials:
         on_event("trial", family=family, stored=True, **t)
-    for n in range(len(trials) + 1, budget + 1):
-        trial = study.ask()
-        fields = suggest(trial, family, result.detection)
-        config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
-        record, status, reported = None, None, 0
-        if result.rung and n > startup:  # the pruner's first trials are never pruned: no rung run for them
-            (record,) = _train([dataclasses.replace(config, steps=result.rung)], store, data_dir, result)
-            reported = _report(trial, record, 0)
-            if record.status != "ok":  # the full run would start the same way: the trial ends here
-                status = record.status
-            elif trial.should_prune():
-                status = "pruned"
-        if status is None:
-            (record,) = _train([config], store, data_dir, result)
-            _report(trial, record, reported)
-            status = record.status
-        trials.append({"trial": n, **finish(study, trial, fields, record, status)})
-        on_event("trial", family=family, stored=False, **trials[-1])
+    while len(trials) < budget:
+        batch = []
+        for n in range(len(trials) + 1, min(budget, len(trials) + result.trial_workers) + 1):
+            trial = study.ask()
+            fields = suggest(trial, family, result.detection)
+            config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
+            batch.append((n, trial, fields, config))
+        for entry in _trial_batch(study, batch, startup, store, data_dir, result):
+            trials.append(entry)
+            on_event("trial", family=family, stored=False, **entry)
     return trials
+
+
+def _trial_batch(study, batch: list, startup: int, store, data_dir, result) -> list[dict]:
+    """Train a batch of asked trials ``[(number, trial, fields, config)]`` side by side (their rung runs first,
+    where they have one) and tell the study how each ended."""
+    from flx.compare.study import finish
+
+    records, status, reported = {}, {}, {}
+    rung = [b for b in batch if result.rung and b[0] > startup]  # the pruner's first trials: no rung run
+    if rung:
+        configs = [dataclasses.replace(b[3], steps=result.rung) for b in rung]
+        for (n, trial, _, _), record in zip(
+            rung, _train(configs, store, data_dir, result, len(rung)), strict=True
+        ):
+            records[n], reported[n] = record, _report(trial, record, 0)
+            if record.status != "ok":  # the full run would start the same way: the trial ends here
+                status[n] = record.status
+            elif trial.should_prune():
+                status[n] = "pruned"
+    full = [b for b in batch if b[0] not in status]
+    if full:
+        done = _train([b[3] for b in full], store, data_dir, result, len(full))
+        for (n, trial, _, _), record in zip(full, done, strict=True):
+            records[n], status[n] = record, record.status
+            _report(trial, record, reported.get(n, 0))
+    return [{"trial": n, **finish(study, t, f, records[n], status[n])} for n, t, f, _ in batch]
 
 
 def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_event) -> None:

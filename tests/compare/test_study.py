@@ -159,12 +159,13 @@ def test_a_detector_compare_with_ohem_runs_and_flx_report_re_renders_its_folder(
     out = tmp_path / "det"
     args = ["compare", "shapes", "--families", "balanced_ce,focal,ohem", "--budget", "2", "--seeds", "2"]
     args += ["--set", "image_size=32", "--set", "steps=20", "--set", "n_images=16", "--set", "hidden=8"]
-    result = runner.invoke(app, [*args, "--out", str(out)])
+    result = runner.invoke(app, [*args, "--workers", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     page = (out / "compare.md").read_text()
     assert "focal loss beats OHEM" in page and "the learning rate is the data set's for every family" in page
     assert "ohem: ohem_k 128, ohem_nms 0.5, ohem_ratio none" in page  # Table 1d's best row, tried first
     assert "No baseline" in page and "images (" in page
+    assert "2 trained side by side" in page  # a detector's trials use every core (2 workers here)
     spec = (out / "spec.toml").read_text()
     assert "resample = true" in spec and 'ratio = "none"' not in spec
     report = runner.invoke(app, ["report", str(out), "--format", "md,latex", "--no-plots"])
