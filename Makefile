@@ -14,7 +14,7 @@ TABLES := $(ABLATIONS) regimes recheck catsdogs catsdogs_cifar
 # Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
 export FLX_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test test-fast docs demo lint bench gpu-check clean ablations $(TABLES)
+.PHONY: install test test-fast docs demo lint bench gpu-check clean ablations regime-map $(TABLES)
 
 install: $(STAMP)
 
@@ -73,6 +73,17 @@ $(TABLES): $(STAMP)
 	  $$(for d in $(TABLES); do test -f results/$$d/runs.csv && echo results/$$d; done)
 
 ablations: $(ABLATIONS)
+
+# The regime map, v4 (issue 31): one `flx compare` per cell, alpha-CE, FL and OHEM each tuned on 9 trials with the
+# paper's Table 1a/1b/1d points queued first, the best of each on 5 paired seeds with their own training images.
+# An L: clutter (hard negatives: 0, 8, 24 per 64 x 64 px) at 64 px, and canvas (imbalance: 64, 96, 128 px) at
+# clutter 8. OHEM's loss is divided by the object anchors as FL's is (ohem_norm=objects), so that all families
+# train on one learning rate at one gradient scale. Resumable; results/regime_map/map.md and regime_map.png.
+REGIME_CELLS := image_size=64,clutter=0 image_size=64,clutter=8 image_size=64,clutter=24 \
+                image_size=96,clutter=8 image_size=128,clutter=8
+regime-map: $(STAMP)
+	$(BIN)/flx compare shapes --families balanced_ce,focal,ohem --budget 9 --seeds 5 --set ohem_norm=objects \
+	  $(foreach c,$(REGIME_CELLS),--cell $(c)) --out results/regime_map
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

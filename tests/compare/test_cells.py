@@ -118,3 +118,18 @@ def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cel
     assert "-0.100 [-0.150, -0.050] p 0.062, 0 + 0 failed: contradicted" in rows[2]
     figure = Image.open(tmp_path / "regime_map.png")  # a 2 x 2 map with one square not run
     assert figure.size[0] > 200 and figure.size[1] > 200
+
+
+def test_the_makefiles_regime_map_cells_are_valid_detector_configs():
+    import re
+    from pathlib import Path
+
+    from flx.compare.cells import cell_name
+    from flx.compare.run import base_config, is_detection
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text().replace("\\\n", " ")
+    cells = parse_cells(re.search(r"^REGIME_CELLS := (.*)$", makefile, re.M).group(1).split())
+    assert len(cells) >= 5 and {c[1] for c in cells} >= {"clutter=0", "clutter=24"}
+    for cell in cells:
+        config = base_config("shapes", None, None, ["ohem_norm=objects", *cell])
+        assert is_detection(config) and cell_name(cell).startswith("image_size-")
