@@ -80,13 +80,31 @@ def compare(
     from flx.experiment.params import check
 
     n_workers = check("workers", workers, "--workers") if workers is not None else None
-    from flx.compare import run_compare  # after the checks
 
-    console = make_console()
-    printer = _printer(console)
     options = dict(label=label, positive=positive, families=families, budget=budget, seeds=seeds,
                    workers=n_workers, data_dir=data_dir, mlflow=mlflow, prune=prune, sets=set_, drop=drop,
                    queue=queue, queue_paper=paper_trials)  # fmt: skip
+    _compare(make_console(), data, out, cell, options)
+
+
+def _compare(console, data: str, out: str, cell: list[str], options: dict) -> None:
+    """Run one comparison, or one per cell, with progress lines, and print where the page is; Ctrl-C and SIGTERM
+    end it in one line (exit 130 / 143)."""
+    from flx.compare.run import CompareInterrupted  # after the checks
+
+    try:
+        _run(console, data, out, cell, options)
+    except CompareInterrupted as exc:
+        console.print(
+            f"interrupted ({exc.signal}): the finished runs are stored; run the same command again to resume"
+        )
+        raise typer.Exit(130 if exc.signal == "SIGINT" else 143) from None
+
+
+def _run(console, data: str, out: str, cell: list[str], options: dict) -> None:
+    from flx.compare import run_compare
+
+    printer = _printer(console)
     if cell:
         from flx.compare.cells import run_cells
 

@@ -53,6 +53,12 @@ def run_cells(data: str, cells: list[str], out: str | Path, on_event=lambda kind
     **compare)``, one after another; every cell's config is checked before the first trains. Returns
     ``(cells, results, page)``: the parsed cells, their :class:`~flx.compare.result.CompareResult` and
     ``out/map.md``."""
+    from flx.compare.run import interruptible
+
+    return interruptible(_run_cells)(data, cells, out, on_event, **compare)
+
+
+def _run_cells(data, cells, out, on_event, **compare):
     from flx.compare.run import base_config, run_compare
 
     parsed = parse_cells(cells)

@@ -20,7 +20,8 @@ MIN_CELL_TRIALS = 2  # a heat-map cell with fewer complete trials is left blank 
 BINS = 10  # the reliability diagram's equal-width probability bins
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,10 +30,11 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Save ``fig`` to ``path`` (no software stamp, so the same figure gives the same bytes) and close it."""
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -50,7 +52,7 @@ def tuning_figure(result) -> Path:
     ones marked, and a band of +- one seed std (:func:`seed_noise`) around its final best."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for family in result.families:
         trials = result.trials[family]
@@ -80,7 +82,7 @@ def tuning_figure(result) -> Path:
         ax.set_ylim(middle - 0.01, middle + 0.01)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, result.out / "tuning.png")
+    return save_figure(fig, result.out / "tuning.png")
 
 
 def heat_cells(trials: list[dict]):
@@ -123,7 +125,7 @@ def focal_figure(result) -> Path | None:
     trials = result.trials.get("focal")
     if not trials:
         return None
-    plt = _plt()
+    plt = pyplot()
     best, count = heat_cells(completed(trials))  # a pruned trial's AP is partial: a dot only
     shown = shown_cells(best, count)
     vmin, vmax = colour_range([t["val_ap"] for t in completed(trials)])
@@ -169,7 +171,7 @@ def focal_figure(result) -> Path | None:
     ax.set_xlabel("alpha")
     ax.set_ylabel("gamma")
     ax.set_title(f"focal loss: validation AP over (alpha, gamma), {len(trials)} trials")
-    return _save(fig, result.out / "focal_alpha_gamma.png")
+    return save_figure(fig, result.out / "focal_alpha_gamma.png")
 
 
 def _first_seed_scores(result, store) -> dict:
@@ -198,7 +200,7 @@ def finalist_figures(result) -> list[Path]:
     scores = _first_seed_scores(result, Store(result.out))
     if not scores:
         return []
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for family, (y, s) in scores.items():
         precision, recall, _ = precision_recall_curve(y, s)
@@ -208,7 +210,7 @@ def finalist_figures(result) -> list[Path]:
     ax.set_title("PR curves of every family's finalist (first paired seed, test split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    pr = _save(fig, result.out / "pr_curves.png")
+    pr = save_figure(fig, result.out / "pr_curves.png")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     for family, (y, s) in scores.items():
@@ -225,4 +227,4 @@ def finalist_figures(result) -> list[Path]:
     ax.set_title("reliability of the finalists (first paired seed; numbers: examples in the bin)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return [pr, _save(fig, result.out / "reliability.png")]
+    return [pr, save_figure(fig, result.out / "reliability.png")]

@@ -118,9 +118,9 @@ def _axis(values: list[str]) -> list[str]:
 def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[str]) -> Path:
     """One panel per claim; a square per cell (x: the first field, y: the second), coloured by the paired
     difference on a scale centred at 0, its interval and verdict written in it; no square where no cell ran."""
-    from flx.compare.figures import _plt, _save
+    from flx.compare.figures import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     xs = _axis([c[0].split("=")[1] for c in cells])
     ys = _axis([c[1].split("=")[1] for c in cells]) if len(cells[0]) > 1 else [""]
     found = {}
@@ -154,4 +154,4 @@ def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[st
             ax.set_ylabel(cells[0][1].split("=")[0])
         ax.set_title(claim, fontsize=9)
     fig.suptitle(f"paired test-AP difference a − b, 95% interval (colour: ±{reach:.3f})", fontsize=9)
-    return _save(fig, out / MAP_FIGURE)
+    return save_figure(fig, out / MAP_FIGURE)

@@ -4,6 +4,9 @@ paired seeds, judge the claims, write the page."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import signal
+import threading
 from pathlib import Path
 
 from flx.compare.result import CompareResult, completed, startup_trials
@@ -76,6 +79,40 @@ def is_detection(config: Config) -> bool:
     return get_dataset(config.dataset).task == "detection"
 
 
+class CompareInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a comparison's runs (``signal``: "SIGINT" or "SIGTERM"); what finished is stored."""
+
+    def __init__(self, signal: str):
+        super().__init__(signal)
+        self.signal = signal
+
+
+def interruptible(function):
+    """Ctrl-C and SIGTERM anywhere in ``function`` (between runs too: in Optuna, rendering the page) raise
+    :class:`CompareInterrupted`, so a comparison stops in one line and its ``finally`` blocks stop the workers; the
+    sweeps inside install their own SIGTERM handler while they train, and put this one back."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def handler(signum, frame):
+                raise CompareInterrupted("SIGTERM")
+
+            previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            return function(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise CompareInterrupted("SIGINT") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+@interruptible
 def run_compare(
     data: str,
     label: str | None = None,
@@ -136,10 +173,7 @@ def run_compare(
         check_tracking(mlflow)
     store = Store(result.out)
     on_event("plan", families=families, budget=budget, seeds=seeds, total=len(families) * (budget + seeds))
-    for family in families:
-        result.trials[family] = _tune(base, family, budget, store, data_dir, result, on_event)
-        best = max(completed(result.trials[family]), key=lambda t: t["val_ap"])
-        result.finalists[family] = best["fields"]
+    _tune_all(base, store, data_dir, result, on_event)
     _finals(base, result, store, workers, data_dir, on_event)
     from flx.compare.baselines import fit_baselines
     from flx.compare.page import write_page
@@ -153,10 +187,11 @@ def run_compare(
 
 
 def _train(
-    configs: list, store, data_dir, result: CompareResult, workers=1, spec=None, on_record=None
+    configs: list, store, data_dir, result: CompareResult, workers=1, spec=None, on_record=None, runner=None
 ) -> list[dict]:
     """The records of ``configs`` (trained unless the store has them), in order; ``on_record(record)`` as each
-    finishes."""
+    finishes. ``runner``: an executor to train on (a kept pool), else one made for ``workers``. Raises
+    :class:`CompareInterrupted` when Ctrl-C or SIGTERM stopped them."""
     from flx.sweep.executors import SerialExecutor
     from flx.sweep.run import run_sweep
 
@@ -164,11 +199,13 @@ def _train(
         if kind == "record" and on_record is not None:
             on_record(fields["record"])
 
-    executor = SerialExecutor() if workers == 1 else None
+    executor = runner or (SerialExecutor() if workers == 1 else None)
     done = run_sweep(
         configs, store, workers=workers, data_dir=data_dir, runner=executor, spec=spec, on_event=on_event
     )
     result.trained += sum(done.counts.values())
+    if done.interrupted:
+        raise CompareInterrupted(done.interrupted)
     if result.mlflow is not None and sum(done.counts.values()):
         from flx.results.export import export_mlflow
 
@@ -244,7 +281,27 @@ def _report(trial, record, after: int) -> int:
     return curve[-1][0] if curve else after
 
 
-def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_event) -> list[dict]:
+def _tune_all(base: Config, store, data_dir, result: CompareResult, on_event) -> None:
+    """Every family's trials and its finalist (its best complete trial on validation), on one pool of workers
+    kept across them where trials train side by side (each worker renders or loads the data once)."""
+    pool = None
+    if result.trial_workers > 1:
+        from flx.sweep.executors import KeptPoolExecutor
+
+        pool = KeptPoolExecutor(result.trial_workers)
+    try:
+        for family in result.families:
+            result.trials[family] = _tune(
+                base, family, result.budget, store, data_dir, result, on_event, pool
+            )
+            best = max(completed(result.trials[family]), key=lambda t: t["val_ap"])
+            result.finalists[family] = best["fields"]
+    finally:
+        if pool is not None:
+            pool.close()  # no worker outlives the trials, Ctrl-C and errors included
+
+
+def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_event, pool=None) -> list[dict]:
     """The family's first ``budget`` finished trials, trained unless its stored study has them (TPE, seeded; its
     queued settings first), ``result.trial_workers`` at a time (Optuna's constant liar stands in for the ones
     still training). With a rung (:func:`rung_steps`), each trial after as many as TPE's random start first
@@ -276,15 +333,15 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
             fields = suggest(trial, family, result.detection)
             config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
             batch.append((n, trial, fields, config))
-        for entry in _trial_batch(study, batch, startup, store, data_dir, result):
+        for entry in _trial_batch(study, batch, startup, store, data_dir, result, pool):
             trials.append(entry)
             on_event("trial", family=family, stored=False, **entry)
     return trials
 
 
-def _trial_batch(study, batch: list, startup: int, store, data_dir, result) -> list[dict]:
-    """Train a batch of asked trials ``[(number, trial, fields, config)]`` side by side (their rung runs first,
-    where they have one) and tell the study how each ended."""
+def _trial_batch(study, batch: list, startup: int, store, data_dir, result, pool=None) -> list[dict]:
+    """Train a batch of asked trials ``[(number, trial, fields, config)]`` side by side on ``pool`` (their rung
+    runs first, where they have one) and tell the study how each ended."""
     from flx.compare.study import finish
 
     records, status, reported = {}, {}, {}
@@ -292,7 +349,7 @@ def _trial_batch(study, batch: list, startup: int, store, data_dir, result) -> l
     if rung:
         configs = [dataclasses.replace(b[3], steps=result.rung) for b in rung]
         for (n, trial, _, _), record in zip(
-            rung, _train(configs, store, data_dir, result, len(rung)), strict=True
+            rung, _train(configs, store, data_dir, result, len(rung), runner=pool), strict=True
         ):
             records[n], reported[n] = record, _report(trial, record, 0)
             if record.status != "ok":  # the full run would start the same way: the trial ends here
@@ -301,7 +358,7 @@ def _trial_batch(study, batch: list, startup: int, store, data_dir, result) -> l
                 status[n] = "pruned"
     full = [b for b in batch if b[0] not in status]
     if full:
-        done = _train([b[3] for b in full], store, data_dir, result, len(full))
+        done = _train([b[3] for b in full], store, data_dir, result, len(full), runner=pool)
         for (n, trial, _, _), record in zip(full, done, strict=True):
             records[n], status[n] = record, record.status
             _report(trial, record, reported.get(n, 0))

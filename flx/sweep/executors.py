@@ -111,6 +111,26 @@ class LocalPoolExecutor:
         self._pool = None
 
 
+class KeptPoolExecutor(LocalPoolExecutor):
+    """A :class:`LocalPoolExecutor` that outlives each sweep it serves, so its workers keep torch and their loaded
+    data from one sweep to the next (``flx compare``'s trials: many short sweeps in a row). A sweep's end leaves
+    the workers running; :meth:`close` stops them, and whoever made the executor calls it in a ``finally``. A
+    broken pool (a worker killed) is replaced as in the plain pool."""
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is not None and not getattr(self._pool, "_broken", False):
+            return self._pool
+        super().shutdown()
+        return super()._start()
+
+    def shutdown(self) -> None:  # a sweep's end: the workers stay for the next one
+        if self._pool is not None and getattr(self._pool, "_broken", False):
+            super().shutdown()
+
+    def close(self) -> None:
+        super().shutdown()
+
+
 def _script_hint() -> str:
     """For a sweep started from a Python script: spawned workers import that script again, so a sweep not under
     ``if __name__ == "__main__":`` kills every worker at its start."""

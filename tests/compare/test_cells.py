@@ -133,3 +133,39 @@ def test_the_makefiles_regime_map_cells_are_valid_detector_configs():
     for cell in cells:
         config = base_config("shapes", None, None, ["ohem_norm=objects", *cell])
         assert is_detection(config) and cell_name(cell).startswith("image_size-")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/stat"), reason="needs /proc")
+def test_sigterm_stops_a_detector_compare_and_its_kept_trial_workers(tmp_path):
+    """A detector's trials train on one pool kept across them: SIGTERM, which may land between runs (in Optuna,
+    between batches), must still stop every worker and exit 143 in one line, and a second call resume with no
+    run trained twice. (Ctrl-C takes the same path: a KeyboardInterrupt becomes the same exception.)"""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import flx_cmd, subprocess_env
+    from tests.engine.test_engine import _count, _start_sweep_and_wait
+    from tests.sweep.test_faults import _alive, _descendants
+
+    out = tmp_path / "det"
+    args = ["compare", "shapes", "--families", "balanced_ce,focal", "--budget", "2", "--seeds", "2"]
+    args += ["--set", "image_size=32", "--set", "steps=100", "--set", "n_images=16", "--set", "hidden=8"]
+    cmd = flx_cmd(*args, "--workers", "2", "--out", str(out))
+    proc = _start_sweep_and_wait(cmd, out / "runs.sqlite", at_least=2, stdout=subprocess.PIPE)
+    workers = _descendants(proc.pid)
+    assert workers, "the trials have worker processes"
+    os.kill(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while _alive(workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(workers), f"workers outlived the compare: {_alive(workers)}"
+    assert proc.returncode == 143, output
+    assert "interrupted (SIGTERM)" in output and "Traceback" not in output
+    stored, distinct = _count(out / "runs.sqlite")
+    again = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _count(out / "runs.sqlite") == (stored + int(again.stdout.split("(")[-1].split()[0]),) * 2
