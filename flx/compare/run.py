@@ -87,27 +87,44 @@ class CompareInterrupted(Exception):
         self.signal = signal
 
 
+_STOP: dict = {"signal": None, "depth": 0}  # the signal that stopped the comparison; nested wrappers
+
+
+def check_stopped() -> None:
+    """Raise :class:`CompareInterrupted` if a signal came: its exception may have been swallowed where Python
+    ignores them (a garbage-collection callback), so every batch of runs checks first."""
+    if _STOP["signal"]:
+        raise CompareInterrupted(_STOP["signal"])
+
+
 def interruptible(function):
     """Ctrl-C and SIGTERM anywhere in ``function`` (between runs too: in Optuna, rendering the page) raise
     :class:`CompareInterrupted`, so a comparison stops in one line and its ``finally`` blocks stop the workers; the
-    sweeps inside install their own SIGTERM handler while they train, and put this one back."""
+    sweeps inside install their own SIGTERM handler while they train, and put this one back. The signal is also
+    noted (:func:`check_stopped`), so an exception Python swallowed still stops the next batch."""
+
+    def on_signal(signum, frame):
+        _STOP["signal"] = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+        raise CompareInterrupted(_STOP["signal"]) if signum == signal.SIGTERM else KeyboardInterrupt
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        previous = None
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-
-            def handler(signum, frame):
-                raise CompareInterrupted("SIGTERM")
-
-            previous = signal.signal(signal.SIGTERM, handler)
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if _STOP["depth"] == 0:
+            _STOP["signal"] = None
+        _STOP["depth"] += 1
         try:
-            return function(*args, **kwargs)
+            out = function(*args, **kwargs)
+            check_stopped()
+            return out
         except KeyboardInterrupt:
             raise CompareInterrupted("SIGINT") from None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            _STOP["depth"] -= 1
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     return wrapper
 
@@ -194,6 +211,8 @@ def _train(
     :class:`CompareInterrupted` when Ctrl-C or SIGTERM stopped them."""
     from flx.sweep.executors import SerialExecutor
     from flx.sweep.run import run_sweep
+
+    check_stopped()
 
     def on_event(kind, **fields):
         if kind == "record" and on_record is not None:

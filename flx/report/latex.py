@@ -94,17 +94,32 @@ def latex_cells(table, columns: list[str] | None = None):
         header.index("loss") if "loss" in header else -1,
     )
     fingerprint = header.index("data_fingerprint") if "data_fingerprint" in header else -1
-    out_rows = []
-    for row in rows:
+    out_rows, out_bold = [], []
+    for row, marks in zip(*_unmerged(rows, bold), strict=True):
+        out_bold.append(marks)
         row = [compact(c) for c in row]
-        if "diverged" not in columns and row[diverged] not in ("0", "–"):
+        if "diverged" not in columns and row[diverged] not in ("0", "–", ""):
             row[n] += f" ({row[diverged]} diverged)"
         if fingerprint >= 0:  # runs on other data files: told apart by the fingerprint's first 8 hex digits
             row[fingerprint] = row[fingerprint].split(":")[-1][:8]
         out_rows.append(row)
     keep = [j for j in range(len(header)) if j not in drop]
     pick = lambda row: [row[j] for j in keep]  # noqa: E731
-    return pick(header), [pick(r) for r in out_rows], [pick(b) for b in bold], keep.index(n), loss
+    return pick(header), [pick(r) for r in out_rows], [pick(b) for b in out_bold], keep.index(n), loss
+
+
+def _unmerged(rows: list[list[str]], bold: list[list[bool]]) -> tuple[list, list]:
+    """A row that stands for several identical settings ('128 / 256 / 512', paper AP '31.1 / 28.3 / 24') as one
+    line per setting, as a column of print holds it: the first with the results, the others with only what
+    differs (the results are the same runs)."""
+    out_rows, out_bold = [], []
+    for row, marks in zip(rows, bold, strict=True):
+        parts = [c.split(" / ") for c in row]
+        lines = max(len(p) for p in parts)
+        for k in range(lines):
+            out_rows.append([p[k] if len(p) == lines else (p[0] if k == 0 else "") for p in parts])
+            out_bold.append(marks if k == 0 else [False] * len(marks))
+    return out_rows, out_bold
 
 
 def compact(cell: str) -> str:
