@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from flx.compare.run import base_config, interruptible, run_compare
 from flx.errors import ConfigError
 
 SAFE = re.compile(r"^[A-Za-z0-9_.+-]+$")  # a cell's folder name never leaves the results folder
@@ -48,19 +49,12 @@ def cell_name(cell: list[str]) -> str:
     return name
 
 
+@interruptible
 def run_cells(data: str, cells: list[str], out: str | Path, on_event=lambda kind, **f: None, **compare):
     """Each cell of ``cells`` (``--cell`` items) is ``run_compare(data, sets=[*sets, *cell], out=out/CELL,
     **compare)``, one after another; every cell's config is checked before the first trains. Returns
     ``(cells, results, page)``: the parsed cells, their :class:`~flx.compare.result.CompareResult` and
     ``out/map.md``."""
-    from flx.compare.run import interruptible
-
-    return interruptible(_run_cells)(data, cells, out, on_event, **compare)
-
-
-def _run_cells(data, cells, out, on_event, **compare):
-    from flx.compare.run import base_config, run_compare
-
     parsed = parse_cells(cells)
     if not parsed:
         raise ConfigError("--cell got nothing; accepted: FIELD=VALUE,... e.g. image_size=64,clutter=8")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from flx.results.summary import MERGED
+
 LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -114,7 +116,7 @@ def _unmerged(rows: list[list[str]], bold: list[list[bool]]) -> tuple[list, list
     differs (the results are the same runs)."""
     out_rows, out_bold = [], []
     for row, marks in zip(rows, bold, strict=True):
-        parts = [c.split(" / ") for c in row]
+        parts = [c.split(MERGED) for c in row]
         lines = max(len(p) for p in parts)
         for k in range(lines):
             out_rows.append([p[k] if len(p) == lines else (p[0] if k == 0 else "") for p in parts])

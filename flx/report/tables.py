@@ -21,6 +21,7 @@ from flx.experiment.config import CONFIG_FIELDS, config_from_record
 from flx.experiment.metrics import METRICS, PRIMARY, TABLE_METRICS
 from flx.results.records import read_runs_csv
 from flx.results.summary import (
+    MERGED,
     RUN_MAXIMA,
     STATUSES,
     cell,
@@ -152,7 +153,7 @@ def build_table(df, spec: ReportSpec):
     context = {k: runs.iloc[0][k] for k in CONFIG_FIELDS if k in runs and k not in keys}
     if spec.paper:
         table["paper_ap"] = [
-            " / ".join(cell(paper_ap(spec.paper, {**context, **m})) for m in members[i])
+            MERGED.join(cell(paper_ap(spec.paper, {**context, **m})) for m in members[i])
             if i in members
             else paper_ap(spec.paper, {**context, **row})
             for i, row in enumerate(table.to_dict("records"))
@@ -180,7 +181,7 @@ def _join_merged(table, keys: list[str], merged: dict) -> dict[int, list[dict]]:
             values = [cell(m[k]) for m in merged[label]]
             if len(set(values)) > 1:
                 table[k] = table[k].astype(object)
-                table.at[i, k] = " / ".join(values)
+                table.at[i, k] = MERGED.join(values)
     return members
 
 
@@ -296,7 +297,7 @@ def _merged_note(members: list[dict], context: dict) -> str:
     varying = [k for k in members[0] if len({cell(m[k]) for m in members}) > 1]
     fixed = [k for k in members[0] if k not in varying and k != "loss" and cell(members[0][k]) != "–"]
     first = {**context, **members[0]}
-    what = ", ".join(f"{k} {' / '.join(cell(m[k]) for m in members)}" for k in varying)
+    what = ", ".join(f"{k} {MERGED.join(cell(m[k]) for m in members)}" for k in varying)
     at = " at " + " and ".join(f"{k} {setting_cell(first, k)}" for k in fixed) if fixed else ""
     note = (
         f"{first.get('loss')}, {what}{at}: identical runs seed by seed (every metric equal), so one row; the "

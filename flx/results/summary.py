@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 
 from flx.experiment.config import CONFIG_FIELDS
-from flx.experiment.metrics import TABLE_METRICS
+from flx.experiment.metrics import METRICS, TABLE_METRICS
 from flx.experiment.params import LOSS_PARAMS
 from flx.experiment.registries import LOSSES
 
 SETTING_EXCLUDE = ("seed",)
 STATUSES = ("ok", "missing", "diverged", "failed", "collapsed")  # "missing": planned but not stored
+MERGED = " / "  # between the values of a row that stands for several identical settings (merge_identical)
 NONE_MEANS_OFF = ("prior", "ohem_ratio")  # None for these is a setting ("none"), not "does not apply"
 
 
@@ -107,8 +108,6 @@ def merge_identical(df, keys: list[str]):
     other recorded metric equal to the last bit, at least one ok run) did not change what was trained, like an OHEM B that the 1:3 rule never
     fills: they are one result. Returns the runs with only the first of each such group kept, and
     ``{kept setting's cells: [each member's key values]}`` for the groups of two or more."""
-    from flx.experiment.metrics import METRICS
-
     metrics = [m for m in METRICS if m in df]
     groups: dict[tuple, list] = {}
     for label, group in df.groupby([df[k].map(cell) for k in keys], sort=False, dropna=False):

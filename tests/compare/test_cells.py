@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from flx.cli import app
 from flx.compare.cells import parse_cells, run_cells
 from flx.errors import ConfigError
+from tests.compare.conftest import rare_table
 
 runner = CliRunner()
 L_SHAPE = ["steps=100,batch_size=32", "steps=200,batch_size=32", "steps=100,batch_size=64"]
@@ -16,12 +17,7 @@ L_SHAPE = ["steps=100,batch_size=32", "steps=200,batch_size=32", "steps=100,batc
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(500, 6, n_informative=4, weights=[0.8], class_sep=1.0, random_state=2)
-    path = tmp_path_factory.mktemp("data") / "rare.csv"
-    pd.DataFrame(x).assign(label=y).to_csv(path, index=False)
-    return path
+    return rare_table(tmp_path_factory.mktemp("data") / "rare.csv", 500, 6, seed=2)
 
 
 def _cells(table, out, **kw):

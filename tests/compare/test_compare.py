@@ -10,18 +10,14 @@ from typer.testing import CliRunner
 from flx.cli import app
 from flx.compare import run_compare
 from flx.experiment.registries import LOSSES
+from tests.compare.conftest import rare_table
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(800, 8, n_informative=5, weights=[0.85], class_sep=1.0, random_state=0)
-    path = tmp_path_factory.mktemp("data") / "rare.csv"
-    pd.DataFrame(x).assign(label=y).to_csv(path, index=False)
-    return path
+    return rare_table(tmp_path_factory.mktemp("data") / "rare.csv", 800, 8, seed=0, weight=0.85)
 
 
 def _compare(table, out, **kw):

@@ -8,18 +8,15 @@ from typer.testing import CliRunner
 from flx.cli import app
 from flx.compare import run_compare
 from flx.errors import ConfigError
+from tests.compare.conftest import rare_table
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(600, 6, n_informative=4, weights=[0.8], class_sep=1.0, random_state=1)
     path = tmp_path_factory.mktemp("data") / "rare.csv"
-    pd.DataFrame(x).assign(label=y, row=range(600), noise=range(600, 0, -1)).to_csv(path, index=False)
-    return path
+    return rare_table(path, 600, 6, seed=1, row=range(600), noise=range(600, 0, -1))
 
 
 def _compare(table, out, **kw):
