@@ -7,6 +7,14 @@ import typer
 from flx.cli.app import app, make_console, user_errors
 from flx.cli.options import DataDirOpt
 
+RecheckOpt = typer.Option(
+    None,
+    "--recheck",
+    metavar="A-B",
+    help="Then re-run every settled verdict (replicated or contradicted) on fresh seeds A to B, after the "
+    "finalists' (e.g. 6-10), each family fixed to its chosen setting: DIR/recheck/recheck.md.",
+)
+
 
 @app.command()
 @user_errors
@@ -67,6 +75,7 @@ def compare(
         "0.75, focal gamma 2, alpha 0.25; for a detector every point of Table 1a, 1b and 1d, best first. "
         "(default: on)",
     ),
+    recheck: str | None = RecheckOpt,
     prune: bool = typer.Option(
         True,
         show_default=False,
@@ -83,7 +92,7 @@ def compare(
 
     options = dict(label=label, positive=positive, families=families, budget=budget, seeds=seeds,
                    workers=n_workers, data_dir=data_dir, mlflow=mlflow, prune=prune, sets=set_, drop=drop,
-                   queue=queue, queue_paper=paper_trials)  # fmt: skip
+                   queue=queue, queue_paper=paper_trials, recheck=recheck)  # fmt: skip
     _compare(make_console(), data, out, cell, options)
 
 
@@ -116,7 +125,8 @@ def _run(console, data: str, out: str, cell: list[str], options: dict) -> None:
     with console.status("comparing..."):
         result = run_compare(data, out=out, on_event=printer, **options)
     console.print("\n".join(result.summary_lines()), highlight=False, markup=False)
-    console.print(f"\n{result.page} ({result.trained} runs trained now)", highlight=False)
+    recheck = f", {result.recheck.page}" if result.recheck is not None else ""
+    console.print(f"\n{result.page}{recheck} ({result.trained} runs trained now)", highlight=False)
 
 
 def _printer(console):
@@ -151,6 +161,9 @@ def _printer(console):
         elif kind == "finals":
             state["finals"] = len(f["configs"])
             console.print(f"finalists: {state['finals']} runs (claims written to spec.toml)", highlight=False)
+        elif kind == "recheck":
+            state["total"] += len(f["configs"])
+            console.print(f"re-check: {len(f['configs'])} runs on fresh seeds", highlight=False)
         elif kind == "final":
             r = f["record"]
             ap = f"test AP {r.ap:.3f}" if r.status == "ok" else r.status

@@ -100,10 +100,37 @@ def write_map(out: Path, cells: list[list[str]], results: list) -> Path:
         tabulate(rows, headers=header, tablefmt="github", disable_numparse=True),
         "",
         f"![regime map]({figure.name})",
+        *_recheck_lines(cells, results),
     ]
     path = out / MAP_PAGE
     write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
     return path
+
+
+def _recheck_lines(cells: list[list[str]], results: list) -> list[str]:
+    """The cells' re-checks (``--recheck``): each settled verdict on the finalists' seeds and on the fresh ones."""
+    from tabulate import tabulate
+
+    rows = []
+    for cell, result in zip(cells, results, strict=True):
+        recheck = result.recheck
+        for v, w in zip(recheck.before, recheck.verdicts, strict=True) if recheck is not None else ():
+            seeds = f"{recheck.seeds[0]}-{recheck.seeds[-1]}"
+            rows.append([", ".join(cell), v.name, verdict_text(v), seeds, verdict_text(w)])
+    ran = [r for r in results if r.recheck is not None]
+    if not ran:
+        return []
+    header = ["cell", "claim", "finalists' seeds", "fresh seeds", "on the fresh seeds"]
+    table = tabulate(rows, headers=header, tablefmt="github", disable_numparse=True) if rows else ""
+    return [
+        "",
+        "## Re-checked on fresh seeds",
+        "",
+        "Every settled verdict (replicated or contradicted), re-run on fresh seeds with each family fixed to the "
+        f"setting its cell's study chose (each cell's `recheck/recheck.md`); {len(rows)} verdict(s) in "
+        f"{len(ran)} cell(s) re-run.",
+        *(["", table] if table else []),
+    ]
 
 
 def _axis(values: list[str]) -> list[str]:

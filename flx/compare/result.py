@@ -62,6 +62,7 @@ class CompareResult:
     base_lr: float | None = None  # the data set's learning rate (the queued trials' where it is searched)
     queued: dict = field(default_factory=dict)  # family -> the settings its study tried first
     trial_workers: int = 1  # trials trained side by side (flx.compare.run.trial_workers)
+    recheck: object = None  # flx.compare.recheck.Recheck: the settled verdicts on fresh seeds (--recheck)
 
     @property
     def search_lr(self) -> bool:

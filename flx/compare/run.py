@@ -147,6 +147,7 @@ def run_compare(
     drop: str | None = None,
     queue: list[str] = (),
     queue_paper: bool = True,
+    recheck: str | None = None,
 ) -> CompareResult:
     """``flx compare``: each family gets ``budget`` trials (seed 0, chosen on validation AP, a failed trial
     scoring 0), its best configuration is retrained on seeds 1..``seeds`` with the claims of
@@ -161,7 +162,8 @@ def run_compare(
     study first tries the paper's settings (``queue_paper``: :func:`flx.compare.space.paper_trials`), then the
     ``queue`` items ("FAMILY:FIELD=VALUE,..."), within its budget. The studies are stored in ``out/study.db``
     (Optuna's SQLite storage, one study per family): a second call with a larger budget trains only the new
-    trials."""
+    trials. ``recheck`` ("A-B", seeds after the finalists'): every settled verdict re-run on those seeds, each
+    family fixed to its chosen setting, in ``out/recheck/`` (:mod:`flx.compare.recheck`)."""
     base = base_config(data, label, positive, sets, drop)
     detection = is_detection(base)
     text = families if isinstance(families, str) else ",".join(families)
@@ -173,7 +175,10 @@ def run_compare(
         raise ConfigError(
             f"--seeds got {seeds}; accepted: an integer >= 2 (a paired verdict needs two seeds)"
         )
+    from flx.compare.recheck import parse_recheck
     from flx.results.store import Store
+
+    fresh = parse_recheck(recheck, seeds) if recheck is not None else None
 
     result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
     result.splits = split_counts(base, data_dir)  # refused here when the test split cannot carry a verdict
@@ -194,13 +199,31 @@ def run_compare(
     _finals(base, result, store, workers, data_dir, on_event)
     from flx.compare.baselines import fit_baselines
     from flx.compare.page import write_page
+    from flx.report.tables import load_runs
 
-    seeds = list(range(1, result.seeds + 1))  # the finalists', each on its own split where they resample
-    result.baselines = fit_baselines(base, data_dir, seeds, resampled=result.resampled is not None)
+    finals = list(range(1, result.seeds + 1))  # each seed on its own split where they resample
+    result.baselines = fit_baselines(base, data_dir, finals, resampled=result.resampled is not None)
 
     result.page = write_page(result)
+    load_runs(result.out)  # every run, trials too, in out/runs.csv: the committed record
     on_event("page", path=result.page)
+    result.recheck = _recheck(base, result, fresh, workers, data_dir, on_event)
     return result
+
+
+def _recheck(base: Config, result: CompareResult, fresh, workers, data_dir, on_event):
+    """The settled verdicts on the ``fresh`` seeds (--recheck), else the re-check stored by an earlier call."""
+    from flx.compare.recheck import run_recheck, stored_recheck
+
+    if fresh is None:
+        return stored_recheck(result)
+
+    def train(configs, store, spec):
+        on_event("recheck", configs=configs)
+        on_record = lambda record: on_event("final", record=record)  # noqa: E731
+        return _train(configs, store, data_dir, result, workers=workers, spec=spec, on_record=on_record)
+
+    return run_recheck(base, result, fresh, train)
 
 
 def _train(

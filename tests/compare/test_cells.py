@@ -1,6 +1,8 @@
 """flx compare --cell: one comparison per cell of a map, each with its own equal budgets and paired seeds, the map
 page and figure gathered from them, and bad cells refused before anything trains."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 from PIL import Image
@@ -103,7 +105,24 @@ def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cel
                     p=0.0625)
         ]  # fmt: skip
         results.append(result)
+    from flx.compare.recheck import Recheck
+
+    fresh = dataclasses.replace(
+        results[0].verdicts[0], mean=0.02, low=-0.01, high=0.05, verdict="inconclusive"
+    )
+    results[0].recheck = Recheck([6, 7, 8, 9, 10], [{}], results[0].verdicts, [fresh])
     page = write_map(tmp_path, cells, results).read_text()
+    recheck = page.split("## Re-checked on fresh seeds")[1]
+    assert "1 verdict(s) in 1 cell(s) re-run" in recheck
+    (row,) = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in recheck.splitlines() if "clutter=0 |" in line
+    ]
+    assert row[:2] == ["image_size=64, clutter=0", "focal loss beats alpha-balanced cross-entropy"]
+    assert row[2].endswith("replicated") and row[3:] == [
+        "6-10",
+        "+0.020 [-0.010, +0.050] p 0.062, 0 + 0 failed: inconclusive",
+    ]
+    page = page.split("## Re-checked")[0]
     rows = [line for line in page.splitlines() if line.startswith("| ") and "image_size" not in line]
     assert [[c.strip() for c in r.split("|")[1:4]] for r in rows] == [
         ["64", "0", "1:500"],

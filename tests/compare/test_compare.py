@@ -67,12 +67,53 @@ def test_a_family_made_worse_flips_the_verdict(table, tmp_path, monkeypatch, wor
     assert (verdict.high < 0) if expected == "contradicted" else (verdict.low > 0)
 
 
+@pytest.mark.slow
+def test_a_recheck_reruns_only_settled_verdicts_on_fresh_seeds_with_the_chosen_settings(
+    table, tmp_path, monkeypatch
+):
+    """--recheck: a contradicted verdict (focal trained on inverted labels) is re-run on seeds 4-6, each on its own
+    split, with each family's chosen setting, in its own store; an inconclusive one is not; a second call trains
+    nothing."""
+    from flx.results.store import Store
+
+    def inverted(logits, targets, reduction="mean", **_):
+        return F.binary_cross_entropy_with_logits(logits, 1 - targets, reduction=reduction)
+
+    monkeypatch.setitem(LOSSES, "focal", dataclasses.replace(LOSSES["focal"], objective=inverted))
+    result = _compare(table, tmp_path / "r", recheck="4-6")
+    settled = [v.name for v in result.verdicts if v.verdict in ("replicated", "contradicted")]
+    recheck = result.recheck
+    assert settled and [v.name for v in recheck.verdicts] == settled == [c["name"] for c in recheck.claims]
+    assert recheck.verdicts[0].verdict == "contradicted" and recheck.verdicts[0].n == 3
+    runs = Store(tmp_path / "r" / "recheck").records()
+    assert sorted((r.loss, r.seed, r.data_seed) for r in runs) == [
+        (f, s, s) for f in ("ce", "focal") for s in (4, 5, 6)
+    ]
+    for r in runs:  # each family fixed to the setting its study chose
+        assert {k: getattr(r, k) for k in result.finalists[r.loss]} == result.finalists[r.loss]
+    spec = (tmp_path / "r" / "recheck" / "spec.toml").read_text()
+    assert 'seeds = "4-6"' in spec and spec.count("[[report.claims]]") == len(settled)
+    page = recheck.page.read_text()
+    assert "seeds 4-6" in page and settled[0] in page
+    for again in (_compare(table, tmp_path / "r", recheck="4-6"), _compare(table, tmp_path / "r")):
+        assert again.trained == 0 and [(v.name, v.mean) for v in again.recheck.verdicts] == [
+            (v.name, v.mean) for v in recheck.verdicts
+        ]  # stored: kept by a call without --recheck too
+
+
 def test_compare_refuses_bad_input_in_one_line(table, tmp_path):
     for args, needle in (
         (["--families", "ce"], "--families got 'ce'"),
         (["--families", "ce,hinge"], "--families got 'ce,hinge'"),
         (["--budget", "0"], "--budget got"),
         (["--seeds", "1"], "--seeds got 1"),
+        (
+            ["--recheck", "5-9"],
+            "--recheck got '5-9'; accepted: a range A-B of two or more fresh seeds, after",
+        ),
+        (["--recheck", "7"], "--recheck got '7'"),
+        (["--recheck", "7-7"], "--recheck got '7-7'"),
+        (["--recheck", "x"], "--recheck got 'x'"),
     ):
         result = runner.invoke(
             app, ["compare", str(table), "--label", "label", *args, "--out", str(tmp_path / "x")]

@@ -210,6 +210,7 @@ def test_committed_results_readme_is_generated():
         pytest.skip("no committed results yet")
     order = [
         "curves",
+        "curves_map",
         "stability",
         "table1a",
         "table1b",
