@@ -25,6 +25,7 @@ FIGURES = {
     "learning_curves": "validation AP against training steps (runs with eval_every)",
     "detection_loss_cdf": "the paper's Figure 4 on the detector's anchors (the FL run's stored anchor logits)",
     "examples": "test images with ground truth and the detections of CE and FL (stored with the runs)",
+    "ohem_rows": "Table 1d: each OHEM row's test AP seed by seed against focal loss's (identical rows as one)",
     "regime_map": "each canvas's claims (named 'N px: ...') as paired differences against the measured imbalance",
 }
 

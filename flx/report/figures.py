@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from flx.experiment.registries import LR_DECAYS  # noqa: E402
+from flx.report.ohem_rows import ohem_rows  # noqa: E402
 from flx.results.summary import cell, run_label, setting_cell, setting_columns, summarize  # noqa: E402
 
 PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio", "anchor_scales")
@@ -484,4 +485,5 @@ FIGURES = {
     "detection_loss_cdf": detection_loss_cdf,
     "examples": examples,
     "regime_map": regime_map,
+    "ohem_rows": ohem_rows,
 }

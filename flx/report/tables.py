@@ -161,6 +161,14 @@ def build_table(df, spec: ReportSpec):
     table.attrs["context"] = context  # travels with the table to render_markdown
     table.attrs["code"] = code_version(runs)
     table.attrs["merged"] = [members[i] for i in sorted(members)]
+    detector = "anchors_per_image" in runs and runs["anchors_per_image"].notna().any()
+    if detector and (runs["loss"] == "ohem").any():  # how OHEM's loss was scaled, at which learning rate
+        ohem = runs[runs["loss"] == "ohem"]
+        norms = list(ohem["ohem_norm"].fillna("kept")) if "ohem_norm" in ohem else ["kept"]
+        rates = sorted({float(x) for x in runs["lr"].dropna()}) if "lr" in runs else []
+        table.attrs["ohem"] = (sorted(set(norms)), rates)
+    if "pos_anchors_per_image" in runs and runs["pos_anchors_per_image"].notna().any():
+        table.attrs["object_anchors"] = float(runs["pos_anchors_per_image"].mean())  # per validation image
     table.attrs["chosen_on_val"] = spec.best_over in keys and spec_chooser == "val_ap_mean"
     if spec.claims:
         from flx.report.claims import judge_all
@@ -283,8 +291,20 @@ def table_notes(table, spec: ReportSpec) -> str:
             "largest rebound: of any of the setting's runs, how far the loss on object anchors came back up after "
             f"falling below {FELL:g} of its initial level, as a share of that level (a knock-back at {BACK:g})."
         )
+    if "ohem" in table.attrs:
+        norms, rates = table.attrs["ohem"]
+        words = {
+            "kept": "the anchors it keeps (as in the paper)",
+            "objects": "the object anchors (as focal loss's)",
+        }
+        lr = (
+            f", at the learning rate of every row ({' / '.join(f'{r:g}' for r in rates)}, not tuned)"
+            if rates
+            else ""
+        )
+        notes.append(f"OHEM's loss is divided by {' or '.join(words.get(n, n) for n in norms)}{lr}.")
     for members in table.attrs.get("merged", []):
-        notes.append(_merged_note(members, table.attrs["context"]))
+        notes.append(_merged_note(members, table.attrs["context"], table.attrs.get("object_anchors")))
     if "paper_ap" in table:
         notes.append(f"paper AP: {citation()}; compare the shape, not the values.")
     if table.attrs.get("code"):
@@ -292,8 +312,9 @@ def table_notes(table, spec: ReportSpec) -> str:
     return " ".join(notes)
 
 
-def _merged_note(members: list[dict], context: dict) -> str:
-    """Why one row stands for several settings (``context``: the fields every row shares)."""
+def _merged_note(members: list[dict], context: dict, objects: float | None = None) -> str:
+    """Why one row stands for several settings (``context``: the fields every row shares; ``objects``: the object
+    anchors per image, which bound what OHEM's 1:r rule keeps)."""
     varying = [k for k in members[0] if len({cell(m[k]) for m in members}) > 1]
     fixed = [k for k in members[0] if k not in varying and k != "loss" and cell(members[0][k]) != "–"]
     first = {**context, **members[0]}
@@ -304,5 +325,10 @@ def _merged_note(members: list[dict], context: dict) -> str:
         "setting did not change what was trained"
     )
     if "ohem_k" in varying and cell(first.get("ohem_ratio")) != "–":
-        note += f" (the 1:{cell(first['ohem_ratio'])} rule keeps fewer anchors than the smallest B)"
+        ratio, smallest = float(first["ohem_ratio"]), min(int(m["ohem_k"]) for m in members)
+        kept = f" ({objects:.1f} per image on average: about {(1 + ratio) * objects:.0f})" if objects else ""
+        note += (
+            f": the 1:{cell(first['ohem_ratio'])} rule keeps at most {1 + ratio:g} x the object anchors{kept}, fewer "
+            f"than the smallest B, {smallest}, so B never bound"
+        )
     return note + "."

@@ -305,7 +305,7 @@ def test_settings_whose_runs_are_identical_seed_by_seed_are_one_row_with_a_note(
             rows.append({"dataset": "shapes", "loss": "ohem", "ohem_k": k, "ohem_ratio": 3.0, "ohem_nms": 0.5,
                          "seed": seed,
                          "status": "ok", "key": f"{k}{seed}", "ap": 0.5 + seed / 10,
-                         "train_loss": 0.1 + seed + shift})  # fmt: skip
+                         "train_loss": 0.1 + seed + shift, "pos_anchors_per_image": 22.0})  # fmt: skip
     rows.append({**rows[0], "ohem_k": 64, "key": "64-0"})  # one seed only: not the same runs
     table = build_table(pd.DataFrame(rows), ReportSpec(name="t", paper="table1d"))
     header, cells, _ = table_cells(table)
@@ -314,7 +314,10 @@ def test_settings_whose_runs_are_identical_seed_by_seed_are_one_row_with_a_note(
     assert cells[1][header.index("paper AP")] == "31.1 / 28.3 / 24"
     note = table_notes(table, ReportSpec(name="t"))
     assert "ohem, ohem_k 128 / 256 / 512: identical runs seed by seed" in note
-    assert "the 1:3 rule keeps fewer anchors than the smallest B" in note
+    assert (
+        "the 1:3 rule keeps at most 4 x the object anchors (22.0 per image on average: about 88), fewer than the "
+        "smallest B, 128, so B never bound" in note
+    )
     # without a training loss nothing shows the training was the same: the rows stay apart
     apart = build_table(pd.DataFrame(rows).drop(columns="train_loss"), ReportSpec(name="t"))
     assert len(apart) == 5
@@ -366,3 +369,27 @@ def test_a_spec_less_folder_gets_the_figures_of_what_varies(tmp_path, monkeypatc
     out = _fixture_store(tmp_path / "fx")
     (out / "spec.toml").unlink()  # a sweep from flags stores no spec
     assert {p.name for p in write_report(out, plots=True).values()} >= {"ap_vs_gamma.png"}
+
+
+def test_table_1d_figure_draws_each_ohem_row_once_against_focal_loss(tmp_path):
+    import pandas as pd
+
+    from flx.report.ohem_rows import _label, ohem_rows
+    from flx.report.tables import ReportSpec
+
+    rows = [{"loss": "ohem", "ohem_k": k, "ohem_ratio": 3.0, "ohem_nms": 0.5, "seed": s, "status": "ok",
+             "ap": 0.6 + s / 100, "train_loss": 0.1 + s} for k in (128, 256) for s in range(3)]  # fmt: skip
+    rows += [
+        {**r, "ohem_ratio": None, "ap": r["ap"] - 0.05, "train_loss": r["train_loss"] + 1} for r in rows[:3]
+    ]
+    rows += [{"loss": "focal", "seed": s, "status": "ok", "ap": 0.65, "train_loss": 0.2} for s in range(3)]
+    runs = pd.DataFrame(rows)
+    path = ohem_rows(runs, tmp_path, ReportSpec(name="table1d"))
+    assert path == tmp_path / "ohem_rows.png" and path.stat().st_size > 5_000
+    members = [
+        {"ohem_k": 128, "ohem_nms": 0.5, "ohem_ratio": 3.0},
+        {"ohem_k": 256, "ohem_nms": 0.5, "ohem_ratio": 3.0},
+    ]
+    assert _label(members[0], members) == "B 128 / 256, NMS 0.5, 1:3"
+    assert _label({"ohem_k": 512, "ohem_nms": None, "ohem_ratio": None}, None) == "B 512, NMS none"
+    assert ohem_rows(runs[runs["loss"] == "focal"], tmp_path, ReportSpec(name="t")) is None
