@@ -144,9 +144,10 @@ def test_the_makefiles_regime_map_cells_are_valid_detector_configs():
 
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text().replace("\\\n", " ")
     cells = parse_cells(re.search(r"^REGIME_CELLS := (.*)$", makefile, re.M).group(1).split())
-    assert len(cells) >= 5 and {c[1] for c in cells} >= {"clutter=0", "clutter=24"}
+    assert len(cells) >= 5 and "clutter=0" in {c[1] for c in cells} and len({c[1] for c in cells}) >= 3
+    assert len({c[0] for c in cells}) >= 3  # an L: three canvases and three clutter levels
     for cell in cells:
-        config = base_config("shapes", None, None, ["ohem_norm=objects", *cell])
+        config = base_config("shapes", None, None, ["steps=2400", "ohem_norm=objects", *cell])
         assert is_detection(config) and cell_name(cell).startswith("image_size-")
 
 
