@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +29,7 @@ from flx.results.store import Store
 TAGS = ("data_location", "data_fingerprint", "data_split", "data_classes", "flx_version", "torch_version",
         "git_commit", "host", "cpu_capability", "device", "device_name", "error")  # fmt: skip
 KEY_TAG, STATUS_TAG = "flx.key", "flx.status"
+ARTEFACT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # a plain file name: what flx itself stores
 
 
 class ExportError(UserError):
@@ -103,6 +105,7 @@ def export_mlflow(
             f"no runs in {results_dir} (no runs.sqlite); run `flx sweep --out {results_dir}` first"
         )
     records = store.records(with_time=True)
+    check_artefact_names(store, [r.key for r in records])
     folder = _check_sqlite_uri(tracking_uri)
     client_class = _mlflow()
 
@@ -142,21 +145,49 @@ def export_mlflow(
     return counts
 
 
+def check_artefact_names(store: Store, keys: list[str]) -> None:
+    """ExportError (one line) for a stored artefact name that is not a plain file name (a separator, '..', an
+    absolute path): a store is data, and a name read from it never leaves the folder it is written to."""
+    for key in keys:
+        for name in store.artefact_sizes(key):
+            if not ARTEFACT_NAME.match(name) or ".." in name:
+                raise ExportError(
+                    f"{store.out}: run {key[:10]} has an artefact named {name!r}; accepted: a plain file name "
+                    "(letters, digits, '_', '.', '-'; no separator, no '..'): the store was altered"
+                )
+
+
 def _log_run(client, experiment_id: str, record, artefacts: dict) -> None:
+    """One flx run as an MLflow run; if any part of it cannot be logged (an artefact that does not decode), the
+    MLflow run ends FAILED and ExportError says which run and why, in one line."""
+    start = _millis(record.created_at) or 0
+    tags = {KEY_TAG: record.key, STATUS_TAG: record.status}
+    tags |= {f"flx.{t}": str(getattr(record, t))[:5000] for t in TAGS if getattr(record, t) is not None}
+    from flx.results.summary import run_label
+
+    run = client.create_run(
+        experiment_id, start_time=start, tags=tags, run_name=f"{run_label(record)} seed={record.seed}"
+    )
+    try:
+        _log_contents(client, run.info.run_id, record, artefacts, start)
+    except Exception as exc:  # MLflow's, numpy's (an artefact that does not decode), the disk's
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise ExportError(
+            f"run {record.key[:10]} could not be exported (its MLflow run ended FAILED): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    end = start + int(1000 * record.wall_time_s) if _finite(record.wall_time_s) else None
+    client.set_terminated(run.info.run_id, "FINISHED" if record.status == "ok" else "FAILED", end_time=end)
+
+
+def _log_contents(client, run_id: str, record, artefacts: dict, start: int) -> None:
     import json
 
     import numpy as np
     from mlflow.entities import Metric, Param
 
     from flx.results.artefacts import decode
-    from flx.results.summary import run_label
 
-    start = _millis(record.created_at) or 0
-    tags = {KEY_TAG: record.key, STATUS_TAG: record.status}
-    tags |= {f"flx.{t}": str(getattr(record, t))[:5000] for t in TAGS if getattr(record, t) is not None}
-    run = client.create_run(
-        experiment_id, start_time=start, tags=tags, run_name=f"{run_label(record)} seed={record.seed}"
-    )
     params = [Param(f, str(getattr(record, f))) for f in CONFIG_FIELDS if getattr(record, f) is not None]
     metrics = [Metric(m, float(getattr(record, m)), start, 0) for m in METRICS if _finite(getattr(record, m))]
     for name, field, column in (("curve_val_ap", "curve", 1), ("curve_train_loss", "train_curve", 1)):
@@ -167,13 +198,15 @@ def _log_run(client, experiment_id: str, record, artefacts: dict) -> None:
     for extra in ("wall_time_s", "train_loss", "best_step", "steps_run", "epochs_run"):
         if _finite(getattr(record, extra)) and extra not in METRICS:
             metrics.append(Metric(extra, float(getattr(record, extra)), start, 0))
-    client.log_batch(run.info.run_id, params=params)  # fewer than MLflow's 100 per batch
+    client.log_batch(run_id, params=params)  # fewer than MLflow's 100 per batch
     for i in range(0, len(metrics), 1000):  # MLflow's batch limit
-        client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
     with tempfile.TemporaryDirectory() as tmp:
         for artefact, blob in artefacts.items():
             path = Path(tmp) / f"{artefact}.npz"
+            if not ARTEFACT_NAME.match(artefact) or path.resolve().parent != Path(tmp).resolve():
+                raise ExportError(
+                    f"artefact name {artefact!r} is not a plain file name"
+                )  # checked before too
             np.savez_compressed(path, **decode(blob))
-            client.log_artifact(run.info.run_id, str(path))
-    end = start + int(1000 * record.wall_time_s) if _finite(record.wall_time_s) else None
-    client.set_terminated(run.info.run_id, "FINISHED" if record.status == "ok" else "FAILED", end_time=end)
+            client.log_artifact(run_id, str(path))

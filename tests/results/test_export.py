@@ -150,3 +150,51 @@ def test_a_sweep_logs_each_run_to_mlflow_as_it_finishes(tmp_path, monkeypatch):
     assert len(MlflowClient(uri).search_runs([experiment.experiment_id])) == 2
     bad = runner.invoke(app, [*args[:-1], str(tmp_path / "never"), "--mlflow", "sqlite:///nowhere/x/y.db"])
     assert bad.exit_code == 2 and not (tmp_path / "never").exists()
+
+
+def _crafted_artefact(out, name: str, blob: bytes) -> None:
+    """A store altered by hand: one run whose artefact has this name and blob."""
+    import sqlite3
+
+    Store(out).put({"key": "k1", "status": "ok", "loss": "ce", "seed": 0, "ap": 0.5, "wall_time_s": 1.0})
+    with sqlite3.connect(out / "runs.sqlite") as con:
+        con.execute("INSERT INTO artefacts (key, name, data) VALUES (?, ?, ?)", ("k1", name, blob))
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/flx-escaped-abs", "sub/dir", "..", ".hidden"])
+def test_an_artefact_name_from_a_store_never_leaves_its_folder(tmp_path, monkeypatch, name):
+    import numpy as np
+
+    from flx.results.artefacts import encode
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "a" / "b" / "runs"
+    _crafted_artefact(out, name, encode({"x": np.zeros(3)}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["export", "mlflow", str(out), "--tracking-uri", uri])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"artefact named {name!r}" in result.output and "plain file name" in result.output
+    assert not list(tmp_path.rglob("escaped*")) and not __import__("os").path.exists(
+        "/tmp/flx-escaped-abs.npz"
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # refused before MLflow was touched
+
+
+def test_an_artefact_that_does_not_decode_ends_its_mlflow_run_failed_in_one_line(tmp_path, monkeypatch):
+    import io
+    import zlib
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.array([{"a": 1}], dtype=object))  # a pickled object array: never loaded
+    _crafted_artefact(tmp_path / "runs", "test", zlib.compress(buffer.getvalue()))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["export", "mlflow", str(tmp_path / "runs"), "--tracking-uri", uri])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "run k1 could not be exported (its MLflow run ended FAILED): ValueError" in result.output
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("runs").experiment_id])
+    assert run.info.status == "FAILED"
