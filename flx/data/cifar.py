@@ -24,6 +24,39 @@ def download_cifar10(root: Path) -> None:
     CIFAR10(str(root), train=True, download=True)
 
 
+# What a CIFAR-10 batch file may build: numpy arrays (every pickle protocol, numpy 1 and 2 module names), and the
+# helper that turns a Python 2 str back into bytes. Anything else (a class, os.system, eval) is refused before it
+# runs: the batch files are data, never code.
+PICKLE_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    *(
+        (m, name)
+        for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    ),
+    *((m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain containers and numpy arrays only (:data:`PICKLE_ALLOWED`)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(
+                f"it asks to build {module}.{name}, which a CIFAR-10 batch never holds"
+            )
+        return super().find_class(module, name)
+
+
+def load_batch(path: Path) -> dict:
+    """One CIFAR-10 batch file through :class:`_BatchUnpickler` (never ``pickle.load``)."""
+    with open(path, "rb") as f:
+        return _BatchUnpickler(f, encoding="latin1").load()
+
+
 def _read_cifar_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
 
@@ -31,8 +64,7 @@ def _read_cifar_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, t
     for name in names:
         path = folder / name
         try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+            batch = load_batch(path)
             data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch["labels"])
         except (OSError, KeyError, ValueError, TypeError, pickle.UnpicklingError, EOFError) as exc:
