@@ -30,8 +30,10 @@ from flx.sweep.options import IN_PROCESS, SweepOptions
 from flx.sweep.worker import Event, Task, prepare, quiet
 
 
-class Interrupted(Exception):
-    """SIGTERM, raised in the main thread so a sweep stops the way Ctrl-C stops it."""
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread so a sweep stops the way Ctrl-C stops it. A BaseException, as
+    KeyboardInterrupt is: a run that trains in this process (``--workers 1``) records any *error* as failed and goes
+    on, but a stop signal must pass through that handler and end the sweep."""
 
 
 @dataclass

@@ -334,6 +334,28 @@ def test_parent_alone_signalled_leaves_no_worker_alive(tmp_path, sig):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_one_worker_sweep_mid_run_and_stores_no_run_as_failed(tmp_path, sig):
+    """--workers 1 trains in this process: the signal must pass the run's own failure handler (which records an
+    error as failed and goes on) and end the sweep, with the run it cut short not stored."""
+    out = tmp_path / "runs"
+    db = out / "runs.sqlite"
+    cmd = sweep_cmd(
+        out, "--loss", "ce,focal", "--gamma", "0,1,2,5", "--seeds", "3", "--epochs", "8", workers=1
+    )
+    proc = _start_sweep_and_wait(cmd, db, at_least=1, stdout=subprocess.PIPE)
+    time.sleep(0.3)  # into the next run
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), output
+    assert "Traceback" not in output and "interrupted (SIG" in output
+    records = Store(out).records()
+    assert records and len(records) < 15 and all(r.status == "ok" for r in records), [
+        r.error for r in records
+    ]
+
+
+@pytest.mark.slow
 def test_overlapping_sweeps_train_each_run_once(tmp_path):
     out = tmp_path / "runs"
     a = sweep_cmd(out, "--loss", "focal", "--gamma", "0,1,2", "--seeds", "3")
