@@ -4,6 +4,7 @@ becomes one line with exit code 2, and the console entry point.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import sys
@@ -34,6 +35,9 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(export_app, name="export")
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota, anywhere a command writes: one line, exit 2
+
+
 class FlxError(typer.BadParameter):
     """Bad input or missing data, told in one line; the CLI exits with code 2 and writes nothing.
 
@@ -55,6 +59,14 @@ def user_errors(command):
             return command(*args, **kwargs)
         except UserError as exc:
             raise FlxError(str(exc)) from None
+        except OSError as exc:
+            if exc.errno not in FULL_DISK:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise FlxError(
+                f"no space left on the device{where}: free some and run the command again (every file flx writes "
+                "is swapped in whole, and the runs stored so far are kept)"
+            ) from None
 
     return wrapper
 

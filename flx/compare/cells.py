@@ -75,11 +75,15 @@ def run_cells(data: str, cells: list[str], out: str | Path, on_event=lambda kind
             raise ConfigError(str(exc).replace("--set", "--cell", 1)) from None
     out = Path(out)
     results = []
-    for i, cell in enumerate(parsed):
-        on_event("cell", cell=cell, index=i + 1, total=len(parsed))
-        results.append(
-            run_compare(data, sets=[*sets, *cell], out=out / cell_name(cell), on_event=on_event, **compare)
-        )
     from flx.compare.map import write_map
+    from flx.results.lock import hold
 
-    return parsed, results, write_map(out, parsed, results)
+    with hold(out, "flx compare --cell"):  # one map at a time writes map.md (each cell holds its own folder)
+        for i, cell in enumerate(parsed):
+            on_event("cell", cell=cell, index=i + 1, total=len(parsed))
+            results.append(
+                run_compare(
+                    data, sets=[*sets, *cell], out=out / cell_name(cell), on_event=on_event, **compare
+                )
+            )
+        return parsed, results, write_map(out, parsed, results)

@@ -31,11 +31,17 @@ def pyplot():
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save ``fig`` to ``path`` (no software stamp, so the same figure gives the same bytes) and close it."""
+    """Save ``fig`` to ``path`` (no software stamp, so the same figure gives the same bytes; swapped in whole, so a
+    full disk leaves no half-written file) and close it."""
+    from flx.results.store import write_atomic
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    pyplot().close(fig)
-    return path
+    try:
+        return write_atomic(
+            path, lambda p: fig.savefig(p, format="png", dpi=110, metadata={"Software": None})
+        )
+    finally:
+        pyplot().close(fig)
 
 
 def seed_noise(result, family: str) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -73,6 +74,22 @@ def base_config(
     return config
 
 
+def _paired_seeds(value) -> int:
+    """``--seeds``: the finalists' paired seeds, 2 at least (the message gives the range that is accepted)."""
+    from flx.experiment.params import MAX_RUNS, show_value
+
+    try:
+        seeds = check("seeds", value, "--seeds")
+    except ConfigError:
+        seeds = None
+    if seeds is None or seeds < 2:
+        raise ConfigError(
+            f"--seeds got {show_value(value, int)}; accepted: an integer in [2, {MAX_RUNS:g}] (a paired verdict "
+            "needs two seeds)"
+        )
+    return seeds
+
+
 def is_detection(config: Config) -> bool:
     from flx.experiment.registries import get_dataset
 
@@ -109,9 +126,12 @@ def interruptible(function):
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        previous = {}
+        from flx.sweep.run import quiet_unraisable
+
+        previous, hook = {}, sys.unraisablehook
         if threading.current_thread() is threading.main_thread():
             previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+            sys.unraisablehook = quiet_unraisable(hook)  # a swallowed stop is noted, not printed
         if _STOP["depth"] == 0:
             _STOP["signal"] = None
         _STOP["depth"] += 1
@@ -125,6 +145,7 @@ def interruptible(function):
             _STOP["depth"] -= 1
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            sys.unraisablehook = hook
 
     return wrapper
 
@@ -170,15 +191,15 @@ def run_compare(
     families = parse_families(text, detection)
     queued = parse_queue(list(queue), families, detection)
     budget = check("seeds", budget, "--budget")
-    seeds = check("seeds", seeds, "--seeds")
-    if seeds < 2:
-        raise ConfigError(
-            f"--seeds got {seeds}; accepted: an integer >= 2 (a paired verdict needs two seeds)"
-        )
+    seeds = _paired_seeds(seeds)
     from flx.compare.recheck import parse_recheck
     from flx.results.store import Store
 
     fresh = parse_recheck(recheck, seeds) if recheck is not None else None
+    if mlflow is not None:  # before the data is read: a store MLflow cannot use is refused at once
+        from flx.results.export import check_tracking
+
+        check_tracking(mlflow)
 
     result = CompareResult(Path(out), families, budget, seeds, mlflow=mlflow)
     result.splits = split_counts(base, data_dir)  # refused here when the test split cannot carry a verdict
@@ -189,26 +210,30 @@ def run_compare(
         f: [*(paper_trials(f, detection) if queue_paper else []), *queued.get(f, [])] for f in families
     }
     result.finals_steps = base.normalized().steps
-    if mlflow is not None:
-        from flx.results.export import check_tracking
-
-        check_tracking(mlflow)
-    store = Store(result.out)
     on_event("plan", families=families, budget=budget, seeds=seeds, total=len(families) * (budget + seeds))
-    _tune_all(base, store, data_dir, result, on_event)
-    _finals(base, result, store, workers, data_dir, on_event)
+    from flx.results.lock import hold
+
+    with hold(
+        result.out, "flx compare"
+    ):  # one comparison at a time writes the folder's spec, studies and page
+        _compare(base, result, Store(result.out), fresh, workers, data_dir, on_event)
+    return result
+
+
+def _compare(base: Config, result: CompareResult, store, fresh, workers, data_dir, on_event) -> None:
+    """Tune, retrain the finalists, judge, write the page (and the re-check)."""
     from flx.compare.baselines import fit_baselines
     from flx.compare.page import write_page
     from flx.report.tables import load_runs
 
+    _tune_all(base, store, data_dir, result, on_event)
+    _finals(base, result, store, workers, data_dir, on_event)
     finals = list(range(1, result.seeds + 1))  # each seed on its own split where they resample
     result.baselines = fit_baselines(base, data_dir, finals, resampled=result.resampled is not None)
-
     result.page = write_page(result)
     load_runs(result.out)  # every run, trials too, in out/runs.csv: the committed record
     on_event("page", path=result.page)
     result.recheck = _recheck(base, result, fresh, workers, data_dir, on_event)
-    return result
 
 
 def _recheck(base: Config, result: CompareResult, fresh, workers, data_dir, on_event):

@@ -39,6 +39,11 @@ def as_number(name: str, value, accepted: str) -> float:
         raise ValueError(f"{name} got {value!r}; accepted: {accepted}")
     if isinstance(value, numbers.Real):
         return float(value)
+    if isinstance(value, torch.Tensor) and value.requires_grad:  # a constant here: its gradient would be lost
+        raise ValueError(
+            f"{name} got a tensor that requires grad; accepted: {accepted}, a constant (flx's losses do not "
+            f"differentiate {name}: pass {name}.detach(), or learn it with a loss written in torch)"
+        )
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
         return float(value)
     if (

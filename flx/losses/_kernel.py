@@ -42,9 +42,13 @@ def binary_terms(x: torch.Tensor, y: torch.Tensor):
     softplus(-x_t), with full relative precision even where p_t rounds to 1; for soft targets they are
     torchvision's p + y - 2 p y and BCE-with-logits.
     """
-    q = torch.lerp(torch.sigmoid(x), torch.sigmoid(-x), y)
-    ce = torch.lerp(F.softplus(x), F.softplus(-x), y)
-    return q, ce
+    inf = torch.isinf(x)  # an infinite logit takes its limits below, never inf - inf (traceable: no branch)
+    xf = torch.where(inf, 0.0, x)
+    q = torch.lerp(torch.sigmoid(xf), torch.sigmoid(-xf), y)
+    ce = torch.lerp(F.softplus(xf), F.softplus(-xf), y)
+    q_limit = torch.where(x > 0, 1 - y, y)  # x = +inf: p = 1 and p_t = y; x = -inf: p_t = 1 - y
+    ce_limit = torch.where(q_limit > 0, math.inf, 0.0)
+    return torch.where(inf, q_limit, q), torch.where(inf, ce_limit, ce)
 
 
 def sigmoid_focal_elements(x: torch.Tensor, y: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -117,10 +121,12 @@ def _hard_chunk(x, y, alpha, gamma, scale, out, grad, ws):
 
         FL = alpha_t w l,   dFL/dx = c w (q + gamma l p_t),   c = (1 - alpha) - y  (1 - 2y with alpha off)
 
-    (the paper's Appendix B; the q^(gamma - 1) of the chain rule cancels and is never formed).
+    (the paper's Appendix B; the q^(gamma - 1) of the chain rule cancels and is never formed). z is x (1 - 2y),
+    never x - 2 x y, which is inf - inf at an infinite logit: there the loss is 0 with gradient 0, or infinite with
+    the gradient's limit c (l p_t -> 0).
     """
     z, q, w, t = ws[:4]
-    torch.addcmul(x, x, y, value=-2.0, out=z)
+    torch.mul(y, -2.0, out=z).add_(1.0).mul_(x)
     torch.sigmoid(z, out=q)
     torch._C._nn.softplus(z, 1, 20, out=z)  # z now holds l
     weighted = gamma != 0
@@ -131,6 +137,9 @@ def _hard_chunk(x, y, alpha, gamma, scale, out, grad, ws):
     total = _chunk_loss(le, y, alpha, out, ws[6])
     if grad is not None:
         torch.addcmul(z, z, q, value=-1.0, out=t)  # l p_t = l - l q
+        torch.nan_to_num(
+            t, nan=0.0, posinf=math.inf, neginf=-math.inf, out=t
+        )  # inf * 0 at z = +inf: its limit 0
         inner = torch.add(q, t, alpha=gamma, out=t) if weighted else q
         if weighted:
             inner.mul_(w)
@@ -174,13 +183,24 @@ def _soft_chunk(x, y, alpha, gamma, scale, out, grad, ws):
             torch.mul(t, (1 - alpha) * scale, out=grad).addcmul_(t, y, value=(2 * alpha - 1) * scale)
         else:
             torch.mul(t, scale, out=grad)
+        if not bool(torch.isfinite(grad).all()):  # an infinite logit (inf - inf above): the gradient's limit
+            torch.where(torch.isinf(x), _grad_limits(x, y, alpha, gamma) * scale, grad, out=grad)
     return total
 
 
+def _grad_limits(x, y, alpha, gamma) -> torch.Tensor:
+    """dFL/dx as x -> +inf (alpha_t (1 - y)^(gamma + 1)) and -inf (-alpha_t y^(gamma + 1)): 0 where the loss is 0."""
+    base = torch.where(x > 0, 1 - y, y)
+    a_t = (1 - alpha) + (2 * alpha - 1) * y if alpha >= 0 else torch.ones_like(y)
+    return torch.where(x > 0, 1.0, -1.0) * a_t * base.pow(gamma) * base
+
+
 def _is_hard(y: torch.Tensor) -> bool:
-    """Whether a CPU chunk of targets is all 0/1: exactly when rounding leaves every target as it is. (A float32
-    ``dot(y, y) == sum(y)`` test, used before, lost y = 0.9999 among 65,536 ones to rounding and took it as 1.)"""
-    return torch.equal(y, y.round())
+    """Whether a CPU chunk of targets is all 0/1: exactly when clamping to [0, 1] and rounding leave every target as
+    it is (a target outside [0, 1], such as 2, makes its chunk take the general formulas, so its value never
+    depends on its neighbours). A float32 ``dot(y, y) == sum(y)`` test, used before, lost y = 0.9999 among 65,536
+    ones to rounding and took it as 1."""
+    return torch.equal(y, y.clamp(0.0, 1.0).round_())
 
 
 def _on_host(device: torch.device) -> bool:
@@ -201,7 +221,6 @@ def _fused(x, y, alpha, gamma, scale, want_elements, want_grad, shape):
     out_flat = None if out is None else out.view(-1)
     grad_flat = None if grad is None else grad.view(-1)
     host = _on_host(x.device)
-    hard_dtype = not y.is_floating_point()
     y = y.to(x.dtype)
     chunk = _CHUNK if host else _DEVICE_CHUNK
     starts = list(range(0, n, chunk))
@@ -215,7 +234,7 @@ def _fused(x, y, alpha, gamma, scale, want_elements, want_grad, shape):
             ws = full if b - a == full[0].numel() else [r[: b - a] for r in full]
             xc, yc = x[a:b], y[a:b]
             # a device has no host sync to spare for the check, so it always takes the general formulas
-            hard = host and (hard_dtype or _is_hard(yc))
+            hard = host and _is_hard(yc)  # integer targets too: a 2 among them is not 0/1
             total = (_hard_chunk if hard else _soft_chunk)(
                 xc,
                 yc,
@@ -257,15 +276,10 @@ def _fused(x, y, alpha, gamma, scale, want_elements, want_grad, shape):
 
 
 def _limits(x, y, alpha, gamma, shape) -> torch.Tensor:
-    """Per-element loss written so that an infinite logit with a 0/1 target gets its limit (inf on the wrong
-    side, 0 on the right one): z = x (1 - 2y) is formed by a product, and alpha_t before it multiplies. Slower
-    than the chunks' formulas; used only when they gave a non-finite result."""
-    z = x * (1 - 2 * y)
-    loss = torch.nn.functional.softplus(z) * safe_pow(torch.sigmoid(z), gamma)
-    loss = torch.where(torch.isinf(z) & (z < 0), torch.zeros_like(loss), loss)
-    if alpha >= 0:
-        loss = ((1 - alpha) + (2 * alpha - 1) * y) * loss
-    return loss.view(shape)
+    """Per-element loss where an infinite logit gets its limit (inf on the wrong side, 0 on the right one, soft
+    targets too): :func:`sigmoid_focal_elements`, slower than the chunks' formulas; used only when they gave a
+    non-finite result."""
+    return sigmoid_focal_elements(x, y, alpha, gamma).view(shape)
 
 
 def _fsum(values: list) -> float:

@@ -212,11 +212,17 @@ def _poly1_loss(inputs, targets, alpha, gamma, epsilon, ignore_index, reduction,
     if is_multiclass(inputs, targets):
         check_multiclass(inputs, targets, ignore_index)
         weights = check_class_alpha(alpha, inputs.shape[1], inputs.device, cdtype) if focal else None
-        if isinstance(weights, torch.Tensor):  # multi-class alpha_t is alpha[target]
-            # the data-dependent bound is read on the CPU in eager mode only (reading it would break a compiled
-            # graph, and cost a host sync on a GPU); otherwise the bound without alpha, -1, is checked
+        if isinstance(
+            alpha, (list, tuple)
+        ):  # multi-class alpha_t is alpha[target]: the bound is -min(alpha),
+            bound = -min(float(a) for a in alpha)  # known without reading a tensor (eager and compiled alike)
+        elif isinstance(weights, torch.Tensor):
+            # a tensor's bound is read on the CPU in eager mode (reading it would break a compiled graph, and cost
+            # a host sync on a GPU); compiled on the CPU it is asserted inside the graph; on a GPU only -1 is checked
             eager_cpu = weights.device.type == "cpu" and not torch.compiler.is_compiling()
             bound = -float(weights.min()) if eager_cpu else -1.0
+            if weights.device.type == "cpu" and torch.compiler.is_compiling():
+                torch._assert_async(weights.min() + epsilon >= 0, "epsilon below -min(alpha): not a loss")
         else:
             bound = -1.0 if weights is None else -weights
         epsilon = check_epsilon(epsilon, bound)

@@ -22,10 +22,14 @@ PNG_META = {"Software": None}  # no version strings: the same data gives the sam
 
 
 def _save(fig, path: Path) -> Path:
+    """The figure as a PNG, swapped in whole (a full disk leaves no half-written file), then closed."""
+    from flx.results.store import write_atomic
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=PNG_META)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata=PNG_META))
+    finally:
+        plt.close(fig)
 
 
 def _finish(fig, ax, labels: tuple, path: Path) -> Path:

@@ -65,7 +65,12 @@ def ohem_rows(runs, out: Path, spec, store=None) -> Path | None:
     if len(focal):
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = out / "ohem_rows.png"
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    from flx.results.store import write_atomic
+
+    try:  # swapped in whole: a full disk leaves no half-written file
+        return write_atomic(
+            out / "ohem_rows.png",
+            lambda p: fig.savefig(p, format="png", dpi=110, metadata={"Software": None}),
+        )
+    finally:
+        plt.close(fig)

@@ -81,10 +81,10 @@ def parse_where(expressions: list[str], fields: list[str]) -> list[Condition]:
     conditions = []
     for text in expressions:
         m = _WHERE.match(text)
-        if not m or not m.group(3):
+        if not m or not m.group(3) or m.group(3)[0] in "=<>!":  # 'loss==focal': one operator, not two
             raise UserError(
-                f"--where got {text!r}; accepted: FIELD=VALUE (or !=, >=, <=, >, <; =a,b for any of several), "
-                "e.g. --where loss=focal --where gamma>=1"
+                f"--where got {text!r}; accepted: FIELD=VALUE with one operator (=, !=, >=, <=, >, <; =a,b for any of "
+                "several), e.g. --where loss=focal --where gamma>=1"
             )
         field, op, value = m.groups()
         if field not in fields:

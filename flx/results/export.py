@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 from flx.errors import StoreError, UserError
 from flx.experiment.config import CONFIG_FIELDS
@@ -29,6 +30,7 @@ from flx.results.store import Store
 TAGS = ("data_location", "data_fingerprint", "data_split", "data_classes", "flx_version", "torch_version",
         "git_commit", "host", "cpu_capability", "device", "device_name", "error")  # fmt: skip
 KEY_TAG, STATUS_TAG = "flx.key", "flx.status"
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 ARTEFACT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # a plain file name: what flx itself stores
 
 
@@ -83,10 +85,39 @@ def _check_sqlite_uri(tracking_uri: str | None) -> Path | None:
     return folder
 
 
+def _probe_write(folder: Path, tracking_uri: str) -> None:
+    """A real write beside the database (64 KiB, flushed to disk, then removed): a folder that passes
+    ``os.access`` but cannot be written (``/proc`` as root, a full or read-only filesystem) fails here in
+    milliseconds, where MLflow would retry it for minutes."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flx-probe-") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise ExportError(
+            f"MLflow tracking store {tracking_uri}: {folder} cannot be written ({exc.strerror or exc})"
+        ) from None
+
+
+def check_scheme(tracking_uri: str | None) -> None:
+    """ExportError (one line) for a URI whose scheme MLflow has no tracking store for (checked without MLflow)."""
+    scheme = urlparse(tracking_uri).scheme.split("+")[0] if tracking_uri else ""
+    if len(scheme) > 1 and scheme not in TRACKING_SCHEMES:  # one letter: a Windows drive
+        raise ExportError(
+            f"MLflow tracking URI {tracking_uri!r}: unknown scheme {scheme!r}; accepted: sqlite:///PATH, a folder "
+            "(or file:///PATH), http(s)://HOST:PORT, postgresql://, mysql://, mssql:// or databricks"
+        )
+
+
 def check_tracking(tracking_uri: str | None) -> None:
-    """ExportError (one line) when MLflow is missing or ``tracking_uri`` is a sqlite:/// store that cannot be
-    written, before a sweep that logs to it starts."""
-    _check_sqlite_uri(tracking_uri)
+    """ExportError (one line, in milliseconds) when MLflow is missing, ``tracking_uri`` has a scheme MLflow has
+    no store for, or it is a sqlite:/// store that cannot be written (tried with a real write), before a sweep or
+    a comparison that logs to it trains anything."""
+    check_scheme(tracking_uri)
+    folder = _check_sqlite_uri(tracking_uri)
+    if folder is not None:
+        _probe_write(folder, tracking_uri)
     _mlflow()
 
 
@@ -106,6 +137,7 @@ def export_mlflow(
         )
     records = store.records(with_time=True)
     check_artefact_names(store, [r.key for r in records])
+    check_tracking(tracking_uri)
     folder = _check_sqlite_uri(tracking_uri)
     client_class = _mlflow()
 

@@ -44,7 +44,11 @@ class SweepOptions:
     @classmethod
     def parse(cls, workers=None, device=None, per_gpu=None, **rest) -> SweepOptions:
         """From the command line's text: each value checked against the constraint table (one line naming it
-        and what is accepted), the rest as given."""
+        and what is accepted), an MLflow URI's scheme too, the rest as given."""
+        if rest.get("mlflow") is not None:
+            from flx.results.export import check_scheme
+
+            check_scheme(rest["mlflow"])
         return cls(
             workers=check("workers", workers, "--workers") if workers is not None else None,
             device=check("device", device or "auto", "--device"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -132,18 +133,21 @@ def _train(pending: list[Task], store: Store, runner, data_dir, result: SweepRes
     stop_heartbeat = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(store, owner, stop_heartbeat), daemon=True)
     beat.start()
-    previous = _on_sigterm()
+    previous = _on_signals()
     try:
         for record in runner.map(_claimed(pending, store, owner, result, on_event), data_dir):
             store.put(record)
             result.counts[record.status] = result.counts.get(record.status, 0) + 1
             on_event("record", record=record)
+            check_signalled()
     except (KeyboardInterrupt, Interrupted) as exc:
         result.interrupted = "SIGTERM" if isinstance(exc, Interrupted) else "SIGINT"
     finally:
         runner.shutdown()  # also on any other error: no worker outlives the sweep
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        hook = previous.pop("hook", sys.unraisablehook)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = hook
         stop_heartbeat.set()
         try:
             store.release(owner)
@@ -158,6 +162,7 @@ def _claimed(pending: list[Task], store: Store, owner: str, result: SweepResult,
     while queue:
         waiting = []
         for task in queue:
+            check_signalled()  # a signal whose exception Python swallowed still stops the next run
             state = store.claim(task.key, owner)
             if state == "claimed":
                 yield task
@@ -180,15 +185,48 @@ def _heartbeat(store: Store, owner: str, stop: threading.Event) -> None:
             pass
 
 
-def _on_sigterm():
-    """SIGTERM raises Interrupted in the main thread (so it ends the sweep as Ctrl-C does); None elsewhere."""
+_SIGNALLED: dict = {"signal": None}  # the stop signal this sweep received, noted where it may be swallowed
+
+
+def check_signalled() -> None:
+    """Raise the stop signal's exception again if one came: Python swallows an exception raised while it runs a
+    garbage-collection or weakref callback (printing "Exception ignored"), so the sweep checks between runs."""
+    if _SIGNALLED["signal"] == signal.SIGTERM:
+        raise Interrupted()
+    if _SIGNALLED["signal"] == signal.SIGINT:
+        raise KeyboardInterrupt
+
+
+def quiet_unraisable(previous):
+    """A ``sys.unraisablehook`` that stays silent for a stop signal's exception raised inside a callback (it is
+    noted and raised again between runs) and passes anything else to ``previous``."""
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, (Interrupted, KeyboardInterrupt)) or (
+            type(unraisable.exc_value).__name__ == "CompareInterrupted"
+        ):
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def _on_signals() -> dict:
+    """SIGTERM raises Interrupted and SIGINT KeyboardInterrupt in the main thread, each noted first; returns what
+    to put back (signal -> handler, "hook" -> the unraisable hook); nothing off the main thread."""
+    _SIGNALLED["signal"] = None
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def handler(signum, frame):
-        raise Interrupted()
+        _SIGNALLED["signal"] = signum
+        raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, handler)
+    stops = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) != signal.SIG_IGN else [])
+    previous = {s: signal.signal(s, handler) for s in stops}  # an ignored Ctrl-C (a background job) stays so
+    previous["hook"] = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable(sys.unraisablehook)
+    return previous
 
 
 def run_one(

@@ -38,6 +38,20 @@ def test_anatomy_cli_prints_table():
         (["anatomy", "--gamma", "two"], "--gamma got 'two'; accepted: a number in [0, inf]"),
         (["anatomy", "--easy-pt", "1.5"], "--easy-pt got 1.5; accepted: a number in (0, 1)"),
         (["bench", "losses", "--sizes", "0"], "--sizes got 0; accepted: a number in [1, 1e+09]"),
+        (["compare", "shapes", "--seeds", "0"], "--seeds got 0; accepted: an integer in [2, 100000]"),
+        (
+            ["compare", "shapes", "--recheck", "5-9"],
+            "--recheck got '5-9'; accepted: a range A-B of two or more",
+        ),
+        (
+            ["compare", "shapes", "--mlflow", "bogus://x"],
+            "MLflow tracking URI 'bogus://x': unknown scheme 'bogus'",
+        ),
+        (["sweep", "--mlflow", "bogus://x", "--dry-run"], "MLflow tracking URI 'bogus://x': unknown scheme"),
+        (
+            ["runs", "results/table1d", "--where", "loss==ohem"],
+            "--where got 'loss==ohem'; accepted: FIELD=VALUE",
+        ),
     ],
 )
 def test_bad_input_one_line_exit_2(args, needle):

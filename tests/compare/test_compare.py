@@ -106,7 +106,8 @@ def test_compare_refuses_bad_input_in_one_line(table, tmp_path):
         (["--families", "ce"], "--families got 'ce'"),
         (["--families", "ce,hinge"], "--families got 'ce,hinge'"),
         (["--budget", "0"], "--budget got"),
-        (["--seeds", "1"], "--seeds got 1"),
+        (["--seeds", "1"], "--seeds got 1; accepted: an integer in [2, 100000]"),
+        (["--seeds", "0"], "--seeds got 0; accepted: an integer in [2, 100000]"),
         (
             ["--recheck", "5-9"],
             "--recheck got '5-9'; accepted: a range A-B of two or more fresh seeds, after",
@@ -357,3 +358,34 @@ def test_progress_counts_runs_done_of_total_per_family_with_an_eta():
     assert lines[3].startswith("[4/8") and "focal trial 2/2" in lines[3]
     assert lines[4] == "finalists: 4 runs (claims written to spec.toml)"
     assert lines[5].startswith("[5/8") and lines[5].endswith("finalist ce seed 1: test AP 0.610")
+
+
+def test_a_second_compare_into_a_folder_in_use_is_refused_in_one_line(table, tmp_path):
+    """A results folder's spec, studies and page are written by one comparison at a time: a second one (another
+    shell, a different comparison) is refused before it trains, and the folder is free again once the first ends."""
+    from flx.results.lock import hold
+    from flx.results.store import Store
+
+    out = tmp_path / "shared"
+    args = [
+        "compare",
+        str(table),
+        "--label",
+        "label",
+        "--families",
+        "ce,focal",
+        "--budget",
+        "2",
+        "--seeds",
+        "2",
+    ]
+    with hold(out, "flx compare"):
+        result = runner.invoke(app, [*args, "--out", str(out)])
+        assert result.exit_code == 2 and f"{out} is in use by flx compare (pid " in result.output, (
+            result.output
+        )
+        assert not Store(out).exists()
+        cells = runner.invoke(app, [*args, "--cell", "steps=100", "--out", str(out)])
+        assert cells.exit_code == 2 and "is in use by flx compare (pid" in cells.output
+    with hold(out, "flx compare"):  # released when the holder ended
+        pass

@@ -393,3 +393,31 @@ def test_table_1d_figure_draws_each_ohem_row_once_against_focal_loss(tmp_path):
     assert _label(members[0], members) == "B 128 / 256, NMS 0.5, 1:3"
     assert _label({"ohem_k": 512, "ohem_nms": None, "ohem_ratio": None}, None) == "B 512, NMS none"
     assert ohem_rows(runs[runs["loss"] == "focal"], tmp_path, ReportSpec(name="t")) is None
+
+
+def test_a_full_disk_while_drawing_a_figure_is_one_line_and_leaves_no_half_written_file(
+    tmp_path, capsys, monkeypatch
+):
+    import errno
+    import shutil
+
+    from matplotlib.figure import Figure
+
+    from flx.cli import main
+
+    folder = tmp_path / "table1d"
+    shutil.copytree(RESULTS / "table1d", folder)
+    (folder / "ohem_rows.png").unlink()
+
+    def full(self, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG half")  # a part written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(folder)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("flx: error: no space left on the device writing ") and "Traceback" not in err
+    assert not (folder / "ohem_rows.png").exists() and not list(folder.glob(".*tmp*"))

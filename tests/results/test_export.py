@@ -198,3 +198,32 @@ def test_an_artefact_that_does_not_decode_ends_its_mlflow_run_failed_in_one_line
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("runs").experiment_id])
     assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("command", ["sweep", "compare"])
+@pytest.mark.parametrize(
+    "uri,expected",
+    [
+        ("bogus://x", "unknown scheme 'bogus'"),
+        ("sqlite:////proc/m.db", "MLflow tracking store sqlite:////proc/m.db: "),
+    ],
+)
+def test_a_tracking_store_mlflow_cannot_use_is_refused_before_anything_trains(
+    tmp_path, command, uri, expected
+):
+    """An unknown scheme, and a sqlite store in a folder that cannot be written (``/proc``, where ``os.access``
+    says yes to root), are refused in milliseconds with nothing trained (MLflow retried them for minutes)."""
+    import time
+
+    from tests.compare.conftest import rare_table
+
+    out = tmp_path / "out"
+    if command == "sweep":
+        args = ["sweep", "--loss", "ce", *TINY, "--workers", "1"]
+    else:
+        table = rare_table(tmp_path / "t.csv", 300, 6, seed=0)
+        args = ["compare", str(table), "--label", "label", "--families", "ce,focal", "--budget", "2"]
+    t0 = time.perf_counter()
+    result = runner.invoke(app, [*args, "--mlflow", uri, "--out", str(out)])
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert time.perf_counter() - t0 < 20 and not (out / "runs.sqlite").exists()

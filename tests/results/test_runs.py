@@ -94,6 +94,15 @@ def test_runs_show_prints_config_metrics_curve_and_provenance(tmp_path):
         (["runs", "{d}", "--where", "los=focal"], "--where got field 'los'; accepted: one of"),
         (["runs", "{d}", "--where", "loss"], "--where got 'loss'; accepted: FIELD=VALUE"),
         (["runs", "{d}", "--where", "gamma>two"], "needs a number, got 'two'"),
+        (
+            ["runs", "{d}", "--where", "loss==focal"],
+            "--where got 'loss==focal'; accepted: FIELD=VALUE with one",
+        ),
+        (
+            ["runs", "{d}", "--where", "loss=="],
+            "--where got 'loss=='; accepted: FIELD=VALUE with one operator",
+        ),
+        (["runs", "{d}", "--where", "gamma=>1"], "--where got 'gamma=>1'; accepted"),
         (["runs", "{d}", "--status", "done"], "--status got 'done'; accepted"),
         (["runs", "show", "aaaa", "{d}"], "2 runs have keys starting with 'aaaa'"),
         (["runs", "show", "zzzz", "{d}"], "no run in"),

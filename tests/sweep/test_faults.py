@@ -402,3 +402,42 @@ def test_a_full_disk_is_one_line_and_the_store_stays_resumable(tmp_path, monkeyp
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "1 already done, 1 to run" in again.output
     assert len(Store(tmp_path).records()) == 2
+
+
+def test_a_stop_signal_swallowed_in_a_gc_callback_still_stops_the_sweep_silently(
+    tmp_path, monkeypatch, capsys
+):
+    """Python swallows an exception raised while it runs a weakref or garbage-collection callback (it prints
+    "Exception ignored ... Traceback"): a SIGTERM that lands there is noted, printed nowhere, and the sweep stops
+    before its next run."""
+    import dataclasses
+    import weakref
+
+    import torch.nn.functional as F
+
+    from flx.experiment.config import Config
+    from flx.experiment.registries import LOSSES
+    from flx.sweep.run import run_sweep
+
+    class Target:
+        pass
+
+    fired = []
+
+    def loss(logits, targets, reduction="mean", **_):
+        if not fired:  # once: a callback that signals this process while Python runs it
+            target = Target()
+            fired.append(weakref.ref(target, lambda _: os.kill(os.getpid(), signal.SIGTERM)))
+            del target
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction=reduction)
+
+    monkeypatch.setitem(LOSSES, "ce", dataclasses.replace(LOSSES["ce"], objective=loss))
+    configs = [
+        Config(loss="ce", n_samples=3000, ratio=20, dim=4, epochs=1, batch_size=256, seed=s).normalized()
+        for s in range(4)
+    ]
+    result = run_sweep(configs, Store(tmp_path / "runs"), workers=1)
+    assert result.interrupted == "SIGTERM" and result.exit_code == 143
+    records = Store(tmp_path / "runs").records()
+    assert len(records) <= 1 and all(r.status == "ok" for r in records)
+    assert "Exception ignored" not in capsys.readouterr().err
