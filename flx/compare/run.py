@@ -64,7 +64,9 @@ def base_config(
             f"DATA got {data!r}; accepted: a .csv, .tsv or .parquet file, an image folder, or a data set "
             f"({', '.join(DATASETS)})"
         )
-    config = config.normalized()
+    # normalised for the default loss, which blanks the fields of other losses (ohem_norm): put them back, so that
+    # each family's runs are built with them (and normalised again, per family)
+    config = dataclasses.replace(config.normalized(), **{k: v for k, v in fields.items() if k in LOSS_PARAMS})
     if "lr" in fields and not is_detection(config):
         raise ConfigError(
             "--set got lr; accepted for a detector only (its learning rate is the same for every family): a "
@@ -393,17 +395,36 @@ def _tune(base: Config, family: str, budget: int, store, data_dir, result, on_ev
     trials = done_trials(study)[:budget]
     for t in trials:
         on_event("trial", family=family, stored=True, **t)
+    seen = [t["fields"] for t in trials]
     while len(trials) < budget:
         batch = []
         for n in range(len(trials) + 1, min(budget, len(trials) + result.trial_workers) + 1):
-            trial = study.ask()
-            fields = suggest(trial, family, result.detection)
+            trial, fields = _ask_new(study, family, result.detection, seen)
+            seen.append(fields)
             config = Config(**{**base.to_dict(), "loss": family, "seed": TUNING_SEED, **fields})
             batch.append((n, trial, fields, config))
         for entry in _trial_batch(study, batch, startup, store, data_dir, result, pool):
             trials.append(entry)
             on_event("trial", family=family, stored=False, **entry)
     return trials
+
+
+REPEATS = 50  # asks for a setting the study has not tried before a repeat is taken (a space it has exhausted)
+
+
+def _ask_new(study, family: str, detection: bool, seen: list[dict]):
+    """The next trial and its fields, never a setting this study has tried (or is training) while TPE can still
+    propose another: a repeat is closed as failed, so it neither counts against the budget nor trains again."""
+    import optuna
+
+    for _ in range(REPEATS):
+        trial = study.ask()
+        fields = suggest(trial, family, detection)
+        if fields not in seen:
+            return trial, fields
+        trial.set_user_attr("repeat", True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return trial, fields
 
 
 def _trial_batch(study, batch: list, startup: int, store, data_dir, result, pool=None) -> list[dict]:

@@ -224,3 +224,34 @@ def test_the_tuning_plot_shows_the_seed_noise_of_each_finalist(tmp_path):
     result = _result(tmp_path, [_trial(1, 0.25, 2.0, 0.5), _trial(2, 0.5, 1.0, 0.501)], runs)
     assert seed_noise(result, "ce") == pytest.approx(0.0283, abs=1e-4) and seed_noise(result, "focal") == 0
     assert tuning_figure(result).exists()
+
+
+def test_a_setting_tpe_proposes_again_is_not_a_trial_of_the_budget():
+    """TPE on a categorical space proposes settings it has tried (alpha-CE's 9 alphas): such a repeat is closed as
+    failed and asked again, so each family's budget holds distinct settings while its space has them."""
+    import optuna
+
+    from flx.compare.run import _ask_new
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=3)
+    )
+    alphas = [0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.999]
+    seen = [{"alpha": a} for a in alphas[:-1]]
+    trial, fields = _ask_new(study, "balanced_ce", True, seen)
+    assert fields == {"alpha": 0.999}  # the one left
+    study.tell(trial, 0.5)
+    assert all(t.user_attrs.get("repeat") for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,)))
+    trial, fields = _ask_new(study, "balanced_ce", True, [*seen, fields])  # nothing left: a repeat, at last
+    assert fields in [*seen, {"alpha": 0.999}]
+
+
+def test_a_field_of_one_family_set_for_the_comparison_reaches_that_familys_runs():
+    """--set ohem_norm=objects: the comparison's base is normalised for the default loss, which blanked it."""
+    from flx.compare.run import base_config
+    from flx.experiment.config import Config
+
+    base = base_config("shapes", None, None, ["ohem_norm=objects"])
+    assert Config(**{**base.to_dict(), "loss": "ohem"}).normalized().ohem_norm == "objects"
+    assert Config(**{**base.to_dict(), "loss": "focal"}).normalized().ohem_norm is None
