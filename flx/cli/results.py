@@ -113,6 +113,19 @@ def runs_list(
     print_runs(make_console(), store, df, fmt)
 
 
+@runs_app.command("restore")
+@user_errors
+def runs_restore(
+    folder: str = typer.Argument(..., help="Results folder holding a committed runs.csv and no runs.sqlite."),
+) -> None:
+    """Rebuild a results folder's store from its runs.csv (records, no artefacts), so that a sweep or a comparison
+    resumes there (a fresh clone of committed results) instead of training its runs again."""
+    from flx.results.browse import restore_store
+
+    n = restore_store(folder)
+    make_console().print(f"{folder}: {n} runs restored into runs.sqlite", highlight=False)
+
+
 @runs_app.command("show")
 @user_errors
 def runs_show(

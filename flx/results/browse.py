@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from flx.errors import UserError
+from flx.errors import StoreError, UserError
 from flx.experiment.config import CONFIG_FIELDS
 from flx.experiment.metrics import METRICS
 from flx.results.store import FINAL, Store, default_out
@@ -241,3 +241,19 @@ def show_run(folder: str | Path | None, prefix: str) -> tuple[dict, dict[str, di
     store = open_store(folder or default_out())
     record = find(store, prefix)
     return record, sections(record, store.artefact_sizes(record.key))
+
+
+def restore_store(folder: str | Path) -> int:
+    """``flx runs restore``: rebuild ``folder``'s store from its committed ``runs.csv`` (the records, without
+    artefacts), so that a sweep or a comparison resumes there instead of training them again; returns how many.
+    StoreError (one line) where a store exists already or there is no ``runs.csv``."""
+    folder = Path(folder)
+    store = Store(folder)
+    if store.exists():
+        raise StoreError(f"{folder} has a store (runs.sqlite) already; restore only rebuilds a missing one")
+    if not (folder / "runs.csv").is_file():
+        raise StoreError(f"{folder} has no runs.csv to restore a store from")
+    records = CsvRuns(folder).records()
+    for record in records:
+        store.put(record)
+    return len(records)

@@ -154,3 +154,32 @@ def test_committed_results_without_a_store_are_browsed_from_runs_csv():
     assert listed.exit_code == 0 and "3 runs in" in listed.output and key in listed.output
     shown = runner.invoke(app, ["runs", "show", key, str(results)])
     assert shown.exit_code == 0 and f"key: {key}" in shown.output
+
+
+def test_a_store_restored_from_runs_csv_resumes_a_sweep_with_nothing_to_train(tmp_path):
+    """Committed results ship runs.csv without runs.sqlite: `flx runs restore` rebuilds the store, so a sweep (and a
+    comparison, cell by cell) resumes on a fresh clone instead of training everything again."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from flx.cli import app
+    from flx.report.tables import load_runs
+    from tests.conftest import TINY
+
+    runner = CliRunner()
+    out = tmp_path / "runs"
+    args = ["sweep", "--loss", "ce,focal", *TINY, "--workers", "1", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    load_runs(out)  # runs.csv, as a report writes it
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copy(out / "runs.csv", clone / "runs.csv")
+    restored = runner.invoke(app, ["runs", "restore", str(clone)])
+    assert restored.exit_code == 0 and "2 runs restored" in restored.output, restored.output
+    again = runner.invoke(app, [*args[:-1], str(clone)])
+    assert again.exit_code == 0 and "2 already done" in again.output, again.output
+    twice = runner.invoke(app, ["runs", "restore", str(clone)])
+    assert twice.exit_code == 2 and "has a store (runs.sqlite) already" in twice.output
+    empty = runner.invoke(app, ["runs", "restore", str(tmp_path / "nothing")])
+    assert empty.exit_code == 2 and "has no runs.csv" in empty.output
