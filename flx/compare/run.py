@@ -215,9 +215,8 @@ def run_compare(
     on_event("plan", families=families, budget=budget, seeds=seeds, total=len(families) * (budget + seeds))
     from flx.results.lock import hold
 
-    with hold(
-        result.out, "flx compare"
-    ):  # one comparison at a time writes the folder's spec, studies and page
+    # one comparison at a time writes the folder's spec, studies and page
+    with hold(result.out, "flx compare"):
         _compare(base, result, Store(result.out), fresh, workers, data_dir, on_event)
     return result
 
