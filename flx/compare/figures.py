@@ -31,17 +31,10 @@ def pyplot():
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save ``fig`` to ``path`` (no software stamp, so the same figure gives the same bytes; swapped in whole, so a
-    full disk leaves no half-written file) and close it."""
-    from flx.results.store import write_atomic
+    """Save ``fig`` to ``path`` as every flx figure is (:func:`flx.report.png.save_png`) and close it."""
+    from flx.report.png import save_png
 
-    fig.tight_layout()
-    try:
-        return write_atomic(
-            path, lambda p: fig.savefig(p, format="png", dpi=110, metadata={"Software": None})
-        )
-    finally:
-        pyplot().close(fig)
+    return save_png(fig, path)
 
 
 def seed_noise(result, family: str) -> float:

@@ -40,8 +40,6 @@ def run_recheck(base, result, seeds: list[int], train) -> Recheck:
     """The finalists of every family a settled claim names, on ``seeds`` (each on its own images where the
     comparison resamples), trained by ``train(configs, store, spec)``; the claims judged on them alone."""
     from flx.compare.space import claims
-    from flx.experiment.config import Config
-    from flx.experiment.params import LOSS_PARAMS
     from flx.report.claims import judge_all
     from flx.results.store import Store
 
@@ -52,31 +50,14 @@ def run_recheck(base, result, seeds: list[int], train) -> Recheck:
     recheck.before = [v for v in result.verdicts if v.name in settled]
     families = [f for f in result.families if any(f in (c["a"]["loss"], c["b"]["loss"]) for c in declared)]
     out = Path(result.out) / RECHECK_DIR
-
-    def split(seed: int) -> int:  # each seed its own images where the comparison resamples, as its finalists
-        return seed if result.resampled is not None else base.data_seed
-
     if declared:
         text = f"{seeds[0]}-{seeds[-1]}"
-        spec = {
-            "name": "recheck",
-            "description": f"flx compare --recheck: the settled verdicts of ../compare.md on fresh seeds {text}, "
+        spec = result.finals_spec(
+            base, families, text, declared, name="recheck",
+            description=f"flx compare --recheck: the settled verdicts of ../compare.md on fresh seeds {text}, "
             "each family fixed to the setting its study chose",
-            "config": {
-                k: v
-                for k, v in base.to_dict().items()
-                if v is not None and k not in ("loss", "seed", *LOSS_PARAMS)
-            },
-            "grid": [{"loss": [f], **{k: [v] for k, v in result.finalists[f].items()}} for f in families],
-            "seeds": text,
-            "resample": result.resampled is not None,
-            "report": {"claims": declared},
-        }
-        configs = [
-            Config(**{**base.to_dict(), "loss": f, "seed": s, "data_seed": split(s), **result.finalists[f]})
-            for f in families
-            for s in seeds
-        ]
+        )  # fmt: skip
+        configs = [result.finalist(base, f, s) for f in families for s in seeds]
         import pandas as pd
 
         records = train(configs, Store(out), spec)

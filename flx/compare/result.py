@@ -64,6 +64,36 @@ class CompareResult:
     trial_workers: int = 1  # trials trained side by side (flx.compare.run.trial_workers)
     recheck: object = None  # flx.compare.recheck.Recheck: the settled verdicts on fresh seeds (--recheck)
 
+    def finalist(self, base, family: str, seed: int):
+        """``family``'s chosen setting on ``seed``, on its own training images (``data_seed`` = seed) where the
+        comparison resamples."""
+        from flx.experiment.config import Config
+
+        data_seed = seed if self.resampled is not None else base.data_seed
+        fields = {**base.to_dict(), "loss": family, "seed": seed, "data_seed": data_seed}
+        return Config(**{**fields, **self.finalists[family]})
+
+    def finals_spec(self, base, families: list[str], seeds: str, declared: list[dict], **about) -> dict:
+        """The spec of finalists' runs, written before they train: the fixed config, one grid entry per family (its
+        chosen setting and any loss field fixed for it alone, such as OHEM's ``ohem_norm``), the seeds ("A-B"), the
+        claims; ``about``: its name and description."""
+        from flx.experiment.params import LOSS_PARAMS
+
+        def own(family: str) -> dict:
+            config = self.finalist(base, family, 0).normalized()
+            return {k: getattr(config, k) for k in LOSS_PARAMS if getattr(config, k) is not None}
+
+        fixed = {
+            k: v
+            for k, v in base.to_dict().items()
+            if v is not None and k not in ("loss", "seed", *LOSS_PARAMS)
+        }
+        grid = [
+            {"loss": [f], **{k: [v] for k, v in {**own(f), **self.finalists[f]}.items()}} for f in families
+        ]
+        return {**about, "config": fixed, "grid": grid, "seeds": seeds, "resample": self.resampled is not None,
+                "report": {"claims": declared}}  # fmt: skip
+
     @property
     def search_lr(self) -> bool:
         """The learning rate is searched with each family's own for a classifier; a detector keeps its data

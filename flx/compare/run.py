@@ -19,6 +19,7 @@ from flx.compare.space import (
     paper_trials,
     parse_families,
     parse_queue,
+    spaces,
     suggest,
 )
 from flx.errors import ConfigError
@@ -412,17 +413,29 @@ REPEATS = 50  # asks for a setting the study has not tried before a repeat is ta
 
 
 def _ask_new(study, family: str, detection: bool, seen: list[dict]):
-    """The next trial and its fields, never a setting this study has tried (or is training) while TPE can still
-    propose another: a repeat is closed as failed, so it neither counts against the budget nor trains again."""
+    """The next trial and its fields, never a setting this study has tried (or is training) while the space has
+    another: a repeat TPE proposes is closed as failed (it neither counts against the budget nor trains again);
+    after :data:`REPEATS` of them, on a space of choices only, the first setting not tried is queued (TPE settles on
+    the best choice and seldom proposes the rest)."""
+    import itertools
+
     import optuna
 
-    for _ in range(REPEATS):
+    for attempt in range(REPEATS + 1):
         trial = study.ask()
         fields = suggest(trial, family, detection)
-        if fields not in seen:
+        if fields not in seen or attempt == REPEATS:
             return trial, fields
         trial.set_user_attr("repeat", True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        space = spaces(detection)[family]
+        if attempt == REPEATS - 1 and all(isinstance(v, list) for v in space.values()):
+            settings = (
+                dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())
+            )
+            untried = next((f for f in settings if f not in seen), None)
+            if untried is not None:
+                study.enqueue_trial(untried)
     return trial, fields
 
 
@@ -461,30 +474,12 @@ def _finals(base: Config, result: CompareResult, store, workers, data_dir, on_ev
     seeds = f"1-{result.seeds}"
     result.resampled = resampled_ratio(base, result.splits)
     declared = claims(result.families, result.seeds, result.resampled)
-    grid = [{"loss": [f], **{k: [v] for k, v in result.finalists[f].items()}} for f in result.families]
-    spec = {
-        "name": "compare",
-        "description": f"flx compare: each family's best of {result.budget} trials on validation, on seeds {seeds}"
+    spec = result.finals_spec(
+        base, result.families, seeds, declared, name="compare",
+        description=f"flx compare: each family's best of {result.budget} trials on validation, on seeds {seeds}"
         + (", each seed on its own split (data_seed = seed)" if result.resampled is not None else ""),
-        "config": {
-            k: v
-            for k, v in base.to_dict().items()
-            if v is not None and k not in ("loss", "seed", *LOSS_PARAMS)
-        },
-        "grid": grid,
-        "seeds": seeds,
-        "resample": result.resampled is not None,
-        "report": {"claims": declared},
-    }
-
-    def split(seed: int) -> int:  # each seed its own split where the comparison resamples
-        return seed if result.resampled is not None else base.data_seed
-
-    configs = [
-        Config(**{**base.to_dict(), "loss": f, "seed": s, "data_seed": split(s), **result.finalists[f]})
-        for f in result.families
-        for s in range(1, result.seeds + 1)
-    ]
+    )  # fmt: skip
+    configs = [result.finalist(base, f, s) for f in result.families for s in range(1, result.seeds + 1)]
     on_event("finals", configs=configs)
     records = _train(
         configs, store, data_dir, result, workers=workers, spec=spec,

@@ -137,9 +137,8 @@ def _hard_chunk(x, y, alpha, gamma, scale, out, grad, ws):
     total = _chunk_loss(le, y, alpha, out, ws[6])
     if grad is not None:
         torch.addcmul(z, z, q, value=-1.0, out=t)  # l p_t = l - l q
-        torch.nan_to_num(
-            t, nan=0.0, posinf=math.inf, neginf=-math.inf, out=t
-        )  # inf * 0 at z = +inf: its limit 0
+        # inf * 0 at z = +inf: its limit 0
+        torch.nan_to_num(t, nan=0.0, posinf=math.inf, neginf=-math.inf, out=t)
         inner = torch.add(q, t, alpha=gamma, out=t) if weighted else q
         if weighted:
             inner.mul_(w)
@@ -183,7 +182,9 @@ def _soft_chunk(x, y, alpha, gamma, scale, out, grad, ws):
             torch.mul(t, (1 - alpha) * scale, out=grad).addcmul_(t, y, value=(2 * alpha - 1) * scale)
         else:
             torch.mul(t, scale, out=grad)
-        if not bool(torch.isfinite(grad).all()):  # an infinite logit (inf - inf above): the gradient's limit
+        # an infinite logit (inf - inf above): the gradient's limit; read on the CPU only (a device has no host
+        # sync to spare, as for the 0/1 check)
+        if _on_host(x.device) and not bool(torch.isfinite(grad).all()):
             torch.where(torch.isinf(x), _grad_limits(x, y, alpha, gamma) * scale, grad, out=grad)
     return total
 

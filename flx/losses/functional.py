@@ -212,10 +212,10 @@ def _poly1_loss(inputs, targets, alpha, gamma, epsilon, ignore_index, reduction,
     if is_multiclass(inputs, targets):
         check_multiclass(inputs, targets, ignore_index)
         weights = check_class_alpha(alpha, inputs.shape[1], inputs.device, cdtype) if focal else None
-        if isinstance(
-            alpha, (list, tuple)
-        ):  # multi-class alpha_t is alpha[target]: the bound is -min(alpha),
-            bound = -min(float(a) for a in alpha)  # known without reading a tensor (eager and compiled alike)
+        # multi-class alpha_t is alpha[target], so the bound is -min(alpha): known without reading a tensor for a
+        # list (eager and compiled alike)
+        if isinstance(alpha, (list, tuple)):
+            bound = -min(float(a) for a in alpha)
         elif isinstance(weights, torch.Tensor):
             # a tensor's bound is read on the CPU in eager mode (reading it would break a compiled graph, and cost
             # a host sync on a GPU); compiled on the CPU it is asserted inside the graph; on a GPU only -1 is checked

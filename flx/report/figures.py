@@ -15,21 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from flx.experiment.registries import LR_DECAYS  # noqa: E402
 from flx.report.ohem_rows import ohem_rows  # noqa: E402
+from flx.report.png import save_png  # noqa: E402
 from flx.results.summary import cell, run_label, setting_cell, setting_columns, summarize  # noqa: E402
 
 PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio", "anchor_scales")
-PNG_META = {"Software": None}  # no version strings: the same data gives the same file
-
-
-def _save(fig, path: Path) -> Path:
-    """The figure as a PNG, swapped in whole (a full disk leaves no half-written file), then closed."""
-    from flx.results.store import write_atomic
-
-    fig.tight_layout()
-    try:
-        return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata=PNG_META))
-    finally:
-        plt.close(fig)
 
 
 def _finish(fig, ax, labels: tuple, path: Path) -> Path:
@@ -39,7 +28,7 @@ def _finish(fig, ax, labels: tuple, path: Path) -> Path:
     ax.set_title(labels[2])
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _swept(runs) -> str | None:
@@ -86,7 +75,7 @@ def ap_vs_param(runs, out: Path, spec, store=None) -> Path | None:
     ax.set_title(f"{spec.name}: AP against {x}")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _save(fig, out / f"ap_vs_{x}.png")
+    return save_png(fig, out / f"ap_vs_{x}.png")
 
 
 def loss_vs_pt(runs, out: Path, spec, store=None) -> Path:
@@ -103,7 +92,7 @@ def loss_vs_pt(runs, out: Path, spec, store=None) -> Path:
     ax.axvspan(0.6, 1, color="grey", alpha=0.1, label="well-classified")
     ax.legend()
     ax.set_title("Focal loss against p_t (Lin et al., Figure 1)")
-    return _save(fig, out / "loss_vs_pt.png")
+    return save_png(fig, out / "loss_vs_pt.png")
 
 
 class MissingArtefacts(Exception):
@@ -207,7 +196,7 @@ def loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(f"{spec.name}: loss CDF of trained models (α = {alpha:g}; Lin et al., Figure 4)")
-    return _save(fig, out / "loss_cdf.png")
+    return save_png(fig, out / "loss_cdf.png")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -268,7 +257,7 @@ def learning_curves(runs, out: Path, spec, store=None) -> Path | None:
     ax.set_title(f"{spec.name}: learning curves")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _save(fig, out / "learning_curves.png")
+    return save_png(fig, out / "learning_curves.png")
 
 
 def _mean_curves(runs, rows, out: Path, spec) -> Path:
@@ -295,7 +284,7 @@ def _mean_curves(runs, rows, out: Path, spec) -> Path:
     axes[0][0].set_ylabel("validation AP (mean over seeds)")
     axes[0][-1].legend(fontsize=6, title=" ".join(columns), title_fontsize=6)
     fig.suptitle(f"{spec.name}: learning curves", fontsize=10)
-    return _save(fig, out / "learning_curves.png")
+    return save_png(fig, out / "learning_curves.png")
 
 
 def _best_alpha(runs) -> float | None:
@@ -357,7 +346,7 @@ def detection_loss_cdf(runs, out: Path, spec, store=None) -> Path | None:
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
     fig.suptitle("Figure 4 on shapes: an FL (γ = 2) model's test anchors under FL with several γ (α off)")
-    return _save(fig, out / "loss_cdf.png")
+    return save_png(fig, out / "loss_cdf.png")
 
 
 def examples(runs, out: Path, spec, store=None) -> Path | None:
@@ -403,7 +392,7 @@ def examples(runs, out: Path, spec, store=None) -> Path | None:
         "shapes test images (grey): rings among disks and boxes; cyan dashed: ground truth; magenta: "
         "detections ≥ 0.3 with scores"
     )
-    return _save(fig, out / "examples.png")
+    return save_png(fig, out / "examples.png")
 
 
 def regime_map(runs, out: Path, spec, store=None) -> Path | None:

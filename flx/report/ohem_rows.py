@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flx.report.png import save_png
 from flx.results.summary import cell, merge_identical
 
 KEYS = ("ohem_k", "ohem_nms", "ohem_ratio")
@@ -64,13 +65,4 @@ def ohem_rows(runs, out: Path, spec, store=None) -> Path | None:
     ax.grid(alpha=0.3, axis="x")
     if len(focal):
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    from flx.results.store import write_atomic
-
-    try:  # swapped in whole: a full disk leaves no half-written file
-        return write_atomic(
-            out / "ohem_rows.png",
-            lambda p: fig.savefig(p, format="png", dpi=110, metadata={"Software": None}),
-        )
-    finally:
-        plt.close(fig)
+    return save_png(fig, out / "ohem_rows.png")

@@ -110,15 +110,16 @@ def check_scheme(tracking_uri: str | None) -> None:
         )
 
 
-def check_tracking(tracking_uri: str | None) -> None:
+def check_tracking(tracking_uri: str | None) -> Path | None:
     """ExportError (one line, in milliseconds) when MLflow is missing, ``tracking_uri`` has a scheme MLflow has
     no store for, or it is a sqlite:/// store that cannot be written (tried with a real write), before a sweep or
-    a comparison that logs to it trains anything."""
+    a comparison that logs to it trains anything. Returns a sqlite store's folder (else None)."""
     check_scheme(tracking_uri)
     folder = _check_sqlite_uri(tracking_uri)
     if folder is not None:
         _probe_write(folder, tracking_uri)
     _mlflow()
+    return folder
 
 
 def export_mlflow(
@@ -137,8 +138,7 @@ def export_mlflow(
         )
     records = store.records(with_time=True)
     check_artefact_names(store, [r.key for r in records])
-    check_tracking(tracking_uri)
-    folder = _check_sqlite_uri(tracking_uri)
+    folder = check_tracking(tracking_uri)
     client_class = _mlflow()
 
     try:
@@ -177,12 +177,17 @@ def export_mlflow(
     return counts
 
 
+def plain_file_name(name: str) -> bool:
+    """A name that stays in the folder it is joined to: letters, digits, '_', '.', '-', no leading dot, no '..'."""
+    return bool(ARTEFACT_NAME.match(name)) and ".." not in name
+
+
 def check_artefact_names(store: Store, keys: list[str]) -> None:
     """ExportError (one line) for a stored artefact name that is not a plain file name (a separator, '..', an
     absolute path): a store is data, and a name read from it never leaves the folder it is written to."""
     for key in keys:
         for name in store.artefact_sizes(key):
-            if not ARTEFACT_NAME.match(name) or ".." in name:
+            if not plain_file_name(name):
                 raise ExportError(
                     f"{store.out}: run {key[:10]} has an artefact named {name!r}; accepted: a plain file name "
                     "(letters, digits, '_', '.', '-'; no separator, no '..'): the store was altered"
@@ -192,11 +197,11 @@ def check_artefact_names(store: Store, keys: list[str]) -> None:
 def _log_run(client, experiment_id: str, record, artefacts: dict) -> None:
     """One flx run as an MLflow run; if any part of it cannot be logged (an artefact that does not decode), the
     MLflow run ends FAILED and ExportError says which run and why, in one line."""
+    from flx.results.summary import run_label
+
     start = _millis(record.created_at) or 0
     tags = {KEY_TAG: record.key, STATUS_TAG: record.status}
     tags |= {f"flx.{t}": str(getattr(record, t))[:5000] for t in TAGS if getattr(record, t) is not None}
-    from flx.results.summary import run_label
-
     run = client.create_run(
         experiment_id, start_time=start, tags=tags, run_name=f"{run_label(record)} seed={record.seed}"
     )
@@ -236,7 +241,7 @@ def _log_contents(client, run_id: str, record, artefacts: dict, start: int) -> N
     with tempfile.TemporaryDirectory() as tmp:
         for artefact, blob in artefacts.items():
             path = Path(tmp) / f"{artefact}.npz"
-            if not ARTEFACT_NAME.match(artefact) or path.resolve().parent != Path(tmp).resolve():
+            if not plain_file_name(artefact) or path.resolve().parent != Path(tmp).resolve():
                 raise ExportError(
                     f"artefact name {artefact!r} is not a plain file name"
                 )  # checked before too

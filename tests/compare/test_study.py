@@ -255,3 +255,22 @@ def test_a_field_of_one_family_set_for_the_comparison_reaches_that_familys_runs(
     base = base_config("shapes", None, None, ["ohem_norm=objects"])
     assert Config(**{**base.to_dict(), "loss": "ohem"}).normalized().ohem_norm == "objects"
     assert Config(**{**base.to_dict(), "loss": "focal"}).normalized().ohem_norm is None
+
+
+def test_the_finalists_spec_keeps_a_field_fixed_for_one_family():
+    """The spec written before the finals holds OHEM's fixed ohem_norm in OHEM's grid entry (else `flx report` of
+    the folder would plan OHEM runs without it and find them missing), and nobody else's."""
+    from flx.compare.result import CompareResult
+    from flx.compare.run import base_config
+
+    base = base_config("shapes", None, None, ["ohem_norm=objects"])
+    result = CompareResult(__import__("pathlib").Path("x"), ["focal", "ohem"], 8, 2, resampled=0.0)
+    result.finalists = {
+        "focal": {"gamma": 1.0, "alpha": 0.25},
+        "ohem": {"ohem_k": 128, "ohem_nms": 0.5, "ohem_ratio": None},
+    }
+    spec = result.finals_spec(base, ["focal", "ohem"], "1-2", [], name="compare", description="d")
+    focal, ohem = spec["grid"]
+    assert ohem["ohem_norm"] == ["objects"] and "ohem_norm" not in focal and focal["gamma"] == [1.0]
+    assert "ohem_norm" not in spec["config"] and spec["resample"] is True
+    assert result.finalist(base, "ohem", 3).data_seed == 3
