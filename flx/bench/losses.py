@@ -1,12 +1,15 @@
 """``flx bench losses``: flx's sigmoid focal loss against torchvision's, side by side in one run.
 
-Four implementations of forward + backward (reduction "mean", alpha 0.25, gamma 2, 1% positives):
+Six implementations of forward + backward (reduction "mean", alpha 0.25, gamma 2, 1% positives):
 
 - ``flx``: :func:`flx.losses.sigmoid_focal_loss` in eager mode (the fused kernel);
+- ``flx_compiled``: flx's under ``torch.compile`` (its custom operator, ``flx::sigmoid_focal``);
 - ``torchvision``: ``torchvision.ops.sigmoid_focal_loss`` in eager mode;
-- ``compiled``: torchvision's under ``torch.compile`` (inductor, one static graph per size; compilation is
-  the first call and is not in the median);
-- ``bce``: ``F.binary_cross_entropy_with_logits``, the floor of what a loss over the same tensors costs in eager.
+- ``tv_compiled``: torchvision's under ``torch.compile`` (inductor; one static graph per size for both compiled
+  ones; compilation is the first call and is not in the median);
+- ``bce``: ``F.binary_cross_entropy_with_logits``, what torch's own eager loss over the same tensors costs;
+- ``floor``: one read of logits and targets, one exp and one log1p, one write per logit (:mod:`flx.bench.floor`);
+  CPU only.
 
 Each is timed under every condition: torch thread count 1 or 2, each alone and with 2 background processes that
 keep the CPU busy (pure-Python spin loops, started before and stopped after that condition). Time is the median
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-IMPLEMENTATIONS = ("flx", "torchvision", "compiled", "bce")
+IMPLEMENTATIONS = ("flx", "flx_compiled", "torchvision", "tv_compiled", "bce", "floor")
 # (torch threads, busy background processes)
 CONDITIONS = ((1, 0), (2, 0), (1, 2), (2, 2))
 
@@ -44,17 +47,21 @@ def _loss_fn(impl: str) -> Callable:
 
     # "no CUDA runtime" warnings are irrelevant on a CPU
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    if impl == "flx":
+    if impl in ("flx", "flx_compiled"):
         from flx.losses.functional import sigmoid_focal_loss
 
-        return sigmoid_focal_loss
+        return sigmoid_focal_loss if impl == "flx" else torch.compile(sigmoid_focal_loss, dynamic=False)
+    if impl == "floor":
+        from flx.bench.floor import floor_loss
+
+        return floor_loss
     if impl == "bce":
         return lambda x, y, alpha, gamma, reduction: F.binary_cross_entropy_with_logits(
             x, y, reduction=reduction
         )
     from torchvision.ops import sigmoid_focal_loss
 
-    if impl == "compiled":
+    if impl == "tv_compiled":
         return torch.compile(sigmoid_focal_loss, dynamic=False)
     return sigmoid_focal_loss
 
@@ -225,6 +232,7 @@ def bench_losses(
 def _bench_cuda(sizes, min_run_time, measure_memory, implementations, progress, device) -> list[BenchRow]:
     import torch
 
+    implementations = tuple(i for i in implementations if i != "floor")  # a CPU kernel
     fns = {impl: _loss_fn(impl) for impl in implementations}
     name = torch.cuda.get_device_name(device)
     if progress:

@@ -26,7 +26,7 @@ from flx.losses._checks import (
     result_dtype,
     transformed,
 )
-from flx.losses._kernel import SigmoidFocal, binary_terms, safe_pow, sigmoid_focal_elements
+from flx.losses._kernel import SigmoidFocal, safe_pow, sigmoid_focal_elements
 from flx.losses.bounds import epsilon_bound
 
 
@@ -67,25 +67,50 @@ def sigmoid_focal_loss(
     alpha = check_alpha(alpha)
     normalizer = check_normalizer(normalizer, reduction)
     check_binary(inputs, targets)
+    return _binary_loss(inputs, targets, alpha, gamma, 0.0, reduction, normalizer)
+
+
+def _binary_loss(inputs, targets, alpha, gamma, epsilon, reduction, normalizer):
+    """alpha_t (1 - p_t)^gamma (-log p_t) + epsilon (1 - p_t)^(gamma + 1), reduced (arguments checked): the fused
+    kernel in eager mode and, through the ``flx::sigmoid_focal`` operator, under ``torch.compile`` on the CPU;
+    the plain expression under torch.func transforms, forward-mode AD, for targets that need a gradient, and
+    for the Poly-1 term on a device."""
+    cpu = inputs.device.type == "cpu"
+    fused = not targets.requires_grad and (cpu or epsilon == 0)
     if transformed(inputs, targets):
+        forward_ad = torch.autograd.forward_ad._current_level >= 0
+        fused = fused and cpu and torch.compiler.is_compiling() and not forward_ad
+    if not fused:
         cdtype = compute_dtype(inputs.dtype)
-        elements = sigmoid_focal_elements(inputs.to(cdtype), targets.to(cdtype), alpha, gamma)
+        elements = sigmoid_focal_elements(inputs.to(cdtype), targets.to(cdtype), alpha, gamma, epsilon)
         return reduce_loss(elements, reduction, normalizer).to(result_dtype(inputs))
     tensor_norm = isinstance(normalizer, torch.Tensor)  # divided after the kernel, so its value is never read
     n = inputs.numel()
     scale = 1.0  # folded into the kernel's gradient: 1 / (normalizer or the number of elements) for "mean"
     if reduction == "mean" and not tensor_norm:
         scale = 1.0 / normalizer if normalizer is not None else 1.0 / max(n, 1)
-    grad_on = torch.is_grad_enabled() and (inputs.requires_grad or targets.requires_grad)
-    loss, _ = SigmoidFocal.apply(
-        inputs,
-        targets,
-        alpha,
-        gamma,
-        scale,
-        "sum" if tensor_norm else reduction,
-        grad_on and inputs.requires_grad,
-    )
+    kernel_reduction = "sum" if tensor_norm else reduction
+    want_grad = torch.is_grad_enabled() and inputs.requires_grad
+    if torch.compiler.is_compiling():
+        from flx.losses._op import sigmoid_focal_op
+
+        # a mean over the elements divides after the operator: 1 / n as a number would fix the graph to one size
+        count = reduction == "mean" and normalizer is None
+        loss, _ = sigmoid_focal_op(
+            inputs,
+            targets,
+            alpha,
+            gamma,
+            epsilon,
+            1.0 if count else scale,
+            kernel_reduction == "none",
+            want_grad,
+        )
+        loss = (loss / n if count else loss).to(result_dtype(inputs))
+    else:
+        loss, _ = SigmoidFocal.apply(
+            inputs, targets, alpha, gamma, epsilon, scale, kernel_reduction, want_grad
+        )
     if reduction == "mean" and n == 0 and not tensor_norm and normalizer is None:
         return loss * float("nan")  # the mean of nothing, as torch's
     return loss / normalizer if tensor_norm else loss
@@ -232,15 +257,7 @@ def _poly1_loss(inputs, targets, alpha, gamma, epsilon, ignore_index, reduction,
     check_binary(inputs, targets)
     a = check_alpha(alpha) if focal else -1.0
     epsilon = check_epsilon(epsilon, epsilon_bound(a if a >= 0 else None))
-    x, y = inputs.to(cdtype), targets.to(cdtype)
-    if focal:
-        fl = sigmoid_focal_loss(inputs, targets, alpha=a, gamma=gamma, reduction="none").to(cdtype)
-        q, _ = binary_terms(x, y)
-        loss = fl + epsilon * q * safe_pow(q, gamma)
-    else:
-        q, ce = binary_terms(x, y)
-        loss = ce + epsilon * q
-    return reduce_loss(loss, reduction, normalizer).to(result_dtype(inputs))
+    return _binary_loss(inputs, targets, a, gamma, float(epsilon), reduction, normalizer)
 
 
 def ohem_select(

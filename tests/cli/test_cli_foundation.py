@@ -82,5 +82,14 @@ def test_bench_runs_small():
         app, ["bench", "losses", "--sizes", "1000", "--min-run-time", "0.01", "--no-memory", "--no-busy"]
     )
     assert result.exit_code == 0, result.output
-    for column in ("flx", "torchvision", "compiled", "bce", "vs compiled", "2 thr"):
+    for column in (
+        "flx_comp",
+        "tv_comp",
+        "floor",
+        "bce",
+        "vs tv_comp",
+        "comp vs tv_comp",
+        "/ floor",
+        "2 thr",
+    ):
         assert column in result.output

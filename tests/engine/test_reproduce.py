@@ -10,10 +10,12 @@ generated shapes data goes through them too. So:
 - where this machine generates the committed data (the same fingerprint), the rerun has the committed key;
 - where it also ran on the committed instruction set, every metric is bit-identical;
 - anywhere else each summary of a ranking (AP, AP50, ROC-AUC, best F1, ECE...) lies within ``ACROSS_MACHINES`` of
-  the committed one: a refactor that changed what is trained moves them further than the rounding of another
-  instruction set does. Measured on AVX512 against the machine that made the tables: the proxy's test AP moved
-  0.0006 (its data identical); the Table 1b run (its data a few ulps apart) moved 0.0056 in AP and at most
-  0.021 (validation AP50). The metrics read at one threshold (precision and recall at the best F1, balanced
+  the committed one: a refactor that changed what is trained moves them further than rounding does. Measured on
+  AVX512 against the machine that made the tables: the proxy's test AP moved 0.0006 (its data identical); the
+  Table 1b run (its data a few ulps apart) moved 0.0056 in AP and at most 0.021 (validation AP50). Rounding in
+  the loss moves that short detection run further: with the old kernel computing in float64 and rounding its
+  gradient once to float32 (more exact, nothing else changed) it moved 0.010 in AP and 0.049 in validation
+  AP50; with issue 33's numba kernel (a few ulps from the old one) 0.003 and 0.042. Hence 0.06. The metrics read at one threshold (precision and recall at the best F1, balanced
   accuracy at 0.5) jump as a few examples cross it (0.067, 0.054 and 0.027 on the proxy) and are compared only
   where the rerun is exact, as is the training loss (not on a [0, 1] scale).
 
@@ -32,7 +34,7 @@ from flx.experiment.config import config_from_record
 from flx.experiment.metrics import METRICS
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-ACROSS_MACHINES = 0.03  # the largest difference in a ranking's summary between instruction sets
+ACROSS_MACHINES = 0.06  # a ranking's summary after a rounding-level change (instruction set, loss kernel)
 EXACT_ONLY = {"precision", "recall", "balanced_accuracy", "train_loss"}
 
 

@@ -11,7 +11,6 @@ from torchvision.ops import sigmoid_focal_loss as tv_focal
 
 from flx import losses as L
 from flx.experiment.registries import LOSSES, get_loss
-from flx.losses import _kernel as K
 
 ALPHAS = [-1, 0.25, 0.5, 0.75]
 GAMMAS = [0, 0.5, 1, 2, 5]
@@ -82,17 +81,19 @@ def test_multidimensional_input_keeps_shape():
     torch.testing.assert_close(out, tv_focal(x, y))
 
 
-def test_chunked_path_matches_single_pass(monkeypatch):
-    """Inputs much larger than a chunk give the same values and gradients as one chunk."""
-    x, y = _binary(n=10_001, dtype=torch.float64)
-    monkeypatch.setattr(K, "_CHUNK", 1_000)
-    small_chunks = L.sigmoid_focal_loss(x, y, 0.25, 2.0, "mean")
-    (g_small,) = torch.autograd.grad(small_chunks, x)
-    monkeypatch.setattr(K, "_CHUNK", 1 << 20)
-    one_chunk = L.sigmoid_focal_loss(x, y, 0.25, 2.0, "mean")
-    (g_one,) = torch.autograd.grad(one_chunk, x)
-    torch.testing.assert_close(small_chunks, one_chunk)
-    torch.testing.assert_close(g_small, g_one)
+def test_inputs_over_many_chunks_match_the_float64_formulas():
+    """The fused kernel adds its loss per chunk of 4,096 elements (the last one partial): the reduced loss and
+    the gradient over several chunks agree with the float64 formulas, soft targets among the hard ones too."""
+    x, y = _binary(n=3 * 4096 + 17, dtype=torch.float64)
+    for gamma in (2.0, 0.5):
+        loss = L.sigmoid_focal_loss(x, y, 0.25, gamma, "sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        torch.testing.assert_close(loss, _stable_focal64(x, y, 0.25, gamma).sum(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad, _closed_form_grad64(x, y, 0.25, gamma), rtol=1e-10, atol=1e-300)
+    soft = y.clone()
+    soft[::7] = 0.3
+    loss = L.sigmoid_focal_loss(x, soft, 0.25, 2.0, "sum")
+    torch.testing.assert_close(loss, _ref_focal64(x, soft, 0.25, 2.0).sum(), rtol=1e-12, atol=0)
 
 
 def test_backward_with_retain_graph_accumulates_correctly():

@@ -1,0 +1,219 @@
+r"""The binary focal family's fused CPU pass, compiled with numba for the CPU's vector units.
+
+One pass reads each logit x and target y once and writes the gradient (and the per-element loss only when
+asked), for sigmoid focal loss and its Poly-1 form (epsilon = 0 is focal loss; gamma = 0 with alpha off is BCE,
+and with epsilon Poly-1 cross-entropy). With p = sigmoid(x), m = 1 - p, q = 1 - p_t = lerp(p, m, y),
+l = -log p_t = BCE(x, y), w = q^gamma, alpha_t = (1 - alpha) + (2 alpha - 1) y:
+
+    loss = alpha_t w l + epsilon q w
+    dloss/dx = alpha_t w (gamma l D + p (1 - y) - y m) + epsilon (gamma + 1) w (1 - 2y) p m,   D = (1 - 2y) p m / q
+
+p and m both come from e = exp(-|x|) (p = 1 / (1 + e) or e / (1 + e)), l is relu(x) - x y + log1p(e), and
+p - y is written p (1 - y) - y m: at y = 0 and y = 1 every term is a product of quantities known to full relative
+precision, so the result keeps it where p_t rounds to 1 (no 1 - p, no p - 1). q^(gamma - 1) is never formed
+(D carries 1 / q, and l D -> 0 where p m underflows), so gamma < 1 stays finite; an infinite logit gives the
+loss's limit (0 or inf) and the gradient's (0 where the loss is 0).
+
+float32 inputs are computed in float32 with the exp and log1p of :mod:`flx.losses.vecmath` (a few ulps), so that
+LLVM vectorises the loop; float64 inputs use libm's exp and log1p. The loss is
+added in float64, per chunk of ``CHUNK`` elements in a fixed order, and the chunks' sums by the caller in chunk
+order, so the sum does not depend on how chunks are shared among threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from flx.losses.vecmath import exp_nonpositive32, log1p_unit32
+
+CHUNK = 4096  # elements per partial sum: a chunk's loss buffer (16-32 KB) stays in L1
+
+_JIT = {"nogil": True, "error_model": "numpy", "cache": True}  # numpy's model: x / 0 is inf, no raise
+
+
+def _exp_nonpositive(v):
+    """exp(v) for v <= 0: float32's own (vectorised) above, libm's for float64."""
+
+
+@overload(_exp_nonpositive, inline="always")
+def _exp_nonpositive_typed(v):
+    return (lambda v: exp_nonpositive32(v)) if v == types.float32 else (lambda v: math.exp(v))
+
+
+def _log1p_unit(e):
+    """log(1 + e) for e in [0, 1]: float32's own above, libm's for float64."""
+
+
+@overload(_log1p_unit, inline="always")
+def _log1p_unit_typed(e):
+    return (lambda e: log1p_unit32(e)) if e == types.float32 else (lambda e: math.log1p(e))
+
+
+def _like(v, c):
+    """The number c in v's dtype (so that float32 arithmetic stays float32)."""
+
+
+@overload(_like, inline="always")
+def _like_typed(v, c):
+    return (lambda v, c: np.float32(c)) if v == types.float32 else (lambda v, c: np.float64(c))
+
+
+def _make(gkind: int, want_grad: bool):
+    """The kernel for gamma's kind (0, 1, 2: gamma 0, 1, 2, multiplied out; 3: q ** gamma) and whether it writes
+    the gradient, both constants of its code: a branch on them inside the loop kept LLVM from vectorising it
+    (13 ms against 3.7 ms at 10^6 logits). numba caches it on disk (its closure holds only an int and a bool),
+    and types it by its arrays (float32 or float64)."""
+
+    @numba.njit(**_JIT)
+    def focal_chunks(x, y, a_pos, a_neg, gamma, eps, scale, el, grad, sums, c0, c1, want_el):
+        """Chunks c0..c1-1 of x, y: each chunk's loss sum into sums[c], gradient (times ``scale``) into grad,
+        elements into el when ``want_el``."""
+        return _chunks(
+            x, y, a_pos, a_neg, gamma, eps, scale, el, grad, sums, c0, c1, want_el, gkind, want_grad
+        )
+
+    return focal_chunks
+
+
+@numba.njit(inline="always", **_JIT)
+def _power(q, gamma, gkind):
+    """q^gamma, multiplied out for gamma 0, 1, 2 (``gkind`` is a constant of the caller's code)."""
+    if gkind == 0:
+        return _like(q, 1.0)
+    if gkind == 1:
+        return q
+    if gkind == 2:
+        return q * q
+    return q**gamma
+
+
+@numba.njit(inline="always", **_JIT)
+def _hard(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad):
+    """Elements with targets in {0, 1}: z = -x_t, q = sigmoid(z), p_t = sigmoid(-z), l = softplus(z), and
+    dloss/dx = (1 - 2y) w (alpha_t (q + gamma l p_t) + epsilon (gamma + 1) q p_t) (the paper's Appendix B: the
+    chain rule's q^(gamma - 1) cancels). One division (and log1p's) per element."""
+    one, zero = _like(scale, 1.0), _like(scale, 0.0)
+    for i in range(xs.size):
+        xi, yi = xs[i], ys[i]
+        neg = yi != zero  # the positives' z is -x
+        z = -xi if neg else xi
+        e = _exp_nonpositive(-abs(xi))
+        r = one / (one + e)
+        er = e * r
+        up = z >= zero
+        q = r if up else er
+        p_t = er if up else r
+        lval = (z if up else zero) + _log1p_unit(e)
+        w = _power(q, gamma, gkind)
+        a_t = a_pos if neg else a_neg
+        buf[i] = w * (a_t * lval + eps * q)
+        if want_grad:
+            lp = zero if p_t == zero else lval * p_t  # z = inf: l p_t -> 0
+            g = w * (a_t * (q + gamma * lp) + eps * (gamma + one) * q * p_t)
+            gs[i] = -scale * g if neg else scale * g
+
+
+@numba.njit(inline="always", **_JIT)
+def _soft(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad):
+    """Elements with any targets (torchvision's formulas, exact at 0 and 1; see the module's docstring)."""
+    one, zero, half = _like(scale, 1.0), _like(scale, 0.0), _like(scale, 0.5)
+    for i in range(xs.size):
+        xi, yi = xs[i], ys[i]
+        e = _exp_nonpositive(-abs(xi))
+        r = one / (one + e)
+        sm = e * r
+        pos = xi >= zero
+        p = r if pos else sm
+        m = sm if pos else r
+        diff = m - p
+        omy = one - yi
+        q = p + yi * diff if yi < half else m - diff * omy  # torch.lerp: exact at both ends
+        t = omy if pos else -yi
+        lval = (xi * t if t != zero else zero) + _log1p_unit(e)  # relu(x) - x y, 0 * inf taken as 0
+        w = _power(q, gamma, gkind)
+        a_t = a_neg + (a_pos - a_neg) * yi
+        buf[i] = a_t * w * lval + eps * q * w
+        if want_grad:
+            pm = p * m
+            sign = one - yi - yi
+            inner = p * omy - yi * m
+            if gkind != 0:
+                inner += gamma * (zero if pm == zero else lval * sign * (pm / q))
+            gs[i] = scale * (a_t * w * inner + eps * (gamma + one) * w * sign * pm)
+
+
+@numba.njit(inline="always", **_JIT)
+def _chunks(x, y, a_pos, a_neg, gamma, eps, scale, el, grad, sums, c0, c1, want_el, gkind, want_grad):
+    n = x.size
+    zero, one = _like(scale, 0.0), _like(scale, 1.0)
+    buf = np.empty(CHUNK, x.dtype)
+    for c in range(c0, c1):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        xs, ys = x[lo:hi], y[lo:hi]
+        gs = grad[lo:hi]
+        soft = 0
+        for i in range(hi - lo):  # a chunk of 0/1 targets takes the cheaper formulas (NaN targets are soft)
+            soft += (ys[i] != zero) & (ys[i] != one)
+        if soft == 0:
+            _hard(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad)
+        else:
+            _soft(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad)
+        k = hi - lo
+        if want_el:
+            el[lo:hi] = buf[:k]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        j = 0
+        while j + 8 <= k:  # eight running sums in a fixed order: vectorised, and the same bits every time
+            s0 += buf[j]
+            s1 += buf[j + 1]
+            s2 += buf[j + 2]
+            s3 += buf[j + 3]
+            s4 += buf[j + 4]
+            s5 += buf[j + 5]
+            s6 += buf[j + 6]
+            s7 += buf[j + 7]
+            j += 8
+        while j < k:
+            s0 += buf[j]
+            j += 1
+        sums[c] = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+_KERNELS: dict = {}  # (gamma kind, gradient wanted) -> kernel, made on first use
+
+
+def gamma_kind(gamma: float) -> int:
+    """The kernel's code for gamma: 0, 1, 2 multiply (no pow), 3 is q ** gamma."""
+    return {0.0: 0, 1.0: 1, 2.0: 2}.get(float(gamma), 3)
+
+
+def focal_chunks(x, y, alpha, gamma, epsilon, scale, el, grad, sums, c0, c1):
+    """Runs chunks c0..c1-1 (numpy arrays of one float dtype, 1-D, contiguous; ``el`` / ``grad`` None when not
+    wanted); the GIL is released while it runs. alpha < 0 turns the weighting off."""
+    dt = x.dtype.type
+    a_pos, a_neg = (alpha, 1.0 - alpha) if alpha >= 0 else (1.0, 1.0)
+    empty = x[:0]
+    key = (gamma_kind(gamma), grad is not None)
+    if key not in _KERNELS:
+        _KERNELS[key] = _make(*key)
+    _KERNELS[key](
+        x,
+        y,
+        dt(a_pos),
+        dt(a_neg),
+        dt(gamma),
+        dt(epsilon),
+        dt(scale),
+        empty if el is None else el,
+        empty if grad is None else grad,
+        sums,
+        c0,
+        c1,
+        el is not None,
+    )

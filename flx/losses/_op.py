@@ -1,0 +1,63 @@
+"""``flx::sigmoid_focal``: the fused CPU pass as a ``torch.library`` custom operator, so that ``torch.compile``
+(``fullgraph=True`` included) calls it as one opaque kernel instead of tracing the loss's formula.
+
+The operator returns the loss (per element, or its float64 sum) and the gradient it computed on the way
+(``scale * dloss/dx``; an empty tensor when not wanted). Its fake implementation gives those shapes and dtypes
+without running anything, and its backward is that saved gradient times the incoming one: the compiled graph's
+backward is one multiplication. The eager path is :class:`flx.losses._kernel.SigmoidFocal` (same kernel, plus
+second derivatives and vmap, which a compiled graph does not need from it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flx.losses._checks import compute_dtype
+from flx.losses._kernel import fused_pass, no_autocast
+
+
+@torch.library.custom_op("flx::sigmoid_focal", mutates_args=(), device_types="cpu")
+def sigmoid_focal_op(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float,
+    gamma: float,
+    epsilon: float,
+    scale: float,
+    elements: bool,
+    want_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, gradient): the loss per element in the compute dtype when ``elements``, else its 0-d float64 sum
+    times ``scale`` (1 / the count for a mean); the gradient of that loss, in the compute dtype, or an empty tensor
+    unless ``want_grad``."""
+    cdtype = compute_dtype(inputs.dtype)
+    x = inputs.detach().reshape(-1).to(cdtype).contiguous()
+    y = targets.detach().reshape(-1).contiguous()
+    with no_autocast("cpu"):
+        loss, grad = fused_pass(x, y, alpha, gamma, epsilon, scale, elements, want_grad, inputs.shape)
+    return (loss if elements else loss * scale), (grad if grad is not None else x.new_empty(0))
+
+
+@sigmoid_focal_op.register_fake
+def _fake(inputs, targets, alpha, gamma, epsilon, scale, elements, want_grad):
+    cdtype = compute_dtype(inputs.dtype)
+    loss = (
+        inputs.new_empty(inputs.shape, dtype=cdtype)
+        if elements
+        else inputs.new_empty((), dtype=torch.float64)
+    )
+    grad = inputs.new_empty(inputs.shape if want_grad else (0,), dtype=cdtype)
+    return loss, grad
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.dtype = inputs[0].dtype
+
+
+def _backward(ctx, grad_loss, _):
+    (grad,) = ctx.saved_tensors
+    return (grad * grad_loss.to(grad.dtype)).to(ctx.dtype), None, None, None, None, None, None, None
+
+
+sigmoid_focal_op.register_autograd(_backward, setup_context=_setup_context)
