@@ -217,3 +217,112 @@ def focal_chunks(x, y, alpha, gamma, epsilon, scale, el, grad, sums, c0, c1):
         c1,
         el is not None,
     )
+
+
+ROWS = 1024  # rows per partial sum of the softmax kernel
+
+
+def _make_softmax(gkind: int, want_grad: bool):
+    """The softmax kernel for gamma's kind and whether it writes the gradient (constants of its code, cached)."""
+
+    @numba.njit(**_JIT)
+    def softmax_rows(z, t, keep, weights, alpha, gamma, eps, scale, loss, grad, sums, c0, c1):
+        """Row chunks c0..c1-1 of z (M, C): each row's loss into loss, each chunk's sum into sums[c], the gradient
+        (times ``scale``) into grad; ``weights`` (C,) per-class alpha when it has C entries, else one alpha (a
+        negative one: none)."""
+        return _softmax_chunks(
+            z, t, keep, weights, alpha, gamma, eps, scale, loss, grad, sums, c0, c1, gkind, want_grad
+        )
+
+    return softmax_rows
+
+
+@numba.njit(inline="always", **_JIT)
+def _softmax_chunks(
+    z, t, keep, weights, alpha, gamma, eps, scale, loss, grad, sums, c0, c1, gkind, want_grad
+):
+    r"""With l = log p_t = z_t - max - log1p(sum of the other exp(z_j - max)) (no 1 + s whose rounding loses p_t
+    near 1), q = 1 - p_t (from the exps, without cancellation), w = q^gamma:
+
+        loss = -alpha_t w l + epsilon q w
+        dloss/dz_j = G (delta_jt - p_j),  G = alpha_t (gamma w p_t l / q - w) - epsilon (gamma + 1) w p_t
+
+    where l / q -> -1 as q -> 0, so q^(gamma - 1) is never formed. A class masked with -inf has p_j = 0."""
+    m, ncls = z.shape
+    zero, one = _like(scale, 0.0), _like(scale, 1.0)
+    per_class = weights.size == ncls
+    ex = np.empty(ncls, z.dtype)  # the row's exp(z_j - max), kept for its gradient
+    for c in range(c0, c1):
+        lo = c * ROWS
+        hi = min(lo + ROWS, m)
+        total = 0.0
+        for r in range(lo, hi):
+            if not keep[r]:
+                loss[r] = zero
+                if want_grad:
+                    grad[r, :] = zero
+                continue
+            row = z[r]
+            ti = t[r]
+            top = 0
+            for j in range(1, ncls):
+                if row[j] > row[top]:
+                    top = j
+            mx = row[top]
+            for j in range(ncls):  # arguments <= 0: the vectorised exp
+                ex[j] = _exp_nonpositive(row[j] - mx)
+            ex[top] = zero
+            rest = zero
+            for j in range(ncls):
+                rest += ex[j]
+            ex[top] = one
+            inv = one / (one + rest)  # 1 / sum of the exps
+            logp = (row[ti] - mx) - math.log1p(rest)
+            # 1 - p_t as (the sum of the other classes' exps) / (the sum): rest itself when t is the top class, else
+            # at least 1 over the sum, so no cancellation either way; p_t = exp(z_t - max) / the sum
+            q = (rest if ti == top else one + rest - ex[ti]) * inv
+            p_t = ex[ti] * inv
+            w = _power(q, gamma, gkind)
+            a_t = weights[ti] if per_class else (alpha if alpha >= zero else one)
+            value = -a_t * w * logp + eps * q * w
+            loss[r] = value
+            total += value
+            if want_grad:
+                ratio = -one if q == zero else logp / q
+                focus = zero if p_t == zero else gamma * w * p_t * ratio
+                g = scale * (a_t * (focus - w) - eps * (gamma + one) * w * p_t)
+                h = -g * inv
+                gr = grad[r]
+                for j in range(ncls):
+                    gr[j] = h * ex[j]
+                gr[ti] += g
+        sums[c] = total
+
+
+_SOFTMAX: dict = {}  # (gamma kind, gradient wanted) -> kernel
+
+
+def softmax_rows(z, t, keep, weights, alpha, gamma, epsilon, scale, loss, grad, sums, c0, c1):
+    """Runs row chunks c0..c1-1 (z (M, C) contiguous float32/float64, t (M,) int64 in range where kept, keep (M,)
+    bool, weights (C,) of z's dtype or empty; ``grad`` None when not wanted); the GIL is released while it
+    runs."""
+    dt = z.dtype.type
+    key = (gamma_kind(gamma), grad is not None)
+    if key not in _SOFTMAX:
+        _SOFTMAX[key] = _make_softmax(*key)
+    empty = z[:0]
+    _SOFTMAX[key](
+        z,
+        t,
+        keep,
+        weights,
+        dt(alpha),
+        dt(gamma),
+        dt(epsilon),
+        dt(scale),
+        loss,
+        empty if grad is None else grad,
+        sums,
+        c0,
+        c1,
+    )

@@ -64,7 +64,7 @@ def sigmoid_focal_elements(
     return loss
 
 
-def _batched(t: torch.Tensor) -> bool:
+def batched(t: torch.Tensor) -> bool:
     """Whether ``t`` is vmapped (torch.func's or autograd's own batched gradients): in-place ops cannot take it."""
     functorch = torch._C._functorch
     return functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t)
@@ -83,7 +83,7 @@ def _reset_pool() -> None:  # a forked child has no worker threads; its copy of 
 os.register_at_fork(after_in_child=_reset_pool)
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
+def executor(workers: int) -> ThreadPoolExecutor:
     if _POOL[0] is None or _POOL[1] != workers:
         if _POOL[0] is not None:
             _POOL[0].shutdown(wait=False)
@@ -185,7 +185,7 @@ def fused_pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, sha
         work(0, chunks)
     else:  # one contiguous range of chunks per thread; each chunk's sum is the same whichever thread adds it
         bounds = [round(k * chunks / workers) for k in range(workers + 1)]
-        for f in [_executor(workers).submit(work, bounds[k], bounds[k + 1]) for k in range(workers)]:
+        for f in [executor(workers).submit(work, bounds[k], bounds[k + 1]) for k in range(workers)]:
             f.result()
     if want_elements:
         return out, grad
@@ -282,7 +282,7 @@ class SigmoidFocal(torch.autograd.Function):
                 with no_autocast(x.device.type):
                     y_flat = y.detach().reshape(-1).contiguous()
                     _, fast = fused_pass(flat, y_flat, alpha, gamma, epsilon, scale, False, True, ctx.shape)
-            if _batched(grad_loss):  # vmapped: is_grads_batched, jacobian(vectorize=True), torch.func
+            if batched(grad_loss):  # vmapped: is_grads_batched, jacobian(vectorize=True), torch.func
                 return (fast * grad_loss.to(fast.dtype)).to(ctx.dtype), None, *none
             unit = grad_loss.dim() == 0 and grad_loss.device.type == "cpu" and float(grad_loss) == 1.0
             if not unit:

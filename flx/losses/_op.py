@@ -1,5 +1,6 @@
-"""``flx::sigmoid_focal``: the fused CPU pass as a ``torch.library`` custom operator, so that ``torch.compile``
-(``fullgraph=True`` included) calls it as one opaque kernel instead of tracing the loss's formula.
+"""``flx::sigmoid_focal`` and ``flx::softmax_focal``: the fused CPU passes as ``torch.library`` custom operators,
+so that ``torch.compile`` (``fullgraph=True`` included) calls them as opaque kernels instead of tracing the
+losses' formulas.
 
 The operator returns the loss (per element, or its float64 sum) and the gradient it computed on the way
 (``scale * dloss/dx``; an empty tensor when not wanted). Its fake implementation gives those shapes and dtypes
@@ -14,6 +15,7 @@ import torch
 
 from flx.losses._checks import compute_dtype
 from flx.losses._kernel import fused_pass, no_autocast
+from flx.losses._softmax import fused_rows
 
 
 @torch.library.custom_op("flx::sigmoid_focal", mutates_args=(), device_types="cpu")
@@ -61,3 +63,54 @@ def _backward(ctx, grad_loss, _):
 
 
 sigmoid_focal_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("flx::softmax_focal", mutates_args=(), device_types="cpu")
+def softmax_focal_op(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor | None,
+    alpha: float,
+    gamma: float,
+    epsilon: float,
+    ignore_index: int,
+    scale: float,
+    elements: bool,
+    want_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, gradient) of the multi-class focal family: per element (targets' shape, 0 where ignored) when
+    ``elements``, else the float64 sum times ``scale``; per-class ``weights`` or one ``alpha`` (negative: none)."""
+    chosen = weights if weights is not None else (None if alpha < 0 else alpha)
+    with no_autocast("cpu"):
+        loss, grad, _ = fused_rows(
+            inputs, targets, chosen, gamma, epsilon, ignore_index, scale, elements, want_grad
+        )
+    cdtype = compute_dtype(inputs.dtype)
+    return loss, (grad.contiguous() if grad is not None else inputs.new_empty(0, dtype=cdtype))
+
+
+@softmax_focal_op.register_fake
+def _fake_softmax(inputs, targets, weights, alpha, gamma, epsilon, ignore_index, scale, elements, want_grad):
+    cdtype = compute_dtype(inputs.dtype)
+    loss = (
+        inputs.new_empty(targets.shape, dtype=cdtype)
+        if elements
+        else inputs.new_empty((), dtype=torch.float64)
+    )
+    return loss, inputs.new_empty(inputs.shape if want_grad else (0,), dtype=cdtype)
+
+
+def _backward_softmax(ctx, grad_loss, _):
+    (grad,) = ctx.saved_tensors
+    incoming = grad_loss.to(grad.dtype)
+    if ctx.elements:  # one incoming gradient per element: per row of classes
+        incoming = incoming.unsqueeze(1)
+    return (grad * incoming).to(ctx.dtype), *(None,) * 9
+
+
+def _setup_softmax(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.dtype, ctx.elements = inputs[0].dtype, inputs[8]
+
+
+softmax_focal_op.register_autograd(_backward_softmax, setup_context=_setup_softmax)

@@ -21,12 +21,12 @@ from flx.losses._checks import (
     check_tensors,
     compute_dtype,
     is_multiclass,
-    kept_rows,
     reduce_loss,
     result_dtype,
     transformed,
 )
-from flx.losses._kernel import SigmoidFocal, safe_pow, sigmoid_focal_elements
+from flx.losses._kernel import SigmoidFocal, sigmoid_focal_elements
+from flx.losses._softmax import SoftmaxFocal, softmax_focal_rows
 from flx.losses.bounds import epsilon_bound
 
 
@@ -116,30 +116,41 @@ def _binary_loss(inputs, targets, alpha, gamma, epsilon, reduction, normalizer):
     return loss / normalizer if tensor_norm else loss
 
 
-def _softmax_terms(z: torch.Tensor, t: torch.Tensor):
-    """(1 - p_t, log p_t) from log-softmax: 1 - p_t = -expm1(log p_t) keeps its precision as p_t -> 1, and a class
-    masked with -inf logits gets probability 0 and gradient 0, as in F.cross_entropy."""
-    logp_t = torch.log_softmax(z, dim=1).gather(1, t[:, None]).squeeze(1)
-    return -torch.expm1(logp_t), logp_t
-
-
 def _multiclass_focal(inputs, targets, weights, gamma, epsilon, ignore_index, reduction, normalizer):
     """-alpha_t (1 - p_t)^gamma log p_t (+ epsilon (1 - p_t)^(gamma + 1) unless epsilon is None) over the
-    non-ignored elements, reduced; ``weights`` is None, a number or per-class weights (checked)."""
-    z, t, keep = kept_rows(inputs.to(compute_dtype(inputs.dtype)), targets, ignore_index)
-    q, logp_t = _softmax_terms(z, t)
-    w = safe_pow(q, gamma)
-    loss = -w * logp_t
-    if isinstance(weights, torch.Tensor):
-        loss = loss * weights[t]
-    elif weights is not None:
-        loss = loss * weights
-    if epsilon is not None:  # the Poly-1 term, not alpha-weighted
-        loss = loss + epsilon * q * w
-    loss = torch.where(keep, loss, 0.0)
-    if reduction == "none":
-        return loss.view(targets.shape).to(result_dtype(inputs))
-    return reduce_loss(loss, reduction, normalizer, keep).to(result_dtype(inputs))
+    non-ignored elements, reduced; ``weights`` is None, a number or per-class weights (checked). The fused kernel
+    on the CPU (eager, and compiled through ``flx::softmax_focal``), the plain expression elsewhere."""
+    eps = 0.0 if epsilon is None else float(epsilon)
+    fused = inputs.device.type == "cpu"
+    if transformed(inputs, targets):
+        fused = fused and torch.compiler.is_compiling() and torch.autograd.forward_ad._current_level < 0
+    if not fused:
+        loss, keep = softmax_focal_rows(inputs, targets, weights, gamma, eps, ignore_index)
+        if reduction == "none":
+            return loss.view(targets.shape).to(result_dtype(inputs))
+        return reduce_loss(loss, reduction, normalizer, keep).to(result_dtype(inputs))
+    tensor_norm = isinstance(normalizer, torch.Tensor)  # divided after the kernel, so its value is never read
+    count_mean = reduction == "mean" and normalizer is None
+    kernel_reduction = "sum" if tensor_norm else reduction
+    want_grad = torch.is_grad_enabled() and inputs.requires_grad
+    scale = 1.0 / normalizer if reduction == "mean" and normalizer is not None and not tensor_norm else 1.0
+    if torch.compiler.is_compiling():
+        from flx.losses._op import softmax_focal_op
+
+        per_class = weights if isinstance(weights, torch.Tensor) else None
+        number = -1.0 if weights is None or per_class is not None else float(weights)
+        args = (gamma, eps, ignore_index, scale, reduction == "none", want_grad)
+        loss, _ = softmax_focal_op(inputs, targets, per_class, number, *args)
+        if count_mean:  # the kept count divides after the operator (a traced tensor, no host read)
+            loss = loss / (targets != ignore_index).sum()
+    else:
+        if count_mean:  # the kept count, read on the CPU first: the kernel's gradient carries 1 / count
+            count = int((targets != ignore_index).sum())
+            scale = 1.0 / count if count else math.nan
+        args = (gamma, eps, ignore_index, scale, kernel_reduction, want_grad)
+        loss, _ = SoftmaxFocal.apply(inputs, targets, weights, *args)
+    loss = loss.to(result_dtype(inputs))
+    return loss / normalizer if tensor_norm else loss
 
 
 def softmax_focal_loss(

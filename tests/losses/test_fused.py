@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from flx import losses as L
-from flx.losses._op import sigmoid_focal_op
+from flx.losses._op import sigmoid_focal_op, softmax_focal_op
 
 
 def _reference64(x, y, alpha, gamma, epsilon=0.0):
@@ -54,11 +54,68 @@ def test_poly1_binary_forms_run_on_the_kernel_and_match_the_formula(alpha, gamma
     torch.testing.assert_close(ce, _reference64(x, y, -1.0, 0.0, 2.0).mean(), rtol=1e-12, atol=0)
 
 
-def test_the_operator_passes_torch_library_checks():
+def test_the_operators_pass_torch_library_checks():
     x = torch.randn(50, requires_grad=True)
     y = (torch.rand(50) < 0.3).float()
+    z = torch.randn(12, 4, 3, requires_grad=True)
+    t = torch.randint(0, 4, (12, 3))
+    t[0, 0] = -100
     for elements in (False, True):
         torch.library.opcheck(sigmoid_focal_op, (x, y, 0.25, 2.0, 0.0, 0.02, elements, True))
+        for weights, alpha in ((None, -1.0), (None, 0.5), (torch.tensor([0.2, 0.5, 1.0, 2.0]), -1.0)):
+            args = (z, t, weights, alpha, 2.0, 0.5, -100, 1.0, elements, True)
+            torch.library.opcheck(softmax_focal_op, args)
+
+
+def _softmax_reference64(z, t, weights, gamma, epsilon, ignore_index=-100):
+    """The multi-class loss per element in float64 straight from log-softmax (0 where ignored)."""
+    z64 = z.double().movedim(1, -1)
+    keep = t != ignore_index
+    safe = torch.where(keep, t, 0)
+    logp = torch.log_softmax(z64, -1).gather(-1, safe[..., None]).squeeze(-1)
+    q = -torch.expm1(logp)
+    a_t = (
+        weights.double()[safe] if isinstance(weights, torch.Tensor) else (1.0 if weights is None else weights)
+    )
+    return torch.where(keep, -a_t * q**gamma * logp + epsilon * q ** (gamma + 1), 0.0)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_softmax_kernel_matches_float64_with_ignored_elements_weights_and_layouts(dtype, tol, gamma):
+    g = torch.Generator().manual_seed(11)
+    z = (torch.randn(3000, 5, 4, generator=g) * 6).to(dtype).requires_grad_()
+    t = torch.randint(0, 5, (3000, 4), generator=g)
+    t[::9] = -100
+    z.data[:5, 2] = -float("inf")  # a masked class
+    t[:5] = torch.where(t[:5] == 2, 0, t[:5])
+    for weights, eps in ((None, 0.0), (0.25, 1.0), (torch.tensor([0.1, 0.5, 1.0, 2.0, 0.3]), -0.05)):
+        loss = L.poly1_focal_loss(z, t, alpha=weights, gamma=gamma, epsilon=eps, reduction="none")
+        ref = _softmax_reference64(z, t, weights, gamma, eps)
+        torch.testing.assert_close(loss.double(), ref.detach(), rtol=tol, atol=tol)
+        mean = L.poly1_focal_loss(z, t, alpha=weights, gamma=gamma, epsilon=eps)
+        ref_mean = ref.sum() / (t != -100).sum()
+        torch.testing.assert_close(mean.double(), ref_mean.detach(), rtol=tol, atol=tol)
+        (grad,) = torch.autograd.grad(mean, z)
+        (ref_grad,) = torch.autograd.grad(ref_mean, z)
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad.double(), ref_grad.double(), rtol=tol, atol=tol)
+
+
+def test_softmax_kernel_gives_the_same_bits_with_one_to_three_threads():
+    z = torch.randn(20_000, 7, requires_grad=True)
+    t = torch.randint(0, 7, (20_000,))
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            loss = L.softmax_focal_loss(z, t, alpha=[0.5] * 7)
+            results.append((loss.detach(), torch.autograd.grad(loss, z)[0]))
+    finally:
+        torch.set_num_threads(previous)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
 
 
 def _losses():
@@ -81,8 +138,8 @@ def _losses():
 @pytest.mark.compile
 @pytest.mark.parametrize("case", _losses(), ids=lambda c: c[0])
 def test_compile_fullgraph_of_a_model_and_each_loss_has_no_graph_break(case):
-    """fullgraph=True raises at a graph break; the binary losses reach the custom operator (it is in the graph),
-    and loss and gradients equal eager mode's."""
+    """fullgraph=True raises at a graph break; every loss reaches its custom operator (it is in the graph), and
+    loss and gradients equal eager mode's."""
     name, width, loss_fn = case
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, width))
@@ -107,7 +164,7 @@ def test_compile_fullgraph_of_a_model_and_each_loss_has_no_graph_break(case):
     for a, b in zip(grads, eager_grads, strict=True):
         torch.testing.assert_close(a, b)
     assert len(graphs) == 1
-    assert ("flx.sigmoid_focal" in graphs[0]) == binary
+    assert ("flx.sigmoid_focal" if binary else "flx.softmax_focal") in graphs[0]
 
 
 @pytest.mark.compile
