@@ -29,7 +29,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from flx.losses.vecmath import exp_nonpositive32, log1p_unit32
+from flx.losses.vecmath import exp_nonpositive32, sigmoid_parts32
 
 CHUNK = 4096  # elements per partial sum: a chunk's loss buffer (16-32 KB) stays in L1
 
@@ -40,25 +40,27 @@ def _exp_nonpositive(v):
     """exp(v) for v <= 0: float32's own (vectorised) above, libm's for float64."""
 
 
-@overload(_exp_nonpositive, inline="always")
+@overload(_exp_nonpositive)
 def _exp_nonpositive_typed(v):
     return (lambda v: exp_nonpositive32(v)) if v == types.float32 else (lambda v: math.exp(v))
 
 
-def _log1p_unit(e):
-    """log(1 + e) for e in [0, 1]: float32's own above, libm's for float64."""
+def _sigmoid_parts(e):
+    """(1 / (1 + e), log1p(e)) for e in [0, 1]: float32's own from one division above, libm's for float64."""
 
 
-@overload(_log1p_unit, inline="always")
-def _log1p_unit_typed(e):
-    return (lambda e: log1p_unit32(e)) if e == types.float32 else (lambda e: math.log1p(e))
+@overload(_sigmoid_parts)
+def _sigmoid_parts_typed(e):
+    if e == types.float32:
+        return lambda e: sigmoid_parts32(e)
+    return lambda e: (1.0 / (1.0 + e), math.log1p(e))
 
 
 def _like(v, c):
     """The number c in v's dtype (so that float32 arithmetic stays float32)."""
 
 
-@overload(_like, inline="always")
+@overload(_like)
 def _like_typed(v, c):
     return (lambda v, c: np.float32(c)) if v == types.float32 else (lambda v, c: np.float64(c))
 
@@ -96,19 +98,19 @@ def _power(q, gamma, gkind):
 def _hard(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad):
     """Elements with targets in {0, 1}: z = -x_t, q = sigmoid(z), p_t = sigmoid(-z), l = softplus(z), and
     dloss/dx = (1 - 2y) w (alpha_t (q + gamma l p_t) + epsilon (gamma + 1) q p_t) (the paper's Appendix B: the
-    chain rule's q^(gamma - 1) cancels). One division (and log1p's) per element."""
+    chain rule's q^(gamma - 1) cancels). One division per element (float32)."""
     one, zero = _like(scale, 1.0), _like(scale, 0.0)
     for i in range(xs.size):
         xi, yi = xs[i], ys[i]
         neg = yi != zero  # the positives' z is -x
         z = -xi if neg else xi
         e = _exp_nonpositive(-abs(xi))
-        r = one / (one + e)
+        r, softplus = _sigmoid_parts(e)  # sigmoid(|x|), softplus(-|x|)
         er = e * r
         up = z >= zero
         q = r if up else er
         p_t = er if up else r
-        lval = (z if up else zero) + _log1p_unit(e)
+        lval = (z if up else zero) + softplus
         w = _power(q, gamma, gkind)
         a_t = a_pos if neg else a_neg
         buf[i] = w * (a_t * lval + eps * q)
@@ -125,7 +127,7 @@ def _soft(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad):
     for i in range(xs.size):
         xi, yi = xs[i], ys[i]
         e = _exp_nonpositive(-abs(xi))
-        r = one / (one + e)
+        r, softplus = _sigmoid_parts(e)
         sm = e * r
         pos = xi >= zero
         p = r if pos else sm
@@ -134,7 +136,7 @@ def _soft(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad):
         omy = one - yi
         q = p + yi * diff if yi < half else m - diff * omy  # torch.lerp: exact at both ends
         t = omy if pos else -yi
-        lval = (xi * t if t != zero else zero) + _log1p_unit(e)  # relu(x) - x y, 0 * inf taken as 0
+        lval = (xi * t if t != zero else zero) + softplus  # relu(x) - x y, 0 * inf taken as 0
         w = _power(q, gamma, gkind)
         a_t = a_neg + (a_pos - a_neg) * yi
         buf[i] = a_t * w * lval + eps * q * w

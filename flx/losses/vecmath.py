@@ -49,14 +49,28 @@ def exp_nonpositive32(v):
 
 
 @numba.njit(inline="always", **_JIT)
-def log1p_unit32(e):
-    """log(1 + e) for e in [0, 1] in float32: 2 atanh(s) with s = e / (2 + e) in [0, 1/3], its odd series to
-    s^13 (the next term is below 2e-8 of the sum); one division, and no 1 + e whose rounding would lose a small
-    e's precision."""
-    s = e / (_F(2.0) + e)
+def _two_atanh32(s):
+    """2 atanh(s) for s in [0, 1/3]: its odd series to s^13 (the next term is below 2e-8 of the sum)."""
     s2 = s * s
     poly = (((((_A13 * s2 + _A11) * s2 + _A9) * s2 + _A7) * s2 + _A5) * s2 + _A3) * s2
     return _F(2.0) * s + _F(2.0) * s * poly
+
+
+@numba.njit(inline="always", **_JIT)
+def log1p_unit32(e):
+    """log(1 + e) for e in [0, 1] in float32: 2 atanh(e / (2 + e)); one division, and no 1 + e whose rounding
+    would lose a small e's precision."""
+    return _two_atanh32(e / (_F(2.0) + e))
+
+
+@numba.njit(inline="always", **_JIT)
+def sigmoid_parts32(e):
+    """(1 / (1 + e), log(1 + e)) for e = exp(-|x|) in [0, 1], float32: sigmoid(|x|) and softplus(-|x|) from one
+    division, d = 1 / ((1 + e)(2 + e)), as (2 + e) d and 2 atanh(e (1 + e) d) (a few ulps)."""
+    one_e = _F(1.0) + e
+    two_e = _F(2.0) + e
+    d = _F(1.0) / (one_e * two_e)
+    return two_e * d, _two_atanh32(e * one_e * d)
 
 
 @numba.njit(**_JIT)
