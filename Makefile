@@ -7,8 +7,9 @@ export OMP_NUM_THREADS ?= 1
 
 # Detection tables (shapes, tiny RetinaNet) after the learning-curve check that sets their length, then the
 # classification proxy. catsdogs (real photos) and catsdogs_cifar (CIFAR-10, after `flx download cifar10`) have
-# their own targets and stay out of `ablations`. Each target re-indexes results/README.md (the results page; nothing copies it).
-ABLATIONS := curves curves_map stability table1a table1b table1c table1d prior poly proxy
+# their own targets and stay out of `ablations`. bimodal: the curves of the v3 map's split alpha-CE runs (128 px).
+# Each target re-indexes results/README.md (the results page; nothing copies it).
+ABLATIONS := curves curves_map bimodal stability table1a table1b table1c table1d prior poly proxy
 # Every results/ folder a sweep target writes.
 TABLES := $(ABLATIONS) catsdogs catsdogs_cifar
 # The tables results/README.md indexes, in its order (regimes, recheck: the v3 map's, until the v4 map replaces them).

@@ -71,8 +71,9 @@ def bench_losses(
     ),
     device: str = BenchDeviceOpt,
 ) -> None:
-    """Time forward+backward and peak extra memory of flx's focal loss against torchvision's (eager and
-    compiled) and BCE-with-logits, with 1 and 2 threads, alone and beside 2 busy processes."""
+    """Time forward+backward and peak extra memory of flx's focal loss (eager and compiled) against
+    torchvision's (eager and compiled), BCE-with-logits and the floor (one read, one exp, one log1p, one write per
+    logit), with 1 and 2 threads, alone and beside 2 busy processes."""
     from flx.bench.losses import bench_losses as run_bench
 
     ns = [int(v) for v in parse_floats(sizes, "--sizes", 1, 1e9)]
