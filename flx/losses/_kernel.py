@@ -1,5 +1,6 @@
-"""The sigmoid focal loss's elementwise terms and its fused CPU kernel: loss and closed-form gradient in one
-pass over chunks of the input, one chunk range per thread, with per-thread reused work buffers.
+"""The sigmoid focal loss's plain expression and its fused pass as an autograd function: on the CPU the numba
+kernel of :mod:`flx.losses._fused` (one contiguous range of chunks per thread), on an accelerator the same
+formulas as torch operations over large chunks with reused work buffers.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ os.register_at_fork(after_in_child=_reset_pool)
 
 
 def executor(workers: int) -> ThreadPoolExecutor:
+    """The loss kernels' thread pool of ``workers`` threads, kept between calls."""
     if _POOL[0] is None or _POOL[1] != workers:
         if _POOL[0] is not None:
             _POOL[0].shutdown(wait=False)
@@ -171,25 +173,32 @@ def fused_pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, sha
     y = y.to(x.dtype).contiguous()
     if not _on_host(x.device):
         return _fused_device(x, y, alpha, gamma, scale, out, grad)
-    n = x.numpy(), y.numpy()
+    arrays = x.numpy(), y.numpy()
     chunks = -(-x.numel() // CHUNK)
     sums = np.zeros(chunks)
     out_np = None if out is None else out.view(-1).numpy()
     grad_np = None if grad is None else grad.view(-1).numpy()
-
-    def work(c0: int, c1: int) -> None:  # numba releases the GIL: threads run side by side
-        focal_chunks(*n, alpha, gamma, epsilon, scale, out_np, grad_np, sums, c0, c1)
-
-    workers = min(torch.get_num_threads(), chunks // 4)
-    if workers <= 1:
-        work(0, chunks)
-    else:  # one contiguous range of chunks per thread; each chunk's sum is the same whichever thread adds it
-        bounds = [round(k * chunks / workers) for k in range(workers + 1)]
-        for f in [executor(workers).submit(work, bounds[k], bounds[k + 1]) for k in range(workers)]:
-            f.result()
+    in_threads(
+        lambda c0, c1: focal_chunks(*arrays, alpha, gamma, epsilon, scale, out_np, grad_np, sums, c0, c1),
+        chunks,
+        4,
+    )
     if want_elements:
         return out, grad
-    return torch.tensor(_fsum(sums.tolist()), dtype=torch.float64), grad
+    return torch.tensor(fsum(sums.tolist()), dtype=torch.float64), grad
+
+
+def in_threads(work, chunks: int, least: int) -> None:
+    """work(c0, c1) over chunks 0..chunks-1, one contiguous range per thread (torch's thread count, with at least
+    ``least`` chunks each): numba releases the GIL, so the threads run side by side, and each chunk's sum is the
+    same whichever thread adds it."""
+    workers = min(torch.get_num_threads(), chunks // least)
+    if workers <= 1:
+        work(0, chunks)
+        return
+    bounds = [round(k * chunks / workers) for k in range(workers + 1)]
+    for f in [executor(workers).submit(work, bounds[k], bounds[k + 1]) for k in range(workers)]:
+        f.result()
 
 
 def _fused_device(x, y, alpha, gamma, scale, out, grad):
@@ -222,7 +231,7 @@ def _fused_device(x, y, alpha, gamma, scale, out, grad):
     return (torch.stack(sums).sum() if sums else torch.zeros((), dtype=torch.float64, device=x.device)), grad
 
 
-def _fsum(values: list) -> float:
+def fsum(values: list) -> float:
     """math.fsum, or nan where it refuses (inf + -inf)."""
     try:
         return math.fsum(values)

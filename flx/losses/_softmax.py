@@ -7,14 +7,12 @@ its closed-form gradient; the forward saves that gradient and the backward hands
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from flx.losses._checks import compute_dtype, kept_rows, result_dtype
 from flx.losses._fused import ROWS, softmax_rows
-from flx.losses._kernel import batched, executor, no_autocast, safe_pow
+from flx.losses._kernel import batched, fsum, in_threads, no_autocast, safe_pow
 
 
 def softmax_terms(z: torch.Tensor, t: torch.Tensor):
@@ -58,29 +56,13 @@ def fused_rows(inputs, targets, weights, gamma, epsilon, ignore_index, scale, el
     arrays = (z.numpy(), t.numpy(), keep.numpy(), w_np)
     outs = (rows.numpy(), None if grad is None else grad.numpy(), sums)
 
-    def work(c0: int, c1: int) -> None:
-        softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1)
-
-    workers = min(torch.get_num_threads(), chunks // 2)
-    if workers <= 1:
-        work(0, chunks)
-    else:
-        bounds = [round(k * chunks / workers) for k in range(workers + 1)]
-        for f in [executor(workers).submit(work, bounds[k], bounds[k + 1]) for k in range(workers)]:
-            f.result()
+    in_threads(lambda c0, c1: softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1), chunks, 2)
     if grad is not None and inputs.dim() > 2:  # (N * d..., C) rows back to (N, C, d...)
         grad = grad.view(inputs.shape[0], *inputs.shape[2:], ncls).movedim(-1, 1)
     count = int(keep.sum())
     if elements:
         return rows.view(targets.shape), grad, count
-    return torch.tensor(_fsum(sums.tolist()) * scale, dtype=torch.float64), grad, count
-
-
-def _fsum(values: list) -> float:
-    try:
-        return math.fsum(values)
-    except ValueError:  # inf + -inf
-        return math.nan
+    return torch.tensor(fsum(sums.tolist()) * scale, dtype=torch.float64), grad, count
 
 
 class SoftmaxFocal(torch.autograd.Function):
