@@ -15,7 +15,7 @@ generated shapes data goes through them too. So:
   Table 1b run (its data a few ulps apart) moved 0.0056 in AP and at most 0.021 (validation AP50). Rounding in
   the loss moves that short detection run further: with the old kernel computing in float64 and rounding its
   gradient once to float32 (more exact, nothing else changed) it moved 0.010 in AP and 0.049 in validation
-  AP50; with issue 33's numba kernel (a few ulps from the old one) 0.003 and 0.042. Hence 0.06. The metrics read at one threshold (precision and recall at the best F1, balanced
+  AP50; with issue 33's numba kernel (a few ulps from the old one) 0.017 and 0.038 (0.026 in AP75). Hence 0.06. The metrics read at one threshold (precision and recall at the best F1, balanced
   accuracy at 0.5) jump as a few examples cross it (0.067, 0.054 and 0.027 on the proxy) and are compared only
   where the rerun is exact, as is the training loss (not on a [0, 1] scale).
 
