@@ -23,6 +23,7 @@ FIGURES = {
     "pr_curves": "precision-recall curves of the three best settings (from their stored test scores)",
     "loss_cdf": "the paper's Figure 4: loss CDF of trained models (from their stored test scores)",
     "learning_curves": "validation AP against training steps (runs with eval_every)",
+    "seed_curves": "every seed's validation AP against training steps, a panel per setting (where seeds part)",
     "detection_loss_cdf": "the paper's Figure 4 on the detector's anchors (the FL run's stored anchor logits)",
     "examples": "test images with ground truth and the detections of CE and FL (stored with the runs)",
     "ohem_rows": "Table 1d: each OHEM row's test AP seed by seed against focal loss's (identical rows as one)",

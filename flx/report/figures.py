@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from flx.experiment.registries import LR_DECAYS  # noqa: E402
 from flx.report.ohem_rows import ohem_rows  # noqa: E402
 from flx.report.png import save_png  # noqa: E402
+from flx.report.seed_curves import seed_curves  # noqa: E402
 from flx.results.summary import cell, run_label, setting_cell, setting_columns, summarize  # noqa: E402
 
 PARAMS = ("gamma", "alpha", "epsilon", "ohem_k", "ratio", "anchor_scales")
@@ -475,6 +476,7 @@ FIGURES = {
     "pr_curves": pr_curves,
     "loss_cdf": loss_cdf,
     "learning_curves": learning_curves,
+    "seed_curves": seed_curves,
     "detection_loss_cdf": detection_loss_cdf,
     "examples": examples,
     "regime_map": regime_map,
