@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from flx.losses.vecmath import floor_chunks
@@ -23,13 +24,14 @@ class _Floor(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y):
         xs, ys = x.detach().reshape(-1).contiguous(), y.reshape(-1).contiguous()
-        out = torch.empty_like(xs)
+        out = torch.from_numpy(np.empty_like(xs.numpy()))  # allocated as flx's gradient is (huge pages)
         xn, yn, on = xs.numpy(), ys.numpy(), out.numpy()
         n = xn.size
         threads = torch.get_num_threads()
         if threads <= 1 or n < 4 * _BLOCK:
             floor_chunks(xn, yn, on, 0, n)
         else:
+            on[:: 4096 // on.itemsize] = 0  # its pages touched by one thread first, as flx's outputs are
             bounds = [round(k * n / threads) for k in range(threads + 1)]
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(lambda k: floor_chunks(xn, yn, on, bounds[k], bounds[k + 1]), range(threads)))

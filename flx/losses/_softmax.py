@@ -12,7 +12,7 @@ import torch
 
 from flx.losses._checks import compute_dtype, kept_rows, result_dtype
 from flx.losses._fused import ROWS, softmax_rows
-from flx.losses._kernel import batched, fsum, in_threads, no_autocast, safe_pow
+from flx.losses._kernel import batched, fsum, host_empty, in_threads, no_autocast, safe_pow
 
 
 def softmax_terms(z: torch.Tensor, t: torch.Tensor):
@@ -46,8 +46,8 @@ def fused_rows(inputs, targets, weights, gamma, epsilon, ignore_index, scale, el
     z, t, keep = kept_rows(inputs.detach().to(cdtype), targets.detach(), ignore_index)
     z, t, keep = z.contiguous(), t.contiguous(), keep.contiguous()
     m, ncls = z.shape
-    rows = torch.empty(m, dtype=cdtype)
-    grad = torch.empty((m, ncls), dtype=cdtype) if want_grad else None
+    rows = host_empty((m,), cdtype)
+    grad = host_empty((m, ncls), cdtype) if want_grad else None
     per_class = isinstance(weights, torch.Tensor)
     w_np = weights.detach().to(cdtype).contiguous().numpy() if per_class else np.empty(0, z.numpy().dtype)
     alpha = -1.0 if weights is None or per_class else float(weights)
@@ -56,7 +56,9 @@ def fused_rows(inputs, targets, weights, gamma, epsilon, ignore_index, scale, el
     arrays = (z.numpy(), t.numpy(), keep.numpy(), w_np)
     outs = (rows.numpy(), None if grad is None else grad.numpy(), sums)
 
-    in_threads(lambda c0, c1: softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1), chunks, 2)
+    in_threads(
+        lambda c0, c1: softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1), chunks, 2, outs[:2]
+    )
     if grad is not None and inputs.dim() > 2:  # (N * d..., C) rows back to (N, C, d...)
         grad = grad.view(inputs.shape[0], *inputs.shape[2:], ncls).movedim(-1, 1)
     count = int(keep.sum())
