@@ -53,7 +53,8 @@ def verdict_text(v) -> str:
     if v.n < 2:
         return f"{v.n} paired seeds: {v.verdict}"
     p = f"p {v.p:.2g}, " if v.p == v.p else ""
-    return f"{v.mean:+.3f} [{v.low:+.3f}, {v.high:+.3f}] {p}{v.failed[0]} + {v.failed[1]} failed: {v.verdict}"
+    same = " (the same model on every seed)" if v.identical else ""
+    return f"{v.mean:+.3f} [{v.low:+.3f}, {v.high:+.3f}] {p}{v.failed[0]} + {v.failed[1]} failed: {v.verdict}{same}"
 
 
 def _number(x: float, digits: int = 0) -> str:

@@ -174,6 +174,14 @@ class CompareResult:
             "larger or harder validation split would tell them apart."
         )
         lines = [f"- {sentence(v, self.finalists)}" for v in self.verdicts] + ([caution] if tied else [])
+        for v in (v for v in self.verdicts if v.identical):
+            a, b = v.a.split()[0], v.b.split()[0]
+            lines.append(
+                f"- Caution: in **{v.name}** every paired difference is exactly 0: {a}'s choice on validation "
+                f"({setting_text(self.finalists.get(a, {}))}) trains the same model as {b}'s "
+                f"({setting_text(self.finalists.get(b, {}))}), so this verdict measures nothing; {a}'s own "
+                f"tuning found nothing better than {b}."
+            )
         rows, positives = self.splits.get("validation", (0, FEW_VAL_POSITIVES))
         if positives < FEW_VAL_POSITIVES:
             lines.append(

@@ -52,6 +52,12 @@ class Verdict:
     failures: float | str = 0.0  # what a failed run scores, or "drop"
     p: float = math.nan  # Wilcoxon signed-rank p of the paired differences (two-sided)
 
+    @property
+    def identical(self) -> bool:
+        """Every paired difference is exactly 0: the two sides trained the same model on every seed (focal loss
+        at gamma 0 beside alpha-balanced CE at the same alpha), so the verdict measures nothing."""
+        return self.n >= 2 and self.mean == 0.0 and self.low == 0.0 and self.high == 0.0
+
     def failed_text(self) -> str:
         how = "left out" if self.failures == "drop" else f"scored {self.failures:g}"
         return f"{self.failed[0]} + {self.failed[1]} failed ({how})"

@@ -300,6 +300,28 @@ def test_too_few_test_positives_are_refused_and_few_validation_positives_are_a_c
     assert any("validation split holds 10 positives" in line for line in caution)
 
 
+def test_a_verdict_between_one_model_twice_says_it_measures_nothing(tmp_path):
+    """Cell 2 of the v4 map: focal loss's tuning chose gamma 0 at alpha-CE's alpha, so both finalists trained the
+    same model and every paired difference was 0; the page says so beside the (inconclusive) verdict."""
+    from flx.compare.map import verdict_text
+    from flx.compare.result import CompareResult
+    from flx.report.claims import Verdict
+
+    same = Verdict("FL beats CE", "focal", "balanced_ce", "ap", 5, 5, 0.0, 0.0, 0.0, "inconclusive", p=1.0)
+    apart = Verdict(
+        "FL beats CE", "focal", "balanced_ce", "ap", 5, 5, 0.0, -0.01, 0.01, "inconclusive", p=1.0
+    )
+    finalists = {"focal": {"gamma": 0.0, "alpha": 0.75}, "balanced_ce": {"alpha": 0.75}}
+    trials = {f: [{"val_ap": 0.5, "status": "ok"}, {"val_ap": 0.6, "status": "ok"}] for f in finalists}
+    lines = CompareResult(
+        tmp_path, ["focal", "balanced_ce"], 8, 5, trials=trials, finalists=finalists, verdicts=[same]
+    )
+    caution = [line for line in lines.verdict_lines() if line.startswith("- Caution")]
+    assert len(caution) == 1 and "gamma 0, alpha 0.75" in caution[0] and "measures nothing" in caution[0]
+    assert verdict_text(same).endswith("(the same model on every seed)")
+    assert not apart.identical and "same model" not in verdict_text(apart)
+
+
 def test_resampled_pairs_widen_the_interval_by_nadeau_and_bengios_correction():
     """Each seed on its own split: the pairs carry the data's variance, and the training sets overlap, so the
     interval's variance is sd^2 (1/n + n_test/n_train) instead of sd^2 / n."""
