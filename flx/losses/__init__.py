@@ -32,13 +32,13 @@ Conventions, the same in every loss:
   the ``with check_targets():`` context, or ``FLX_CHECK_TARGETS=1`` in the environment. Without them an
   out-of-range class index raises torch's own index error; binary targets outside [0, 1] give meaningless values.
 
-Autograd: every loss has correct first and second derivatives. Under ``torch.compile`` and the ``torch.func``
-transforms (``grad``, ``vmap``, ``jacrev``, ...) the losses are plain differentiable expressions, written so
-that their derivatives of every order stay finite (no ``(1 - p_t)^(gamma - 1)`` at ``p_t = 1``). In eager mode on
-the CPU, :func:`sigmoid_focal_loss` runs a fused kernel that computes the loss and its closed-form gradient in one
-pass (see :class:`_SigmoidFocal`); when a graph of the gradient is asked for (``create_graph=True``,
-``torch.autograd.functional.hessian``, ``gradgradcheck``) or the targets need a gradient, its backward
-differentiates the plain expression instead.
+Autograd: every loss has correct first and second derivatives. On the CPU every loss runs a fused kernel
+(numba, :mod:`flx.losses._fused`) that computes the loss and its closed-form gradient in one pass, in eager mode
+and under ``torch.compile`` (as the custom operators ``flx::sigmoid_focal`` and ``flx::softmax_focal``, no graph
+break). Under the ``torch.func`` transforms (``grad``, ``vmap``, ``jacrev``, ...), forward-mode AD, when a graph of
+the gradient is asked for (``create_graph=True``, ``torch.autograd.functional.hessian``, ``gradgradcheck``) or the
+targets need a gradient, the losses are plain differentiable expressions, written so that their derivatives of
+every order stay finite (no ``(1 - p_t)^(gamma - 1)`` at ``p_t = 1``).
 """
 
 from __future__ import annotations
