@@ -163,12 +163,21 @@ def _on_host(device: torch.device) -> bool:
 _DEVICE_CHUNK = 1 << 22  # elements per launch on accelerators: bounds the work buffers at 6 x 16 MB
 
 
-def fused_pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, shape):
-    """Runs the kernel over x, y (flat, contiguous, detached; x in the compute dtype). Returns (loss, grad): loss is
-    the per-element tensor (of ``shape``) when ``want_elements`` else a 0-d float64 sum, added in an order that
-    does not depend on the thread count; grad, of ``shape``, is ``scale * dloss/dx``, or None. ``epsilon`` (the
-    Poly-1 term) is the CPU's only: the caller passes 0 on a device."""
-    y = y.to(x.dtype).contiguous()
+def fused_pass(inputs, targets, alpha, gamma, epsilon, scale, want_elements, want_grad):
+    """Runs the kernel over ``inputs`` and ``targets`` (any shape, autocast off, in the compute dtype). Returns
+    (loss, grad): loss is the per-element tensor (of the inputs' shape) when ``want_elements``, else the 0-d
+    float64 sum times ``scale``, added in an order that does not depend on the thread count; grad, of the inputs'
+    shape, is ``scale * dloss/dx``, or None. ``epsilon`` (the Poly-1 term) is the CPU's only: the caller passes 0
+    on a device."""
+    cdtype = compute_dtype(inputs.dtype)
+    x = inputs.detach().reshape(-1).to(cdtype).contiguous()
+    y = targets.detach().reshape(-1).to(cdtype).contiguous()
+    with no_autocast(inputs.device.type):
+        loss, grad = _pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, inputs.shape)
+    return (loss if want_elements else loss * scale), grad
+
+
+def _pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, shape):
     if not _on_host(x.device):
         out = torch.empty(shape, dtype=x.dtype, device=x.device) if want_elements else None
         grad = torch.empty(shape, dtype=x.dtype, device=x.device) if want_grad else None
@@ -269,15 +278,8 @@ class SigmoidFocal(torch.autograd.Function):
 
     @staticmethod
     def forward(inputs, targets, alpha, gamma, epsilon, scale, reduction, want_grad):
-        cdtype = compute_dtype(inputs.dtype)
-        x = inputs.detach().reshape(-1).to(cdtype).contiguous()
-        y = targets.detach().reshape(-1).contiguous()
-        with no_autocast(inputs.device.type):
-            loss, grad = fused_pass(
-                x, y, alpha, gamma, epsilon, scale, reduction == "none", want_grad, inputs.shape
-            )
-        if reduction == "mean":
-            loss = loss * scale
+        # scale is 1 unless the reduction is "mean"
+        loss, grad = fused_pass(inputs, targets, alpha, gamma, epsilon, scale, reduction == "none", want_grad)
         return loss.to(result_dtype(inputs)), grad
 
     @staticmethod
@@ -285,7 +287,7 @@ class SigmoidFocal(torch.autograd.Function):
         x, y, alpha, gamma, epsilon, scale, reduction, _ = inputs
         ctx.save_for_backward(x, y)
         ctx.args = (alpha, gamma, epsilon, scale, reduction)
-        ctx.shape, ctx.dtype = x.shape, x.dtype
+        ctx.dtype = x.dtype
         ctx.set_materialize_grads(False)  # else autograd passes a zero tensor the input's size for output[1]
         ctx.grad = output[1]
         if output[1] is not None:
@@ -301,11 +303,7 @@ class SigmoidFocal(torch.autograd.Function):
         need_x, need_y = ctx.needs_input_grad[:2]
         if need_x and not need_y and not torch.is_grad_enabled():
             if fast is None:  # a second backward (retain_graph): the same kernel again, so the same bits
-                x, y = ctx.saved_tensors
-                flat = x.detach().reshape(-1).to(compute_dtype(x.dtype)).contiguous()
-                with no_autocast(x.device.type):
-                    y_flat = y.detach().reshape(-1).contiguous()
-                    _, fast = fused_pass(flat, y_flat, alpha, gamma, epsilon, scale, False, True, ctx.shape)
+                _, fast = fused_pass(*ctx.saved_tensors, alpha, gamma, epsilon, scale, False, True)
             if batched(grad_loss):  # vmapped: is_grads_batched, jacobian(vectorize=True), torch.func
                 return (fast * grad_loss.to(fast.dtype)).to(ctx.dtype), None, *none
             unit = grad_loss.dim() == 0 and grad_loss.device.type == "cpu" and float(grad_loss) == 1.0

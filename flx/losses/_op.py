@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from flx.losses._checks import compute_dtype
-from flx.losses._kernel import fused_pass, no_autocast
+from flx.losses._kernel import fused_pass
 from flx.losses._softmax import fused_rows
 
 
@@ -32,12 +32,8 @@ def sigmoid_focal_op(
     """(loss, gradient): the loss per element in the compute dtype when ``elements``, else its 0-d float64 sum
     times ``scale`` (1 / the count for a mean); the gradient of that loss, in the compute dtype, or an empty tensor
     unless ``want_grad``."""
-    cdtype = compute_dtype(inputs.dtype)
-    x = inputs.detach().reshape(-1).to(cdtype).contiguous()
-    y = targets.detach().reshape(-1).contiguous()
-    with no_autocast("cpu"):
-        loss, grad = fused_pass(x, y, alpha, gamma, epsilon, scale, elements, want_grad, inputs.shape)
-    return (loss if elements else loss * scale), (grad if grad is not None else x.new_empty(0))
+    loss, grad = fused_pass(inputs, targets, alpha, gamma, epsilon, scale, elements, want_grad)
+    return loss, (grad if grad is not None else loss.new_empty(0, dtype=compute_dtype(inputs.dtype)))
 
 
 @sigmoid_focal_op.register_fake
@@ -81,10 +77,7 @@ def softmax_focal_op(
     """(loss, gradient) of the multi-class focal family: per element (targets' shape, 0 where ignored) when
     ``elements``, else the float64 sum times ``scale``; per-class ``weights`` or one ``alpha`` (negative: none)."""
     chosen = weights if weights is not None else (None if alpha < 0 else alpha)
-    with no_autocast("cpu"):
-        loss, grad, _ = fused_rows(
-            inputs, targets, chosen, gamma, epsilon, ignore_index, scale, elements, want_grad
-        )
+    loss, grad = fused_rows(inputs, targets, chosen, gamma, epsilon, ignore_index, scale, elements, want_grad)
     cdtype = compute_dtype(inputs.dtype)
     return loss, (grad.contiguous() if grad is not None else inputs.new_empty(0, dtype=cdtype))
 

@@ -39,11 +39,12 @@ def softmax_focal_rows(inputs, targets, weights, gamma, epsilon, ignore_index):
 
 
 def fused_rows(inputs, targets, weights, gamma, epsilon, ignore_index, scale, elements, want_grad):
-    """The fused pass over (N, C, ...) logits: (loss, grad, count). loss is per element (of targets' shape, in
-    the compute dtype) when ``elements``, else the 0-d float64 sum times ``scale``; grad (inputs' shape) is the
-    gradient of that loss, or None; count is the number of kept elements."""
+    """The fused pass over (N, C, ...) logits: (loss, grad). loss is per element (of targets' shape, in the compute
+    dtype) when ``elements``, else the 0-d float64 sum times ``scale``; grad (inputs' shape) is the gradient of
+    that loss, or None."""
     cdtype = compute_dtype(inputs.dtype)
-    z, t, keep = kept_rows(inputs.detach().to(cdtype), targets.detach(), ignore_index)
+    with no_autocast("cpu"):  # the only torch computation here (the rest is numba's)
+        z, t, keep = kept_rows(inputs.detach().to(cdtype), targets.detach(), ignore_index)
     z, t, keep = z.contiguous(), t.contiguous(), keep.contiguous()
     m, ncls = z.shape
     rows = host_empty((m,), cdtype)
@@ -56,15 +57,18 @@ def fused_rows(inputs, targets, weights, gamma, epsilon, ignore_index, scale, el
     arrays = (z.numpy(), t.numpy(), keep.numpy(), w_np)
     outs = (rows.numpy(), None if grad is None else grad.numpy(), sums)
 
-    in_threads(
-        lambda c0, c1: softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1), chunks, 2, outs[:2]
-    )
+    with no_autocast("cpu"):
+        in_threads(
+            lambda c0, c1: softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1),
+            chunks,
+            2,
+            outs[:2],
+        )
     if grad is not None and inputs.dim() > 2:  # (N * d..., C) rows back to (N, C, d...)
         grad = grad.view(inputs.shape[0], *inputs.shape[2:], ncls).movedim(-1, 1)
-    count = int(keep.sum())
     if elements:
-        return rows.view(targets.shape), grad, count
-    return torch.tensor(fsum(sums.tolist()) * scale, dtype=torch.float64), grad, count
+        return rows.view(targets.shape), grad
+    return torch.tensor(fsum(sums.tolist()) * scale, dtype=torch.float64), grad
 
 
 class SoftmaxFocal(torch.autograd.Function):
@@ -74,10 +78,10 @@ class SoftmaxFocal(torch.autograd.Function):
 
     @staticmethod
     def forward(inputs, targets, weights, gamma, epsilon, ignore_index, scale, reduction, want_grad):
-        with no_autocast("cpu"):
-            loss, grad, _ = fused_rows(
-                inputs, targets, weights, gamma, epsilon, ignore_index, scale, reduction == "none", want_grad
-            )
+        elements = reduction == "none"
+        loss, grad = fused_rows(
+            inputs, targets, weights, gamma, epsilon, ignore_index, scale, elements, want_grad
+        )
         return loss.to(result_dtype(inputs)), grad
 
     @staticmethod
@@ -110,10 +114,8 @@ class SoftmaxFocal(torch.autograd.Function):
         weights = tensor_weights if tensor_weights is not None else number
         if not torch.is_grad_enabled():
             if fast is None:  # a second backward (retain_graph): the same kernel again, so the same bits
-                with no_autocast("cpu"):
-                    _, fast, _ = fused_rows(
-                        x, y, weights, gamma, epsilon, ignore_index, scale, reduction == "none", True
-                    )
+                elements = reduction == "none"
+                _, fast = fused_rows(x, y, weights, gamma, epsilon, ignore_index, scale, elements, True)
             if reduction == "none":  # one incoming gradient per element: per row of classes
                 return (fast * grad_loss.unsqueeze(1).to(fast.dtype)).to(ctx.dtype), *none
             if batched(grad_loss) or not (grad_loss.dim() == 0 and float(grad_loss) == 1.0):

@@ -70,16 +70,22 @@ def sigmoid_focal_loss(
     return _binary_loss(inputs, targets, alpha, gamma, 0.0, reduction, normalizer)
 
 
+def _kernel_runs(inputs, targets, on_device: bool) -> bool:
+    """Whether a fused kernel computes the loss: on the CPU in eager mode and compiled (as its custom operator),
+    on a device in eager mode where it has a device path (``on_device``); never under torch.func transforms,
+    forward-mode AD or for tensor subclasses, which take the plain expression."""
+    cpu = inputs.device.type == "cpu"
+    if transformed(inputs, targets):
+        return cpu and torch.compiler.is_compiling() and torch.autograd.forward_ad._current_level < 0
+    return cpu or on_device
+
+
 def _binary_loss(inputs, targets, alpha, gamma, epsilon, reduction, normalizer):
     """alpha_t (1 - p_t)^gamma (-log p_t) + epsilon (1 - p_t)^(gamma + 1), reduced (arguments checked): the fused
     kernel in eager mode and, through the ``flx::sigmoid_focal`` operator, under ``torch.compile`` on the CPU;
     the plain expression under torch.func transforms, forward-mode AD, for targets that need a gradient, and
     for the Poly-1 term on a device."""
-    cpu = inputs.device.type == "cpu"
-    fused = not targets.requires_grad and (cpu or epsilon == 0)
-    if transformed(inputs, targets):
-        forward_ad = torch.autograd.forward_ad._current_level >= 0
-        fused = fused and cpu and torch.compiler.is_compiling() and not forward_ad
+    fused = not targets.requires_grad and _kernel_runs(inputs, targets, on_device=epsilon == 0)
     if not fused:
         cdtype = compute_dtype(inputs.dtype)
         elements = sigmoid_focal_elements(inputs.to(cdtype), targets.to(cdtype), alpha, gamma, epsilon)
@@ -121,10 +127,7 @@ def _multiclass_focal(inputs, targets, weights, gamma, epsilon, ignore_index, re
     non-ignored elements, reduced; ``weights`` is None, a number or per-class weights (checked). The fused kernel
     on the CPU (eager, and compiled through ``flx::softmax_focal``), the plain expression elsewhere."""
     eps = 0.0 if epsilon is None else float(epsilon)
-    fused = inputs.device.type == "cpu"
-    if transformed(inputs, targets):
-        fused = fused and torch.compiler.is_compiling() and torch.autograd.forward_ad._current_level < 0
-    if not fused:
+    if not _kernel_runs(inputs, targets, on_device=False):
         loss, keep = softmax_focal_rows(inputs, targets, weights, gamma, eps, ignore_index)
         if reduction == "none":
             return loss.view(targets.shape).to(result_dtype(inputs))
