@@ -204,27 +204,24 @@ def test_committed_tables_are_rendered_from_committed_records(tmp_path, results_
     assert (tmp_path / "table.csv").read_text() == (results_dir / "table.csv").read_text()
 
 
+def _makefile_list(name: str) -> list[str]:
+    """A `NAME := a b $(OTHER)` list of the Makefile, its $(...) references expanded."""
+    text = (ROOT / "Makefile").read_text()
+    words = re.search(rf"^{name} := (.*)$", text, re.M).group(1).split()
+    out = []
+    for word in words:
+        ref = re.fullmatch(r"\$\((\w+)\)", word)
+        out += _makefile_list(ref.group(1)) if ref else [word]
+    return out
+
+
 def test_committed_results_readme_is_generated():
     dirs = sorted(p.parent for p in RESULTS.glob("*/runs.csv"))
     if not dirs:
         pytest.skip("no committed results yet")
-    order = [
-        "curves",
-        "curves_map",
-        "stability",
-        "table1a",
-        "table1b",
-        "table1c",
-        "table1d",
-        "prior",
-        "poly",
-        "proxy",
-        "regimes",
-        "recheck",
-        "catsdogs",
-        "catsdogs_cifar",
-    ]
-    dirs.sort(key=lambda d: order.index(d.name) if d.name in order else len(order))
+    order = _makefile_list("INDEXED")
+    assert {d.name for d in dirs} <= set(order), "every committed results folder is in the Makefile's INDEXED"
+    dirs.sort(key=lambda d: order.index(d.name))
     assert (RESULTS / "README.md").read_text() == render_index(dirs)
     assert "results:start" not in (ROOT / "README.md").read_text()  # the results page is not copied
 
