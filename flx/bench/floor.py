@@ -2,39 +2,33 @@
 tensors, timed through the same call as the losses.
 
 Its forward reads each logit and target once, computes one exp and one log1p, writes one float32 (the
-"gradient") and returns the sum; its backward hands that tensor to autograd, as flx's fused loss does. That is
+"gradient") and returns a 0-d zero; its backward hands that tensor to autograd, as flx's fused loss does. That is
 12 bytes of memory traffic and two transcendental functions per logit, in the same vectorised float32 code as
-flx's kernel (:mod:`flx.losses.vecmath`), split over torch's threads the same way. A loss cannot be faster than
+flx's kernel (:mod:`flx.losses.vecmath`), split over torch's threads by the same helper
+(:func:`flx.losses.threads.in_threads`, one kept pool). A loss cannot be faster than
 this by much, so ``flx / floor`` says how far the real kernel is from it.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 import torch
 
+from flx.losses.threads import host_empty, in_threads
 from flx.losses.vecmath import floor_chunks
 
-_BLOCK = 1 << 16  # elements per thread task
+CHUNK = 4096  # elements per work unit, as flx's kernels (tested equal): the same split over the threads
 
 
 class _Floor(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y):
         xs, ys = x.detach().reshape(-1).contiguous(), y.reshape(-1).contiguous()
-        out = torch.from_numpy(np.empty_like(xs.numpy()))  # allocated as flx's gradient is (huge pages)
+        out = host_empty(xs.shape, xs.dtype)  # allocated, threaded and touched as flx's gradient is
         xn, yn, on = xs.numpy(), ys.numpy(), out.numpy()
         n = xn.size
-        threads = torch.get_num_threads()
-        if threads <= 1 or n < 4 * _BLOCK:
-            floor_chunks(xn, yn, on, 0, n)
-        else:
-            on[:: 4096 // on.itemsize] = 0  # its pages touched by one thread first, as flx's outputs are
-            bounds = [round(k * n / threads) for k in range(threads + 1)]
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda k: floor_chunks(xn, yn, on, bounds[k], bounds[k + 1]), range(threads)))
+        in_threads(
+            lambda c0, c1: floor_chunks(xn, yn, on, c0 * CHUNK, min(c1 * CHUNK, n)), -(-n // CHUNK), 4, (on,)
+        )
         ctx.grad = out.view(x.shape)
         return x.new_zeros(())
 

@@ -12,7 +12,8 @@ import torch
 
 from flx.losses._checks import compute_dtype, kept_rows, result_dtype
 from flx.losses._fused import ROWS, softmax_rows
-from flx.losses._kernel import batched, fsum, host_empty, in_threads, no_autocast, safe_pow
+from flx.losses._kernel import batched, fsum, no_autocast, safe_pow
+from flx.losses.threads import host_empty, in_threads
 
 
 def softmax_terms(z: torch.Tensor, t: torch.Tensor):

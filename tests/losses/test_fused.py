@@ -178,3 +178,22 @@ def test_compiled_with_inductor_calls_the_kernel_and_matches_eager():
     eager = L.sigmoid_focal_loss(eager_x, y, reduction="mean")
     eager.backward()
     assert torch.equal(loss, eager) and torch.equal(x.grad, eager_x.grad)  # the same kernel: the same bits
+
+
+def test_the_bench_floor_splits_like_the_kernel_and_computes_its_formula():
+    """The floor times the same thread split as flx's kernels (one chunk size, one helper), and what it writes is
+    y log1p(exp(-|x|)) at every thread count, whatever the length (a partial last chunk included)."""
+    from flx.bench import floor
+    from flx.losses import _fused
+
+    assert floor.CHUNK == _fused.CHUNK
+    x, y = torch.randn(70_001) * 8, (torch.rand(70_001) < 0.3).float()
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            xg = x.clone().requires_grad_()
+            (grad,) = torch.autograd.grad(floor.floor_loss(xg, y), xg)
+            torch.testing.assert_close(grad, y * torch.log1p(torch.exp(-x.abs())), rtol=1e-6, atol=1e-7)
+    finally:
+        torch.set_num_threads(previous)
