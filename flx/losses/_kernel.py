@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 from flx.losses._checks import compute_dtype, ordered_sum, result_dtype
 from flx.losses._fused import CHUNK, focal_chunks
+from flx.losses._triton import triton_pass
+from flx.losses._triton import usable as triton_usable
 from flx.losses.threads import host_empty, in_threads
 
 
@@ -161,6 +163,10 @@ def _pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, shape):
     if not _on_host(x.device):
         out = torch.empty(shape, dtype=x.dtype, device=x.device) if want_elements else None
         grad = torch.empty(shape, dtype=x.dtype, device=x.device) if want_grad else None
+        if triton_usable(x):
+            flat = [None if t is None else t.view(-1) for t in (out, grad)]
+            loss, _ = triton_pass(x, y, alpha, gamma, epsilon, scale, *flat)
+            return (out if want_elements else loss), grad
         return _fused_device(x, y, alpha, gamma, scale, out, grad)
     out = host_empty(shape, x.dtype) if want_elements else None
     grad = host_empty(shape, x.dtype) if want_grad else None
