@@ -63,7 +63,7 @@ def _kernel():
         elif GKIND == 2:
             w = q * q
         else:
-            w = tl.where(q > 0.0, tl.exp2(gamma * tl.log2(tl.maximum(q, 1e-38))), 0.0)
+            w = tl.where(q > 0.0, tl.exp2(gamma * tl.log2(q)), 0.0)  # the branch not taken may be NaN
         a_t = a_neg + (a_pos - a_neg) * y
         loss = a_t * w * lval + eps * q * w
         if WANT_EL:
@@ -74,7 +74,7 @@ def _kernel():
             sign = 1.0 - y - y
             inner = p * omy - y * m
             if GKIND != 0:
-                inner += gamma * tl.where(pm == 0.0, 0.0, lval * sign * (pm / tl.maximum(q, 1e-38)))
+                inner += gamma * tl.where(pm == 0.0, 0.0, lval * sign * (pm / q))  # q = 0 only where pm = 0
             g = scale * (a_t * w * inner + eps * (gamma + 1.0) * w * sign * pm)
             tl.store(grad_ptr + offs, g, mask=mask)
 
