@@ -165,8 +165,9 @@ def _pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, shape):
         grad = torch.empty(shape, dtype=x.dtype, device=x.device) if want_grad else None
         if triton_usable(x):
             flat = [None if t is None else t.view(-1) for t in (out, grad)]
-            loss, _ = triton_pass(x, y, alpha, gamma, epsilon, scale, *flat)
-            return (out if want_elements else loss), grad
+            done = triton_pass(x, y, alpha, gamma, epsilon, scale, *flat)
+            if done is not None:
+                return (out if want_elements else done[0]), grad
         return _fused_device(x, y, alpha, gamma, scale, out, grad)
     out = host_empty(shape, x.dtype) if want_elements else None
     grad = host_empty(shape, x.dtype) if want_grad else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 
@@ -81,10 +82,15 @@ def _kernel():
     return focal_blocks
 
 
+_STATE = {"launched": False, "broken": False}  # a first launch that failed (no compiler, say) turns it off
+
+
 def usable(x: torch.Tensor) -> bool:
     """Whether ``x`` (the compute-dtype logits) takes the Triton kernel: float32 on a CUDA device, Triton
-    importable, and ``FLX_TRITON`` not ``0``."""
+    importable, ``FLX_TRITON`` not ``0``, and its first launch in this process did not fail."""
     if x.device.type != "cuda" or x.dtype != torch.float32 or os.environ.get("FLX_TRITON", "1") == "0":
+        return False
+    if _STATE["broken"]:
         return False
     try:
         import triton  # noqa: F401
@@ -96,16 +102,27 @@ def usable(x: torch.Tensor) -> bool:
 def triton_pass(x, y, alpha, gamma, epsilon, scale, out, grad):
     """The kernel over flat contiguous float32 ``x`` and ``y``: writes ``out`` (per-element loss) and ``grad``
     (``scale * dloss/dx``) where they are not None; returns (out, grad) when ``out`` is given, else the float64
-    sum of the loss (a 0-d tensor on x's device) and grad. alpha < 0 turns the weighting off."""
+    sum of the loss (a 0-d tensor on x's device) and grad; None when the process's first launch fails (the caller
+    falls back to torch operations, and :func:`usable` says no from then on). alpha < 0 turns the weighting off."""
     n = x.numel()
     blocks = max(1, -(-n // BLOCK))
     sums = torch.empty(blocks, dtype=torch.float64, device=x.device)
     a_pos, a_neg = (alpha, 1.0 - alpha) if alpha >= 0 else (1.0, 1.0)
-    _kernel()[(blocks,)](
-        x, y, x if out is None else out, x if grad is None else grad, sums, n,
-        float(a_pos), float(a_neg), float(gamma), float(epsilon), float(scale),
-        GKIND=gamma_kind(gamma), WANT_EL=out is not None, WANT_GRAD=grad is not None, BLOCK=BLOCK,
-    )  # fmt: skip
+    try:
+        _kernel()[(blocks,)](
+            x, y, x if out is None else out, x if grad is None else grad, sums, n,
+            float(a_pos), float(a_neg), float(gamma), float(epsilon), float(scale),
+            GKIND=gamma_kind(gamma), WANT_EL=out is not None, WANT_GRAD=grad is not None, BLOCK=BLOCK,
+        )  # fmt: skip
+    except Exception as exc:  # compiling it needs a C compiler and a working Triton: fall back, said once
+        if _STATE["launched"]:
+            raise
+        _STATE["broken"] = True
+        warnings.warn(
+            f"flx.losses: the Triton kernel did not run ({exc!r:.200}); using torch operations", stacklevel=3
+        )
+        return None
+    _STATE["launched"] = True
     if out is not None:
         return out, grad
     return sums.sum(), grad

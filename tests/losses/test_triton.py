@@ -104,3 +104,20 @@ def test_on_cuda_the_loss_runs_the_triton_kernel_and_matches_the_cpu(monkeypatch
     for key in (("cuda", "1"), ("cuda", "0")):
         for ours, ref in zip(results[key], results["cpu", "1"], strict=True):
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_a_first_launch_that_fails_falls_back_with_one_warning(monkeypatch):
+    """Without a C compiler (say) Triton cannot build the kernel: the loss warns once and uses torch operations."""
+
+    def broken():
+        raise RuntimeError("Failed to find C compiler")
+
+    monkeypatch.setattr(_triton, "_kernel", broken)
+    monkeypatch.setattr(_triton, "_STATE", {"launched": False, "broken": False})
+    x = torch.zeros(10)
+    with pytest.warns(UserWarning, match="Triton kernel did not run.*C compiler.*using torch operations"):
+        assert _triton.triton_pass(x, x, 0.25, 2.0, 0.0, 1.0, None, None) is None
+    assert _triton._STATE["broken"]
+    monkeypatch.setattr(_triton, "_STATE", {"launched": True, "broken": False})
+    with pytest.raises(RuntimeError, match="C compiler"):  # after a launch that worked, an error is an error
+        _triton.triton_pass(x, x, 0.25, 2.0, 0.0, 1.0, None, None)
