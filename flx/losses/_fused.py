@@ -15,8 +15,8 @@ precision, so the result keeps it where p_t rounds to 1 (no 1 - p, no p - 1). q^
 loss's limit (0 or inf) and the gradient's (0 where the loss is 0).
 
 float32 inputs are computed in float32 with the exp and log1p of :mod:`flx.losses.vecmath` (a few ulps), so that
-LLVM vectorises the loop; float64 inputs use libm's exp and log1p. The loss is
-added in float64, per chunk of ``CHUNK`` elements in the compiled code's fixed order (vector lanes), and the chunks' sums by the caller in chunk
+LLVM vectorises the loop; float64 inputs use libm's exp and log1p. The loss is added in float64, per chunk of
+``CHUNK`` elements in the compiled code's fixed order (vector lanes), and the chunks' sums by the caller in chunk
 order, so the sum does not depend on how chunks are shared among threads.
 """
 
