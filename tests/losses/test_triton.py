@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,7 +70,10 @@ CASES = [(0.25, 0.0, False), (-1.0, 1.0, True), (0.75, -0.5, True)]  # (alpha, e
 def test_the_triton_kernel_matches_the_float64_formula_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     code = "import tests.losses.test_triton as t; print(t.check_all(), 'cases')"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    root = Path(__file__).resolve().parents[2]  # where ``tests`` imports from
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "15 cases"
 
