@@ -160,7 +160,7 @@ def _soft(xs, ys, a_pos, a_neg, gamma, eps, scale, buf, gs, gkind, want_grad):
 
 @numba.njit(**{**_JIT, "fastmath": {"reassoc"}})
 def _chunk_sum(buf, k):
-    """buf[:k] added in float64. Reassociation lets LLVM add it in vector lanes (4x the scalar adds, ~5% of the
+    """buf[:k] added in float64. Reassociation lets LLVM add it in vector lanes (4x the scalar adds, ~4% of the
     whole pass); the order is the compiled code's, so the same on every call and at every thread count."""
     s = 0.0
     for j in range(k):
