@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from flx.losses.threads import host_empty, in_threads
+from flx.losses.threads import CHUNK, host_empty, in_threads
 from flx.losses.vecmath import floor_chunks
-
-CHUNK = 4096  # elements per work unit, as flx's kernels (tested equal): the same split over the threads
 
 
 class _Floor(torch.autograd.Function):

@@ -29,9 +29,8 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from flx.losses.threads import CHUNK
 from flx.losses.vecmath import exp_nonpositive32, sigmoid_parts32
-
-CHUNK = 4096  # elements per partial sum: a chunk's loss buffer (16-32 KB) stays in L1
 
 _JIT = {"nogil": True, "error_model": "numpy", "cache": True}  # numpy's model: x / 0 is inf, no raise
 
@@ -189,6 +188,11 @@ def _chunks(x, y, a_pos, a_neg, gamma, eps, scale, el, grad, sums, c0, c1, want_
 _KERNELS: dict = {}  # (gamma kind, gradient wanted) -> kernel, made on first use
 
 
+def alpha_weights(alpha: float) -> tuple[float, float]:
+    """(alpha_t for y = 1, alpha_t for y = 0): (alpha, 1 - alpha), or (1, 1) where alpha < 0 turns it off."""
+    return (alpha, 1.0 - alpha) if alpha >= 0 else (1.0, 1.0)
+
+
 def gamma_kind(gamma: float) -> int:
     """The kernel's code for gamma: 0, 1, 2 multiply (no pow), 3 is q ** gamma."""
     return {0.0: 0, 1.0: 1, 2.0: 2}.get(float(gamma), 3)
@@ -198,7 +202,7 @@ def focal_chunks(x, y, alpha, gamma, epsilon, scale, el, grad, sums, c0, c1):
     """Runs chunks c0..c1-1 (numpy arrays of one float dtype, 1-D, contiguous; ``el`` / ``grad`` None when not
     wanted); the GIL is released while it runs. alpha < 0 turns the weighting off."""
     dt = x.dtype.type
-    a_pos, a_neg = (alpha, 1.0 - alpha) if alpha >= 0 else (1.0, 1.0)
+    a_pos, a_neg = alpha_weights(alpha)
     empty = x[:0]
     key = (gamma_kind(gamma), grad is not None)
     if key not in _KERNELS:

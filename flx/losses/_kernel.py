@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from flx.losses._checks import compute_dtype, ordered_sum, result_dtype
-from flx.losses._fused import CHUNK, focal_chunks
+from flx.losses._fused import focal_chunks
 from flx.losses._triton import triton_pass
 from flx.losses._triton import usable as triton_usable
-from flx.losses.threads import host_empty, in_threads
+from flx.losses.threads import CHUNK, host_empty, in_threads
 
 
 def safe_pow(q: torch.Tensor, gamma: float) -> torch.Tensor:

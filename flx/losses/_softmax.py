@@ -58,13 +58,9 @@ def fused_rows(inputs, targets, weights, gamma, epsilon, ignore_index, scale, el
     arrays = (z.numpy(), t.numpy(), keep.numpy(), w_np)
     outs = (rows.numpy(), None if grad is None else grad.numpy(), sums)
 
-    with no_autocast("cpu"):
-        in_threads(
-            lambda c0, c1: softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1),
-            chunks,
-            2,
-            outs[:2],
-        )
+    in_threads(
+        lambda c0, c1: softmax_rows(*arrays, alpha, gamma, epsilon, scale, *outs, c0, c1), chunks, 2, outs[:2]
+    )
     if grad is not None and inputs.dim() > 2:  # (N * d..., C) rows back to (N, C, d...)
         grad = grad.view(inputs.shape[0], *inputs.shape[2:], ncls).movedim(-1, 1)
     if elements:

@@ -24,7 +24,7 @@ import warnings
 
 import torch
 
-from flx.losses._fused import gamma_kind
+from flx.losses._fused import alpha_weights, gamma_kind
 
 BLOCK = 1024  # elements per program: one float64 partial sum each
 
@@ -107,7 +107,7 @@ def triton_pass(x, y, alpha, gamma, epsilon, scale, out, grad):
     n = x.numel()
     blocks = max(1, -(-n // BLOCK))
     sums = torch.empty(blocks, dtype=torch.float64, device=x.device)
-    a_pos, a_neg = (alpha, 1.0 - alpha) if alpha >= 0 else (1.0, 1.0)
+    a_pos, a_neg = alpha_weights(alpha)
     try:
         _kernel()[(blocks,)](
             x, y, x if out is None else out, x if grad is None else grad, sums, n,
