@@ -159,8 +159,10 @@ def _time(fn, n: int, min_run_time: float, device: str = "cpu") -> tuple[float, 
     if device != "cpu":
         torch.cuda.synchronize(device)
     first = time.perf_counter() - t0
-    timer = benchmark.Timer(
-        "step(fn, logits, targets)", globals={"step": _step, "fn": fn, "logits": logits, "targets": targets}
+    timer = benchmark.Timer(  # its num_threads defaults to 1: it would time every condition on one thread
+        "step(fn, logits, targets)",
+        globals={"step": _step, "fn": fn, "logits": logits, "targets": targets},
+        num_threads=torch.get_num_threads(),
     )
     return first, timer.blocked_autorange(min_run_time=min_run_time).median
 

@@ -93,3 +93,24 @@ def test_bench_runs_small():
         "2 thr",
     ):
         assert column in result.output
+
+
+def test_bench_times_each_condition_at_its_thread_count():
+    """torch's benchmark Timer runs at 1 thread unless told: the timed calls must see the condition's count."""
+    import torch
+
+    from flx.bench import losses
+
+    seen = []
+
+    def fn(x, y, alpha, gamma, reduction):
+        seen.append(torch.get_num_threads())
+        return x.sum()
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        losses._time(fn, 100, 0.01)
+    finally:
+        torch.set_num_threads(previous)
+    assert len(seen) > 1 and set(seen) == {2}

@@ -237,3 +237,34 @@ def test_kernel_and_floor_are_compiled_for_the_widest_vectors_and_focal_skips_th
         results.append((out, grad, sums))
     for a, b in zip(*results, strict=True):
         assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_large_outputs_are_reused_only_once_nothing_holds_them():
+    """A gradient of 32 MB or more comes from a kept buffer once the previous one is gone (no fresh page faults),
+    never while any tensor over it lives: two gradients held side by side stay distinct and keep their values."""
+    from flx.losses import threads
+
+    threads.empty_cache()
+    n = 9_000_000  # 36 MB of float32
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, generator=g), (torch.rand(n, generator=g) < 0.01).float()
+
+    def grad_of(scale):
+        xg = (x * scale).requires_grad_()
+        L.sigmoid_focal_loss(xg, y, reduction="sum").backward()
+        return xg.grad
+
+    first = grad_of(1.0)
+    kept = first.clone()
+    second = grad_of(2.0)  # first is still held: a buffer of its own
+    assert first.data_ptr() != second.data_ptr() and torch.equal(first, kept)
+    view, address = second[10:], second.data_ptr()
+    del second
+    third = grad_of(3.0)
+    assert third.data_ptr() != address  # a view still holds the second one
+    del view
+    fourth = grad_of(1.0)
+    assert fourth.data_ptr() == address and torch.equal(fourth, kept)  # reused, and rewritten whole
+    assert torch.equal(first, kept)
+    threads.empty_cache()
+    assert not threads._FREE
