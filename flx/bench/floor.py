@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from flx.losses.threads import CHUNK, host_empty, in_threads
+from flx.losses.threads import CHUNK, LEAST, host_empty, in_threads
 from flx.losses.vecmath import floor_chunks
 
 
@@ -25,7 +25,10 @@ class _Floor(torch.autograd.Function):
         xn, yn, on = xs.numpy(), ys.numpy(), out.numpy()
         n = xn.size
         in_threads(
-            lambda c0, c1: floor_chunks(xn, yn, on, c0 * CHUNK, min(c1 * CHUNK, n)), -(-n // CHUNK), 4, (on,)
+            lambda c0, c1: floor_chunks(xn, yn, on, c0 * CHUNK, min(c1 * CHUNK, n)),
+            -(-n // CHUNK),
+            LEAST,
+            (on,),
         )
         ctx.grad = out.view(x.shape)
         return x.new_zeros(())

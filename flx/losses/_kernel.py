@@ -17,7 +17,7 @@ from flx.losses._checks import compute_dtype, ordered_sum, result_dtype
 from flx.losses._fused import focal_chunks
 from flx.losses._triton import triton_pass
 from flx.losses._triton import usable as triton_usable
-from flx.losses.threads import CHUNK, host_empty, in_threads
+from flx.losses.threads import CHUNK, LEAST, host_empty, in_threads
 
 
 def safe_pow(q: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -179,7 +179,7 @@ def _pass(x, y, alpha, gamma, epsilon, scale, want_elements, want_grad, shape):
     in_threads(
         lambda c0, c1: focal_chunks(*arrays, alpha, gamma, epsilon, scale, out_np, grad_np, sums, c0, c1),
         chunks,
-        4,
+        LEAST,
         (out_np, grad_np),
     )
     if want_elements:

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 
 CHUNK = 4096  # elements per unit of work: the binary kernel's partial sum (its loss buffer, 16-32 KB, stays in L1)
+LEAST = (
+    16  # chunks (64k logits, ~100 us of the binary kernel) per thread, at least: waking one costs ~40-80 us
+)
 
 _POOL: list = [None, 0]  # [executor, its size]
 
@@ -27,7 +30,8 @@ os.register_at_fork(after_in_child=_reset_pool)
 
 
 def executor(workers: int) -> ThreadPoolExecutor:
-    """The loss kernels' thread pool of ``workers`` threads, kept between calls."""
+    """The loss kernels' thread pool of ``workers`` threads, kept between calls (the calling thread is the
+    last worker, so a pass over k threads uses a pool of k - 1)."""
     if _POOL[0] is None or _POOL[1] != workers:
         if _POOL[0] is not None:
             _POOL[0].shutdown(wait=False)
@@ -100,5 +104,9 @@ def in_threads(work, chunks: int, least: int, outputs=()) -> None:
         if array is not None:
             array.reshape(-1)[:: max(1, 4096 // array.itemsize)] = 0
     bounds = [round(k * chunks / workers) for k in range(workers + 1)]
-    for f in [executor(workers).submit(work, bounds[k], bounds[k + 1]) for k in range(workers)]:
-        f.result()
+    futures = [executor(workers - 1).submit(work, bounds[k], bounds[k + 1]) for k in range(workers - 1)]
+    try:
+        work(bounds[-2], bounds[-1])  # the calling thread takes the last range: one wake-up fewer
+    finally:
+        for f in futures:
+            f.result()
