@@ -15,15 +15,16 @@ import numpy as np
 import torch
 
 CHUNK = 4096  # elements per unit of work: the binary kernel's partial sum (its loss buffer, 16-32 KB, stays in L1)
-LEAST = (
-    16  # chunks (64k logits, ~100 us of the binary kernel) per thread, at least: waking one costs ~40-80 us
-)
+# chunks (64k logits, ~100 us of the binary kernel) per thread, at least: waking a thread costs ~40-80 us
+LEAST = 16
 
 _POOL: list = [None, 0]  # [executor, its size]
 
 
 def _reset_pool() -> None:  # a forked child has no worker threads; its copy of the executor must not be used
+    global _FREE_LOCK  # nor a lock that another thread of the parent may have held
     _POOL[0], _POOL[1] = None, 0
+    _FREE_LOCK = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_reset_pool)
@@ -43,7 +44,7 @@ _LARGE = 1 << 25  # 32 MB: glibc's malloc keeps freed blocks below this (its lar
 _KEEP = 4  # free buffers kept, at most
 _KEEP_BYTES = 1 << 30  # and at most this many bytes of them
 _FREE: list = []  # freed large buffers (uint8 numpy arrays), the most recent last
-_FREE_LOCK = threading.Lock()
+_FREE_LOCK = threading.RLock()  # re-entrant: a garbage collection inside may run _give_back
 
 
 def _take(nbytes: int):
