@@ -24,8 +24,8 @@ def storage_url(out: Path) -> str:
 def open_study(out: Path, family: str, comparison: str, sampler, pruner, queued: list[dict]):
     """The family's study in ``out``, created when new, with the ``queued`` settings it has not had yet enqueued
     (a reopened study with a new ``--queue`` item tries it next). Trials that an interrupted call left running are
-    closed as failed and their settings queued again: the store may already hold their runs, which then train
-    nothing."""
+    closed as failed and their settings queued again, first: the store may already hold their runs, which then
+    train nothing."""
     import optuna
 
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -41,13 +41,32 @@ def open_study(out: Path, family: str, comparison: str, sampler, pruner, queued:
             f"--out {out} holds a comparison of other data or settings (its study {family!r}); give another "
             "--out, or the same DATA, --set and --drop as before"
         )
-    running = optuna.trial.TrialState.RUNNING
-    for trial in study.get_trials(deepcopy=False, states=(running,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
+    _queue_interrupted_first(study)
     for fields in queued:  # a new study's queue; on a reopened one, the settings it has not had yet
         study.enqueue_trial(fields, skip_if_exists=True)
     return study
+
+
+def _queue_interrupted_first(study) -> None:
+    """Closes the trials an interrupted call left running as failed and queues their settings again, ahead of
+    the settings that were waiting behind them. Optuna takes waiting trials oldest first, so those are taken
+    out of the queue (asked and closed as failed) and queued again after the interrupted ones: else a queue
+    longer than the budget would trade the interrupted settings for its last ones."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    running = study.get_trials(deepcopy=False, states=(state.RUNNING,))
+    if not running:
+        return
+    for trial in running:
+        study.tell(trial.number, state=state.FAIL)
+    waiting = study.get_trials(deepcopy=False, states=(state.WAITING,))
+    for _ in waiting:
+        study.tell(study.ask(), state=state.FAIL)  # the oldest waiting trial, out of the queue
+    for trial in [*running, *waiting]:
+        params = trial.params or trial.system_attrs.get("fixed_params")
+        if params:  # none: a sampled trial stopped before it drew its setting, which the next ask draws anew
+            study.enqueue_trial(params, skip_if_exists=False)
 
 
 def done_trials(study) -> list[dict]:
