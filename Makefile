@@ -81,7 +81,7 @@ ablations: $(ABLATIONS)
 # paper's Table 1a/1b/1d points queued first, the best of each on seeds 1-5, each on its own training images.
 # An L: clutter (hard negatives: 0, 8, 32 per 64 x 64 px) at 64 px, and canvas (imbalance: 64, 96, 128 px) at
 # clutter 8. 2,400 steps: at 1,200 (the 64 px tables' length) the curves of the cluttered and larger canvases still
-# climb (make curves_map: +0.04 to +0.06 AP at 2,400, focal loss gaining more). OHEM's loss is divided by the
+# climb (make curves_map: +0.03 to +0.07 AP at 2,400, focal loss gaining more). OHEM's loss is divided by the
 # object anchors as FL's is (ohem_norm=objects), so that all families train on one learning rate at one gradient
 # scale. Resumable (each cell its own folder); results/regimes/map.md and regime_map.png.
 # `make recheck` then re-runs every settled verdict on fresh seeds 6-10, each family fixed to its chosen setting.
