@@ -67,13 +67,16 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	BIN=$(BIN) bash .ci/gpu-check
 
+# The results page: every indexed folder that holds runs (runs.csv) or a map of flx compare cells (map.md).
+INDEX := $(BIN)/flx report --no-plots --index results/README.md \
+         $$(for d in $(INDEXED); do test -f results/$$d/runs.csv -o -f results/$$d/map.md && echo results/$$d; done)
+
 # Each ablation: train the spec's runs (skipping those already in results/NAME/runs.sqlite), then write
 # results/NAME/{runs.csv,table.md,table.csv,*.png}. On a fresh clone there is no store: everything is retrained.
 $(TABLES): $(STAMP)
 	$(BIN)/flx sweep experiments/$@.toml --out results/$@
 	$(BIN)/flx report results/$@
-	$(BIN)/flx report --no-plots --index results/README.md \
-	  $$(for d in $(INDEXED); do test -f results/$$d/runs.csv && echo results/$$d; done)
+	$(INDEX)
 
 ablations: $(ABLATIONS)
 
@@ -95,10 +98,12 @@ RESTORE := for d in results/regimes/*/ results/regimes/*/recheck/; do test -f $$
 regimes: $(STAMP)
 	$(RESTORE)
 	$(REGIMES)
+	$(INDEX)
 
 recheck: $(STAMP)
 	$(RESTORE)
 	$(REGIMES) --recheck 6-10
+	$(INDEX)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

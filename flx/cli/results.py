@@ -28,7 +28,9 @@ def report(
         None, "--to", help="Write the report here instead of into each results folder (one folder only)."
     ),
     index: str | None = typer.Option(
-        None, help="Also write an index of all the tables here (results/README.md)."
+        None,
+        help="Also write an index of all the tables here (results/README.md); a folder of flx compare cells is "
+        "indexed from its map.md.",
     ),
     readme: str | None = typer.Option(None, help="Also splice the tables into this README's results block."),
     columns: str | None = typer.Option(

@@ -54,10 +54,37 @@ def splice_readme(readme: str, results_dirs: list[Path], prefix: str = "results/
     return f"{head}{README_START}\n{body}{README_END}{tail}"
 
 
+MAP_PAGE = (
+    "map.md"  # a cell-by-cell `flx compare --cell` writes it (flx.compare.map); its runs are in its cells
+)
+
+
+def is_map(d: Path) -> bool:
+    """Whether ``d`` holds a cell-by-cell comparison (``map.md``, its runs in its cells) rather than one table."""
+    return (d / MAP_PAGE).exists() and not (d / "runs.csv").exists()
+
+
+def map_entry(d: Path, prefix: str = "") -> list[str]:
+    """The index entry of a cell-by-cell comparison's folder: its ``map.md`` as written (the cells' runs and
+    verdicts are in the cells' folders, each with its own ``compare.md``), links made relative to the index."""
+    import re
+
+    body = (d / MAP_PAGE).read_text().split("\n", 1)[1].strip()
+    body = re.sub(r"\]\((?![a-z]+:|/|#)([^)]+)\)", lambda m: f"]({prefix}{d.name}/{m.group(1)})", body)
+    body = re.sub(
+        r"`([\w.=,-]+)/`", lambda m: f"[`{m.group(1)}/`]({prefix}{d.name}/{m.group(1)}/compare.md)", body
+    )
+    body = body.replace("\n## ", "\n### ")  # the page's sections sit under its index heading
+    return [f"## [{d.name}]({prefix}{d.name}/{MAP_PAGE})", "", body, ""]
+
+
 def render_index(results_dirs: list[Path], prefix: str = "", header: bool = True) -> str:
     """results/README.md: generated from the committed tables and records, never typed."""
     lines = list(INDEX_HEADER) if header else []
     for d in results_dirs:
+        if is_map(d):
+            lines += map_entry(d, prefix)
+            continue
         spec = read_spec(d)
         df = read_runs_csv(d)
         table = build_table(df, spec)

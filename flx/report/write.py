@@ -101,13 +101,18 @@ def report(
 
     chosen = parse_formats(formats)  # before the heavier imports: a bad value is refused at once
     latex = {"columns": parse_columns(columns), "wide": wide}
-    from flx.report.index import write_index, write_readme
+    from flx.report.index import is_map, write_index, write_readme
     from flx.results.store import default_out
 
     dirs = [Path(d) for d in (results_dirs or [default_out()])]
     if to and len(dirs) > 1:
         raise ReportError(f"--to takes the report of one results folder; {len(dirs)} were given")
     for d in dirs:
+        if is_map(d):  # flx compare wrote it and its cells' pages; nothing to report, only to index
+            on_event(
+                "note", text=f"{d}: a map of flx compare cells (map.md), indexed as flx compare wrote it"
+            )
+            continue
         notes: list[str] = []
         written = write_report(d, chosen, plots, Path(to) if to else None, notes.append, allow_mixed, latex)
         for note in notes:

@@ -216,7 +216,9 @@ def _makefile_list(name: str) -> list[str]:
 
 
 def test_committed_results_readme_is_generated():
-    dirs = sorted(p.parent for p in RESULTS.glob("*/runs.csv"))
+    dirs = sorted(
+        {p.parent for p in RESULTS.glob("*/runs.csv")} | {p.parent for p in RESULTS.glob("*/map.md")}
+    )
     if not dirs:
         pytest.skip("no committed results yet")
     order = _makefile_list("INDEXED")
@@ -418,3 +420,26 @@ def test_a_full_disk_while_drawing_a_figure_is_one_line_and_leaves_no_half_writt
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("flx: error: no space left on the device writing ") and "Traceback" not in err
     assert not (folder / "ohem_rows.png").exists() and not list(folder.glob(".*tmp*"))
+
+
+def test_index_holds_a_compare_map_as_written(tmp_path):
+    """A folder of `flx compare --cell` cells is indexed from its map.md: its links made relative to the index,
+    its cells linked to their pages, its sections under the entry's heading; `flx report` writes nothing there."""
+    d = tmp_path / "regimes"
+    (d / "image_size-64_clutter-0").mkdir(parents=True)
+    page = (
+        "# flx compare: 1 cells\n\nEach cell is in its own folder (`image_size-64_clutter-0/`).\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n![regime map](regime_map.png)\n\n## Re-checked on fresh seeds\n\n"
+        "each cell's `recheck/recheck.md`; see [the paper](https://arxiv.org/abs/1708.02002)\n"
+    )
+    (d / "map.md").write_text(page)
+    entry = render_index([d], prefix="results/", header=False)
+    assert entry.startswith("## [regimes](results/regimes/map.md)\n")
+    assert "![regime map](results/regimes/regime_map.png)" in entry
+    assert "[`image_size-64_clutter-0/`](results/regimes/image_size-64_clutter-0/compare.md)" in entry
+    assert "\n### Re-checked on fresh seeds" in entry and "\n## Re" not in entry
+    assert "`recheck/recheck.md`" in entry and "(https://arxiv.org/abs/1708.02002)" in entry
+    result = runner.invoke(app, ["report", "--index", str(tmp_path / "README.md"), str(d)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in d.iterdir()) == ["image_size-64_clutter-0", "map.md"]
+    assert "## [regimes](regimes/map.md)" in (tmp_path / "README.md").read_text()
