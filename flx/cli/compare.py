@@ -14,6 +14,14 @@ RecheckOpt = typer.Option(
     help="Then re-run every settled verdict (replicated or contradicted) on fresh seeds A to B, after the "
     "finalists' (e.g. 6-10), each family fixed to its chosen setting: DIR/recheck/recheck.md.",
 )
+MoreSeedsOpt = typer.Option(
+    None,
+    "--more-seeds",
+    metavar="A-B",
+    help="Then re-run every inconclusive verdict on a larger fresh sample, seeds A to B (e.g. 11-20, apart from "
+    "--recheck's), each family fixed to its chosen setting, judged on those seeds alone: "
+    "DIR/more_seeds/more_seeds.md.",
+)
 
 
 @app.command()
@@ -76,6 +84,7 @@ def compare(
         "(default: on)",
     ),
     recheck: str | None = RecheckOpt,
+    more_seeds: str | None = MoreSeedsOpt,
     prune: bool = typer.Option(
         True,
         show_default=False,
@@ -92,7 +101,7 @@ def compare(
 
     options = dict(label=label, positive=positive, families=families, budget=budget, seeds=seeds,
                    workers=n_workers, data_dir=data_dir, mlflow=mlflow, prune=prune, sets=set_, drop=drop,
-                   queue=queue, queue_paper=paper_trials, recheck=recheck)  # fmt: skip
+                   queue=queue, queue_paper=paper_trials, recheck=recheck, more_seeds=more_seeds)  # fmt: skip
     _compare(make_console(), data, out, cell, options)
 
 
@@ -125,8 +134,8 @@ def _run(console, data: str, out: str, cell: list[str], options: dict) -> None:
     with console.status("comparing..."):
         result = run_compare(data, out=out, on_event=printer, **options)
     console.print("\n".join(result.summary_lines()), highlight=False, markup=False)
-    recheck = f", {result.recheck.page}" if result.recheck is not None else ""
-    console.print(f"\n{result.page}{recheck} ({result.trained} runs trained now)", highlight=False)
+    fresh = "".join(f", {r.page}" for r in result.fresh.values() if r is not None)
+    console.print(f"\n{result.page}{fresh} ({result.trained} runs trained now)", highlight=False)
 
 
 def _printer(console):
@@ -163,7 +172,7 @@ def _printer(console):
             console.print(f"finalists: {state['finals']} runs (claims written to spec.toml)", highlight=False)
         elif kind == "recheck":
             state["total"] += len(f["configs"])
-            console.print(f"re-check: {len(f['configs'])} runs on fresh seeds", highlight=False)
+            console.print(f"{f['option']}: {len(f['configs'])} runs on fresh seeds", highlight=False)
         elif kind == "final":
             r = f["record"]
             ap = f"test AP {r.ap:.3f}" if r.status == "ok" else r.status

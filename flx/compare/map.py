@@ -109,27 +109,33 @@ def write_map(out: Path, cells: list[list[str]], results: list) -> Path:
 
 
 def _recheck_lines(cells: list[list[str]], results: list) -> list[str]:
-    """The cells' re-checks (``--recheck``): each settled verdict on the finalists' seeds and on the fresh ones."""
+    """The cells' fresh seeds (``--recheck``, ``--more-seeds``): a section per kind that ran, each verdict on the
+    finalists' seeds beside the fresh ones."""
+    kinds = {}  # folder -> (kind, [(cell, Recheck)]), in the order the cells ran them
+    for cell, result in zip(cells, results, strict=True):
+        for recheck in result.fresh.values():
+            if recheck is not None:
+                kinds.setdefault(recheck.kind.folder, (recheck.kind, []))[1].append((cell, recheck))
+    return [line for kind, ran in kinds.values() for line in _fresh_section(kind, ran)]
+
+
+def _fresh_section(kind, ran: list) -> list[str]:
     from tabulate import tabulate
 
     rows = []
-    for cell, result in zip(cells, results, strict=True):
-        recheck = result.recheck
-        for v, w in zip(recheck.before, recheck.verdicts, strict=True) if recheck is not None else ():
-            seeds = f"{recheck.seeds[0]}-{recheck.seeds[-1]}"
+    for cell, recheck in ran:
+        seeds = f"{recheck.seeds[0]}-{recheck.seeds[-1]}"
+        for v, w in zip(recheck.before, recheck.verdicts, strict=True):
             rows.append([", ".join(cell), v.name, verdict_text(v), seeds, verdict_text(w)])
-    ran = [r for r in results if r.recheck is not None]
-    if not ran:
-        return []
     header = ["cell", "claim", "finalists' seeds", "fresh seeds", "on the fresh seeds"]
     table = tabulate(rows, headers=header, tablefmt="github", disable_numparse=True) if rows else ""
     return [
         "",
-        "## Re-checked on fresh seeds",
+        f"## {kind.section}",
         "",
-        "Every settled verdict (replicated or contradicted), re-run on fresh seeds with each family fixed to the "
-        f"setting its cell's study chose (each cell's `recheck/recheck.md`); {len(rows)} verdict(s) in "
-        f"{len(ran)} cell(s) re-run.",
+        f"{kind.which.capitalize()}, re-run on fresh seeds with each family fixed to "
+        f"the setting its cell's study chose and judged on those seeds alone (each cell's "
+        f"`{kind.folder}/{kind.page}`); {len(rows)} verdict(s) in {len(ran)} cell(s) re-run.",
         *(["", table] if table else []),
     ]
 

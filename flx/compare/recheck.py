@@ -1,7 +1,13 @@
-"""``flx compare --recheck A-B``: every verdict that is not inconclusive, re-run on fresh seeds with each side fixed
-to the setting its study chose (nothing is tuned again), in ``OUT/recheck/`` (a store of its own whose spec
-declares the claims before its runs), and ``OUT/recheck/recheck.md``: each claim's verdict on the finalists' seeds
-beside its verdict on the fresh ones."""
+"""Fresh seeds for a comparison's verdicts, each side fixed to the setting its study chose (nothing is tuned
+again), judged on the fresh seeds alone, in a store of its own whose spec declares the claims before its runs:
+
+- ``flx compare --recheck A-B``: every settled verdict (replicated or contradicted), in ``OUT/recheck/``, with
+  ``recheck.md``: each verdict on the finalists' seeds beside its verdict on the fresh ones;
+- ``flx compare --more-seeds A-B``: every inconclusive verdict (one that sits within its interval's half-width),
+  on a larger fresh sample, in ``OUT/more_seeds/`` with ``more_seeds.md``. The fresh sample is judged on its
+  own, not pooled with the finalists' seeds: pooling after seeing them leave a verdict open would be optional
+  stopping, and an independent sample needs no correction for it. A verdict between two identical models (a
+  family that chose the other's setting) is not re-run: more seeds cannot separate them."""
 
 from __future__ import annotations
 
@@ -10,52 +16,93 @@ from pathlib import Path
 
 from flx.errors import ConfigError
 
-RECHECK_DIR, RECHECK_PAGE = "recheck", "recheck.md"
-SETTLED = ("replicated", "contradicted")  # the verdicts a re-check re-runs
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of fresh-seed run re-runs, and where it writes."""
+
+    option: str  # the flx compare option
+    folder: str  # under the comparison's folder: its store, spec and page
+    page: str
+    picks: tuple  # the verdicts it re-runs
+    title: str  # the page's heading
+    section: str  # the map's section
+    which: str  # "every settled verdict" ...
+    none: str  # the page's line when there is nothing to re-run
+
+
+RECHECK = Kind(
+    "--recheck", "recheck", "recheck.md", ("replicated", "contradicted"), "re-check on fresh seeds",
+    "Re-checked on fresh seeds",
+    "every settled verdict (replicated or contradicted)", "No verdict was settled (replicated or contradicted)",
+)  # fmt: skip
+MORE_SEEDS = Kind(
+    "--more-seeds", "more_seeds", "more_seeds.md", ("inconclusive",), "more seeds for the inconclusive verdicts",
+    "More seeds for the inconclusive verdicts",
+    "every inconclusive verdict", "No verdict was inconclusive between two different models",
+)  # fmt: skip
+KINDS = (RECHECK, MORE_SEEDS)
+RECHECK_DIR, RECHECK_PAGE = RECHECK.folder, RECHECK.page
+SETTLED = RECHECK.picks
 
 
 @dataclass
 class Recheck:
     seeds: list[int]
-    claims: list[dict] = field(default_factory=list)  # the declared claims re-run (none: nothing was settled)
+    claims: list[dict] = field(default_factory=list)  # the declared claims re-run (none: nothing to re-run)
     before: list = field(default_factory=list)  # their verdicts on the finalists' seeds
     verdicts: list = field(default_factory=list)  # and on the fresh seeds
     page: Path | None = None
+    kind: Kind = RECHECK
 
 
-def parse_recheck(text: str, finals: int) -> list[int]:
-    """``"6-10"`` -> [6, ..., 10]: a range of two or more seeds, none of them the finalists' (1..``finals``)."""
+def parse_recheck(text: str, finals: int, kind: Kind = RECHECK, taken: list[int] = ()) -> list[int]:
+    """``"6-10"`` -> [6, ..., 10]: a range of two or more seeds, none of them the finalists' (1..``finals``) nor
+    ``taken`` (another kind's fresh seeds in the same call)."""
     from flx.experiment.params import check_seeds, seed_list
 
-    seeds = check_seeds(text, "--recheck")
+    seeds = check_seeds(text, kind.option)
     if not isinstance(seeds, str) or len(seed_list(seeds)) < 2 or min(seed_list(seeds)) <= finals:
         raise ConfigError(
-            f"--recheck got {text!r}; accepted: a range A-B of two or more fresh seeds, after the finalists' 1-"
+            f"{kind.option} got {text!r}; accepted: a range A-B of two or more fresh seeds, after the finalists' 1-"
             f"{finals} (e.g. {finals + 1}-{finals + 5})"
+        )
+    if set(seed_list(seeds)) & set(taken):
+        raise ConfigError(
+            f"{kind.option} got {text!r}; accepted: seeds apart from --recheck's {taken[0]}-{taken[-1]} (each "
+            "fresh sample its own)"
         )
     return seed_list(seeds)
 
 
-def run_recheck(base, result, seeds: list[int], train) -> Recheck:
-    """The finalists of every family a settled claim names, on ``seeds`` (each on its own images where the
+def _picked(result, kind: Kind) -> set[str]:
+    return {
+        v.name
+        for v in result.verdicts
+        if v.verdict in kind.picks and not (v.identical and kind is MORE_SEEDS)
+    }
+
+
+def run_recheck(base, result, seeds: list[int], train, kind: Kind = RECHECK) -> Recheck:
+    """The finalists of every family a claim ``kind`` picks names, on ``seeds`` (each on its own images where the
     comparison resamples), trained by ``train(configs, store, spec)``; the claims judged on them alone."""
     from flx.compare.space import claims
     from flx.report.claims import judge_all
     from flx.results.store import Store
 
-    recheck = Recheck(seeds)
-    settled = {v.name for v in result.verdicts if v.verdict in SETTLED}
-    declared = [c for c in claims(result.families, len(seeds), result.resampled) if c["name"] in settled]
+    recheck = Recheck(seeds, kind=kind)
+    picked = _picked(result, kind)
+    declared = [c for c in claims(result.families, len(seeds), result.resampled) if c["name"] in picked]
     recheck.claims = declared
-    recheck.before = [v for v in result.verdicts if v.name in settled]
+    recheck.before = [v for v in result.verdicts if v.name in picked]
     families = [f for f in result.families if any(f in (c["a"]["loss"], c["b"]["loss"]) for c in declared)]
-    out = Path(result.out) / RECHECK_DIR
+    out = Path(result.out) / kind.folder
     if declared:
         text = f"{seeds[0]}-{seeds[-1]}"
         spec = result.finals_spec(
-            base, families, text, declared, name="recheck",
-            description=f"flx compare --recheck: the settled verdicts of ../compare.md on fresh seeds {text}, "
-            "each family fixed to the setting its study chose",
+            base, families, text, declared, name=kind.folder,
+            description=f"flx compare {kind.option}: {kind.which} of ../compare.md on fresh seeds {text}, each "
+            "family fixed to the setting its study chose",
         )  # fmt: skip
         configs = [result.finalist(base, f, s) for f in families for s in seeds]
         import pandas as pd
@@ -64,14 +111,15 @@ def run_recheck(base, result, seeds: list[int], train) -> Recheck:
         recheck.verdicts = judge_all(declared, pd.DataFrame(records))
         from flx.report.tables import load_runs
 
-        load_runs(out)  # the re-check's runs in out/recheck/runs.csv
+        load_runs(out)  # the runs in out/<folder>/runs.csv
     recheck.page = write_recheck(out, recheck)
     return recheck
 
 
-def stored_recheck(result) -> Recheck | None:
-    """The re-check a previous ``--recheck`` left in ``OUT/recheck/`` (its spec's claims judged on its stored
-    runs; nothing trains), so that a later call without ``--recheck`` keeps it on the map; None if there is none."""
+def stored_recheck(result, kind: Kind = RECHECK) -> Recheck | None:
+    """The fresh-seed runs of ``kind`` a previous call left in the comparison's folder (its spec's claims judged
+    on its stored runs; nothing trains), so that a later call without the option keeps them on the map; None if
+    there are none."""
     import pandas as pd
     import tomllib
 
@@ -79,12 +127,12 @@ def stored_recheck(result) -> Recheck | None:
     from flx.report.claims import judge_all
     from flx.results.store import Store
 
-    out = Path(result.out) / RECHECK_DIR
+    out = Path(result.out) / kind.folder
     if not (out / "spec.toml").exists():
         return None
     spec = tomllib.loads((out / "spec.toml").read_text())
     declared = spec.get("report", {}).get("claims", [])
-    recheck = Recheck(seed_list(spec["seeds"]), declared, page=out / RECHECK_PAGE)
+    recheck = Recheck(seed_list(spec["seeds"]), declared, page=out / kind.page, kind=kind)
     by_name = {v.name: v for v in result.verdicts}
     recheck.before = [by_name[c["name"]] for c in declared if c["name"] in by_name]
     if len(recheck.before) == len(declared):
@@ -94,25 +142,26 @@ def stored_recheck(result) -> Recheck | None:
 
 
 def write_recheck(out: Path, recheck: Recheck) -> Path:
-    """``recheck.md``: the claims re-run, each verdict on the finalists' seeds and on the fresh ones."""
+    """The page: the claims re-run, each verdict on the finalists' seeds and on the fresh ones."""
     from tabulate import tabulate
 
     from flx.compare.map import verdict_text
     from flx.results.store import write_atomic
 
-    text = f"{recheck.seeds[0]}-{recheck.seeds[-1]}"
-    lines = ["# flx compare: re-check on fresh seeds", ""]
+    kind, text = recheck.kind, f"{recheck.seeds[0]}-{recheck.seeds[-1]}"
+    lines = [f"# flx compare: {kind.title}", ""]
     if not recheck.claims:
-        lines.append(f"No verdict was settled (replicated or contradicted), so nothing ran on seeds {text}.")
+        lines.append(f"{kind.none}, so nothing ran on seeds {text}.")
     else:
         rows = [
             [v.name, verdict_text(v), verdict_text(w), "yes" if v.verdict == w.verdict else "no"]
             for v, w in zip(recheck.before, recheck.verdicts, strict=True)
         ]
         lines += [
-            f"Every settled verdict of `../compare.md`, re-run on seeds {text} with each family fixed to the "
+            f"{kind.which.capitalize()} of `../compare.md`, re-run on seeds {text} with each family fixed to the "
             "setting its study chose on validation (nothing tuned again), each seed on its own training images "
-            "where the comparison resamples; the claims were written to `spec.toml` before these runs.",
+            "where the comparison resamples, and judged on these seeds alone; the claims were written to "
+            "`spec.toml` before these runs.",
             "",
             tabulate(
                 rows,
@@ -122,6 +171,6 @@ def write_recheck(out: Path, recheck: Recheck) -> Path:
             ),
         ]
     out.mkdir(parents=True, exist_ok=True)
-    path = out / RECHECK_PAGE
+    path = out / kind.page
     write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
     return path

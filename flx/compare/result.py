@@ -62,7 +62,19 @@ class CompareResult:
     base_lr: float | None = None  # the data set's learning rate (the queued trials' where it is searched)
     queued: dict = field(default_factory=dict)  # family -> the settings its study tried first
     trial_workers: int = 1  # trials trained side by side (flx.compare.run.trial_workers)
-    recheck: object = None  # flx.compare.recheck.Recheck: the settled verdicts on fresh seeds (--recheck)
+    fresh: dict = field(
+        default_factory=dict
+    )  # "recheck", "more_seeds" -> flx.compare.recheck.Recheck or None
+
+    @property
+    def recheck(self):
+        """The settled verdicts on fresh seeds (--recheck), or None."""
+        return self.fresh.get("recheck")
+
+    @property
+    def more_seeds(self):
+        """The inconclusive verdicts on a larger fresh sample (--more-seeds), or None."""
+        return self.fresh.get("more_seeds")
 
     def finalist(self, base, family: str, seed: int):
         """``family``'s chosen setting on ``seed``, on its own training images (``data_seed`` = seed) where the

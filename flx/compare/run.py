@@ -172,6 +172,7 @@ def run_compare(
     queue: list[str] = (),
     queue_paper: bool = True,
     recheck: str | None = None,
+    more_seeds: str | None = None,
 ) -> CompareResult:
     """``flx compare``: each family gets ``budget`` trials (seed 0, chosen on validation AP, a failed trial
     scoring 0), its best configuration is retrained on seeds 1..``seeds`` with the claims of
@@ -187,7 +188,8 @@ def run_compare(
     ``queue`` items ("FAMILY:FIELD=VALUE,..."), within its budget. The studies are stored in ``out/study.db``
     (Optuna's SQLite storage, one study per family): a second call with a larger budget trains only the new
     trials. ``recheck`` ("A-B", seeds after the finalists'): every settled verdict re-run on those seeds, each
-    family fixed to its chosen setting, in ``out/recheck/`` (:mod:`flx.compare.recheck`)."""
+    family fixed to its chosen setting, in ``out/recheck/``; ``more_seeds`` ("A-B", apart from those): every
+    inconclusive verdict re-run on that larger fresh sample, in ``out/more_seeds/`` (:mod:`flx.compare.recheck`)."""
     base = base_config(data, label, positive, sets, drop)
     detection = is_detection(base)
     text = families if isinstance(families, str) else ",".join(families)
@@ -195,10 +197,14 @@ def run_compare(
     queued = parse_queue(list(queue), families, detection)
     budget = check("seeds", budget, "--budget")
     seeds = _paired_seeds(seeds)
-    from flx.compare.recheck import parse_recheck
+    from flx.compare.recheck import MORE_SEEDS, RECHECK, parse_recheck
     from flx.results.store import Store
 
-    fresh = parse_recheck(recheck, seeds) if recheck is not None else None
+    fresh = {RECHECK: parse_recheck(recheck, seeds) if recheck is not None else None}
+    taken = fresh[RECHECK] or []
+    fresh[MORE_SEEDS] = (
+        parse_recheck(more_seeds, seeds, MORE_SEEDS, taken) if more_seeds is not None else None
+    )
     if mlflow is not None:  # before the data is read: a store MLflow cannot use is refused at once
         from flx.results.export import check_tracking
 
@@ -223,7 +229,7 @@ def run_compare(
 
 
 def _compare(base: Config, result: CompareResult, store, fresh, workers, data_dir, on_event) -> None:
-    """Tune, retrain the finalists, judge, write the page (and the re-check)."""
+    """Tune, retrain the finalists, judge, write the page (and the fresh seeds: ``fresh``, kind -> seeds)."""
     from flx.compare.baselines import fit_baselines
     from flx.compare.page import write_page
     from flx.report.tables import load_runs
@@ -235,22 +241,24 @@ def _compare(base: Config, result: CompareResult, store, fresh, workers, data_di
     result.page = write_page(result)
     load_runs(result.out)  # every run, trials too, in out/runs.csv: the committed record
     on_event("page", path=result.page)
-    result.recheck = _recheck(base, result, fresh, workers, data_dir, on_event)
+    for kind, seeds in fresh.items():
+        result.fresh[kind.folder] = _recheck(base, result, kind, seeds, workers, data_dir, on_event)
 
 
-def _recheck(base: Config, result: CompareResult, fresh, workers, data_dir, on_event):
-    """The settled verdicts on the ``fresh`` seeds (--recheck), else the re-check stored by an earlier call."""
+def _recheck(base: Config, result: CompareResult, kind, seeds, workers, data_dir, on_event):
+    """``kind``'s verdicts on the fresh ``seeds`` (--recheck, --more-seeds), else those stored by an earlier
+    call."""
     from flx.compare.recheck import run_recheck, stored_recheck
 
-    if fresh is None:
-        return stored_recheck(result)
+    if seeds is None:
+        return stored_recheck(result, kind)
 
     def train(configs, store, spec):
-        on_event("recheck", configs=configs)
+        on_event("recheck", configs=configs, option=kind.option)
         on_record = lambda record: on_event("final", record=record)  # noqa: E731
         return _train(configs, store, data_dir, result, workers=workers, spec=spec, on_record=on_record)
 
-    return run_recheck(base, result, fresh, train)
+    return run_recheck(base, result, seeds, train, kind)
 
 
 def _train(

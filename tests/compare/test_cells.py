@@ -105,13 +105,35 @@ def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cel
                     p=0.0625)
         ]  # fmt: skip
         results.append(result)
-    from flx.compare.recheck import Recheck
+    from flx.compare.recheck import MORE_SEEDS, Recheck
 
     fresh = dataclasses.replace(
         results[0].verdicts[0], mean=0.02, low=-0.01, high=0.05, verdict="inconclusive"
     )
-    results[0].recheck = Recheck([6, 7, 8, 9, 10], [{}], results[0].verdicts, [fresh])
+    results[0].fresh["recheck"] = Recheck([6, 7, 8, 9, 10], [{}], results[0].verdicts, [fresh])
+    more = dataclasses.replace(
+        results[1].verdicts[0], n=10, mean=0.01, low=0.004, high=0.016, verdict="replicated"
+    )
+    results[1].fresh["more_seeds"] = Recheck(
+        list(range(11, 21)), [{}], results[1].verdicts, [more], kind=MORE_SEEDS
+    )
     page = write_map(tmp_path, cells, results).read_text()
+    page, more_section = page.split("## More seeds for the inconclusive verdicts")
+    assert (
+        "Every inconclusive verdict, re-run" in more_section and "`more_seeds/more_seeds.md`" in more_section
+    )
+    (row,) = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in more_section.splitlines() if "128" in line
+    ]
+    assert (
+        row[0] == "image_size=128, clutter=0"
+        and row[2].endswith("inconclusive")
+        and row[3:]
+        == [
+            "11-20",
+            "+0.010 [+0.004, +0.016] p 0.062, 0 + 0 failed: replicated",
+        ]
+    )
     recheck = page.split("## Re-checked on fresh seeds")[1]
     assert "1 verdict(s) in 1 cell(s) re-run" in recheck
     (row,) = [

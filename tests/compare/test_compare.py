@@ -115,6 +115,11 @@ def test_compare_refuses_bad_input_in_one_line(table, tmp_path):
         (["--recheck", "7"], "--recheck got '7'"),
         (["--recheck", "7-7"], "--recheck got '7-7'"),
         (["--recheck", "x"], "--recheck got 'x'"),
+        (["--more-seeds", "4-9"], "--more-seeds got '4-9'; accepted: a range A-B of two or more fresh seeds"),
+        (
+            ["--recheck", "6-10", "--more-seeds", "10-20"],
+            "--more-seeds got '10-20'; accepted: seeds apart from",
+        ),
     ):
         result = runner.invoke(
             app, ["compare", str(table), "--label", "label", *args, "--out", str(tmp_path / "x")]
@@ -411,3 +416,55 @@ def test_a_second_compare_into_a_folder_in_use_is_refused_in_one_line(table, tmp
         assert cells.exit_code == 2 and "is in use by flx compare (pid" in cells.output
     with hold(out, "flx compare"):  # released when the holder ended
         pass
+
+
+@pytest.mark.slow
+def test_more_seeds_reruns_only_inconclusive_verdicts_on_a_larger_fresh_sample(table, tmp_path):
+    """--more-seeds: every inconclusive verdict (and no other) re-run on its own fresh seeds, apart from
+    --recheck's, each family fixed to its chosen setting, judged on those seeds alone; both kept by a later call."""
+    from flx.results.store import Store
+
+    result = _compare(table, tmp_path / "m", recheck="4-6", more_seeds="7-10")
+    kinds = {"recheck": ("replicated", "contradicted"), "more_seeds": ("inconclusive",)}
+    open_ = [v.name for v in result.verdicts if v.verdict == "inconclusive" and not v.identical]
+    assert open_, [(v.name, v.verdict) for v in result.verdicts]  # the fixture leaves one open: not vacuous
+    for folder, picks in kinds.items():
+        fresh = result.fresh[folder]
+        names = [v.name for v in result.verdicts if v.verdict in picks and not v.identical]
+        assert [v.name for v in fresh.before] == names == [c["name"] for c in fresh.claims]
+        assert fresh.page == tmp_path / "m" / folder / f"{folder}.md" and fresh.page.exists()
+    more = result.more_seeds
+    assert all(v.n == 4 for v in more.verdicts)
+    runs = Store(tmp_path / "m" / "more_seeds").records()
+    assert {(r.seed, r.data_seed) for r in runs} == {(s, s) for s in (7, 8, 9, 10)}
+    for r in runs:
+        assert {k: getattr(r, k) for k in result.finalists[r.loss]} == result.finalists[r.loss]
+    assert "seeds 7-10" in more.page.read_text() and open_[0] in more.page.read_text()
+    again = _compare(table, tmp_path / "m")
+    assert again.trained == 0 and [(v.name, v.mean) for v in again.more_seeds.verdicts] == [
+        (v.name, v.mean) for v in more.verdicts
+    ]
+
+
+def test_fresh_seed_kinds_pick_their_verdicts_and_refuse_shared_seeds():
+    from types import SimpleNamespace as V
+
+    from flx.compare.recheck import MORE_SEEDS, RECHECK, _picked, parse_recheck
+    from flx.errors import ConfigError
+
+    verdicts = [
+        V(name="a", verdict="replicated", identical=False),
+        V(name="b", verdict="inconclusive", identical=False),
+        V(name="c", verdict="inconclusive", identical=True),  # the same model twice: more seeds cannot help
+        V(name="d", verdict="contradicted", identical=False),
+        V(name="e", verdict="too few seeds", identical=False),
+    ]
+    result = V(verdicts=verdicts)
+    assert _picked(result, RECHECK) == {"a", "d"} and _picked(result, MORE_SEEDS) == {"b"}
+    assert parse_recheck("11-20", 5, MORE_SEEDS, [6, 7, 8, 9, 10]) == list(range(11, 21))
+    with pytest.raises(
+        ConfigError, match=r"^--more-seeds got '9-15'; accepted: seeds apart from --recheck's 6-10"
+    ):
+        parse_recheck("9-15", 5, MORE_SEEDS, [6, 7, 8, 9, 10])
+    with pytest.raises(ConfigError, match=r"^--more-seeds got '3-9'; accepted: a range A-B"):
+        parse_recheck("3-9", 5, MORE_SEEDS)
