@@ -17,7 +17,7 @@ INDEXED := $(ABLATIONS) regimes recheck catsdogs catsdogs_cifar
 # Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
 export FLX_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test test-fast docs demo lint bench gpu-check clean ablations regimes recheck $(TABLES)
+.PHONY: install test test-fast docs demo lint bench gpu-check clean ablations regimes recheck more_seeds $(TABLES)
 
 install: $(STAMP)
 
@@ -87,13 +87,14 @@ ablations: $(ABLATIONS)
 # climb (make curves_map: +0.03 to +0.07 AP at 2,400, focal loss gaining more). OHEM's loss is divided by the
 # object anchors as FL's is (ohem_norm=objects), so that all families train on one learning rate at one gradient
 # scale. Resumable (each cell its own folder); results/regimes/map.md and regime_map.png.
-# `make recheck` then re-runs every settled verdict on fresh seeds 6-10, each family fixed to its chosen setting.
+# `make recheck` then re-runs every settled verdict on fresh seeds 6-10, each family fixed to its chosen setting;
+# `make more_seeds` every inconclusive one on ten fresh seeds, 11-20, judged on them alone.
 REGIME_CELLS := image_size=64,clutter=32 image_size=64,clutter=8 image_size=64,clutter=0 \
                 image_size=96,clutter=8 image_size=128,clutter=8
 REGIMES := $(BIN)/flx compare shapes --families balanced_ce,focal,ohem --budget 8 --seeds 5 \
            --set steps=2400 --set ohem_norm=objects $(foreach c,$(REGIME_CELLS),--cell $(c)) --out results/regimes
 # On a fresh clone each committed cell's store is rebuilt from its runs.csv first, so nothing trains twice.
-RESTORE := for d in results/regimes/*/ results/regimes/*/recheck/; do test -f $$d/runs.csv && \
+RESTORE := for d in results/regimes/*/ results/regimes/*/recheck/ results/regimes/*/more_seeds/; do test -f $$d/runs.csv && \
            ! test -f $$d/runs.sqlite && $(BIN)/flx runs restore $$d; done; true
 regimes: $(STAMP)
 	$(RESTORE)
@@ -103,6 +104,11 @@ regimes: $(STAMP)
 recheck: $(STAMP)
 	$(RESTORE)
 	$(REGIMES) --recheck 6-10
+	$(INDEX)
+
+more_seeds: $(STAMP)
+	$(RESTORE)
+	$(REGIMES) --more-seeds 11-20
 	$(INDEX)
 
 clean:
