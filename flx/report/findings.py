@@ -102,36 +102,25 @@ def _findings_catsdogs(table, runs) -> list[str]:
 
 def _findings_curves(table, runs) -> list[str]:
     """Where each learning curve reaches its plateau, the training length the README's rule gives, and how much
-    the validation AP still moved over the last sixth of training."""
+    the validation AP still moved over the last sixth of training; each run named by what varies between them
+    (canvas, clutter, steps) beside its loss, and the anchors of each canvas."""
     from flx.report.figures import plateau_steps, val_curve
 
     out, steps = [], []
-    for row in runs[runs["status"] == "ok"].to_dict("records"):
+    ok = runs[runs["status"] == "ok"]
+    varying = [c for c in ("image_size", "clutter", "steps") if c in ok and ok[c].nunique() > 1]
+    for row in ok.to_dict("records"):
         step, best = plateau_steps(row, PLATEAU_SHARE)
         curve = val_curve(row)
         if step is None:
             continue
         steps.append(step)
         out.append(
-            f"{row['loss']}: at the constant lr, validation AP reaches {PLATEAU_SHARE:.0%} of its pre-decay best "
-            f"({best:.3f}) at step {step}; over the last sixth of training it moves {_tail_move(curve):+.3f} "
-            f"(to {curve[-1][1]:.3f})."
+            f"{_curve_label(row, varying)}: at the constant lr, validation AP reaches {PLATEAU_SHARE:.0%} of its "
+            f"pre-decay best ({best:.3f}) at step {step}; over the last sixth of training it moves "
+            f"{_tail_move(curve):+.3f} (to {curve[-1][1]:.3f})."
         )
-    measured = runs[runs["status"] == "ok"]
-    if "imbalance" in measured and measured["imbalance"].notna().any():
-        first = measured.iloc[0]
-        shares = ", ".join(
-            f"{r['loss']} {100 * r['neg_loss_share']:.2g}%"
-            for r in measured.to_dict("records")
-            if r["loss"] != "ohem"
-        )
-        out.insert(
-            0,
-            f"Anchors: {first['anchors_per_image']:,.0f} per image, {first['pos_anchors_per_image']:.1f} of them "
-            f"on an object and {first['ignored_anchors_per_image']:.1f} ignored (IoU 0.4-0.5): 1:"
-            f"{first['imbalance']:.0f} object to background anchors (the paper: about 1:1000). Share of the "
-            f"initial loss (every anchor at p = π = 0.01) carried by the background anchors: {shares}.",
-        )
+    out[:0] = _anchor_lines(ok, varying)
     detection = "steps" in runs and runs["steps"].notna().any()
     if steps and detection:
         length = math.ceil(max(steps) * 1.5 / 100) * 100
@@ -140,6 +129,40 @@ def _findings_curves(table, runs) -> list[str]:
             f"where the constant-lr curves level off): {length} steps."
         )
     return out
+
+
+_LABELS = {"image_size": "{:g} px", "clutter": "clutter {:g}", "steps": "{:g} steps"}
+
+
+def _curve_label(row: dict, varying: list[str]) -> str:
+    """``focal`` alone, or ``focal (128 px, clutter 8, 2400 steps)`` where the runs differ in those."""
+    where = ", ".join(_LABELS[c].format(row[c]) for c in varying)
+    return f"{row['loss']} ({where})" if where else row["loss"]
+
+
+def _anchor_lines(ok, varying: list[str]) -> list[str]:
+    """The anchors and the background's share of the initial loss: one line, or one per canvas where the runs
+    span several (each share named by its run)."""
+    if "imbalance" not in ok or not ok["imbalance"].notna().any():
+        return []
+    measured = ok[ok["imbalance"].notna()]
+    groups = measured.groupby("image_size", sort=True) if "image_size" in varying else [(None, measured)]
+    lines = []
+    for size, group in groups:
+        first = group.iloc[0]
+        shares = ", ".join(
+            f"{_curve_label(r, [c for c in varying if c != 'image_size'])} {100 * r['neg_loss_share']:.2g}%"
+            for r in group.to_dict("records")
+            if r["loss"] != "ohem"
+        )
+        lines.append(
+            f"Anchors{'' if size is None else f' at {size:g} px'}: {first['anchors_per_image']:,.0f} per image, "
+            f"{first['pos_anchors_per_image']:.1f} of them on an object and {first['ignored_anchors_per_image']:.1f}"
+            f" ignored (IoU 0.4-0.5): 1:{first['imbalance']:.0f} object to background anchors (the paper: about "
+            f"1:1000). Share of the initial loss (every anchor at p = π = 0.01) carried by the background anchors: "
+            f"{shares}."
+        )
+    return lines
 
 
 PLATEAU_SHARE = 0.95

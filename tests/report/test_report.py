@@ -443,3 +443,34 @@ def test_index_holds_a_compare_map_as_written(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in d.iterdir()) == ["image_size-64_clutter-0", "map.md"]
     assert "## [regimes](regimes/map.md)" in (tmp_path / "README.md").read_text()
+
+
+def test_curve_findings_name_each_run_by_what_varies_and_give_each_canvas_its_anchors():
+    """A learning-curve table over canvases and lengths: each run's line says which it is, and each canvas gets
+    its own anchors line (one canvas's line stood for all three before)."""
+    import json
+
+    import pandas as pd
+
+    from flx.report.findings import findings
+
+    def run(loss, size, steps, imbalance):
+        curve = json.dumps([[s, min(0.6, s / 1000)] for s in range(100, steps + 1, 100)])
+        return {"loss": loss, "status": "ok", "dataset": "shapes", "image_size": size, "clutter": 8,
+                "steps": steps, "curve": curve, "imbalance": imbalance, "anchors_per_image": size * size * 2.8,
+                "pos_anchors_per_image": 22.0, "ignored_anchors_per_image": 38.0, "neg_loss_share": 0.2}  # fmt: skip
+
+    runs = pd.DataFrame(
+        [run("focal", 64, 1200, 515.0), run("focal", 128, 1200, 2088.0), run("focal", 128, 2400, 2088.0)]
+    )
+    lines = findings("curves", pd.DataFrame(), runs)
+    assert [line.split(":")[0] for line in lines[:2]] == ["Anchors at 64 px", "Anchors at 128 px"]
+    assert (
+        "1:515 " in lines[0]
+        and "1:2088 " in lines[1]
+        and "focal (1200 steps) 20%, focal (2400 steps) 20%." in lines[1]
+    )
+    assert lines[2].startswith("focal (64 px, 1200 steps): at the constant lr")
+    assert lines[4].startswith("focal (128 px, 2400 steps): at the constant lr")
+    single = findings("curves", pd.DataFrame(), runs.iloc[:1])
+    assert single[0].startswith("Anchors: ") and single[1].startswith("focal: at the constant lr")
