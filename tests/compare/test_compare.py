@@ -49,6 +49,32 @@ def test_compare_tunes_each_family_equally_and_resumes_with_nothing_to_train(tab
     assert again.trained == 0 and again.finalists == first.finalists
     elsewhere = _compare(table, tmp_path / "b")  # the sampler is seeded: the same trials, planned afresh
     assert [t["fields"] for t in elsewhere.trials["focal"]] == [t["fields"] for t in first.trials["focal"]]
+    _more_seeds_rerun_the_open_verdicts(table, tmp_path / "a", first)
+
+
+def _more_seeds_rerun_the_open_verdicts(table, out, first):
+    """--more-seeds on a finished comparison: every inconclusive verdict (and no other) re-run on its own fresh
+    seeds, each family fixed to its chosen setting, judged on those seeds alone; only those runs train, and a
+    later call keeps them."""
+    from flx.results.store import Store
+
+    open_ = [v.name for v in first.verdicts if v.verdict == "inconclusive" and not v.identical]
+    assert open_, [(v.name, v.verdict) for v in first.verdicts]  # the fixture leaves one open: not vacuous
+    result = _compare(table, out, more_seeds="4-7")
+    more = result.more_seeds
+    assert result.trained == 2 * 4 and [v.name for v in more.before] == open_ == [
+        c["name"] for c in more.claims
+    ]
+    assert all(v.n == 4 for v in more.verdicts) and more.page == out / "more_seeds" / "more_seeds.md"
+    runs = Store(out / "more_seeds").records()
+    assert {(r.seed, r.data_seed) for r in runs} == {(s, s) for s in (4, 5, 6, 7)}
+    for r in runs:
+        assert {k: getattr(r, k) for k in result.finalists[r.loss]} == result.finalists[r.loss]
+    assert "seeds 4-7" in more.page.read_text() and open_[0] in more.page.read_text()
+    again = _compare(table, out)
+    assert again.trained == 0 and [(v.name, v.mean) for v in again.more_seeds.verdicts] == [
+        (v.name, v.mean) for v in more.verdicts
+    ]
 
 
 @pytest.mark.slow
@@ -416,34 +442,6 @@ def test_a_second_compare_into_a_folder_in_use_is_refused_in_one_line(table, tmp
         assert cells.exit_code == 2 and "is in use by flx compare (pid" in cells.output
     with hold(out, "flx compare"):  # released when the holder ended
         pass
-
-
-@pytest.mark.slow
-def test_more_seeds_reruns_only_inconclusive_verdicts_on_a_larger_fresh_sample(table, tmp_path):
-    """--more-seeds: every inconclusive verdict (and no other) re-run on its own fresh seeds, apart from
-    --recheck's, each family fixed to its chosen setting, judged on those seeds alone; both kept by a later call."""
-    from flx.results.store import Store
-
-    result = _compare(table, tmp_path / "m", recheck="4-6", more_seeds="7-10")
-    kinds = {"recheck": ("replicated", "contradicted"), "more_seeds": ("inconclusive",)}
-    open_ = [v.name for v in result.verdicts if v.verdict == "inconclusive" and not v.identical]
-    assert open_, [(v.name, v.verdict) for v in result.verdicts]  # the fixture leaves one open: not vacuous
-    for folder, picks in kinds.items():
-        fresh = result.fresh[folder]
-        names = [v.name for v in result.verdicts if v.verdict in picks and not v.identical]
-        assert [v.name for v in fresh.before] == names == [c["name"] for c in fresh.claims]
-        assert fresh.page == tmp_path / "m" / folder / f"{folder}.md" and fresh.page.exists()
-    more = result.more_seeds
-    assert all(v.n == 4 for v in more.verdicts)
-    runs = Store(tmp_path / "m" / "more_seeds").records()
-    assert {(r.seed, r.data_seed) for r in runs} == {(s, s) for s in (7, 8, 9, 10)}
-    for r in runs:
-        assert {k: getattr(r, k) for k in result.finalists[r.loss]} == result.finalists[r.loss]
-    assert "seeds 7-10" in more.page.read_text() and open_[0] in more.page.read_text()
-    again = _compare(table, tmp_path / "m")
-    assert again.trained == 0 and [(v.name, v.mean) for v in again.more_seeds.verdicts] == [
-        (v.name, v.mean) for v in more.verdicts
-    ]
 
 
 def test_fresh_seed_kinds_pick_their_verdicts_and_refuse_shared_seeds():
