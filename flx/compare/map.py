@@ -149,6 +149,15 @@ def _axis(values: list[str]) -> list[str]:
         return unique
 
 
+def square_text(v) -> str:
+    """What a map square says: the difference, its interval and the verdict; that the two sides were one model
+    where a family chose the other's setting (the verdict then measures nothing)."""
+    if v.n < 2:
+        return v.verdict
+    same = "\n(the same model)" if v.identical else ""
+    return f"{v.mean:+.3f}\n[{v.low:+.3f}, {v.high:+.3f}]\n{v.verdict}{same}"
+
+
 def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[str]) -> Path:
     """One panel per claim; a square per cell (x: the first field, y: the second), coloured by the paired
     difference on a scale centred at 0, its interval and verdict written in it; no square where no cell ran."""
@@ -172,8 +181,7 @@ def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[st
             i, j = xs.index(x), ys.index(y)
             colour = plt.cm.RdBu((v.mean / reach + 1) / 2 if v.n >= 2 else 0.5)
             ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=colour))
-            text = f"{v.mean:+.3f}\n[{v.low:+.3f}, {v.high:+.3f}]\n{v.verdict}" if v.n >= 2 else v.verdict
-            ax.text(i, j, text, ha="center", va="center", fontsize=7)
+            ax.text(i, j, square_text(v), ha="center", va="center", fontsize=7)
         for i in range(len(xs)):
             for j in range(len(ys)):
                 if (claim, xs[i], ys[j]) not in found:

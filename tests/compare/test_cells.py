@@ -207,3 +207,13 @@ def test_sigterm_stops_a_detector_compare_and_its_kept_trial_workers(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _count(out / "runs.sqlite") == (stored + int(again.stdout.split("(")[-1].split()[0]),) * 2
+
+
+def test_a_map_square_says_when_both_sides_were_the_same_model():
+    from flx.compare.map import square_text
+    from flx.report.claims import Verdict
+
+    same = Verdict("c", "focal", "balanced_ce", "ap", 5, 5, 0.0, 0.0, 0.0, "inconclusive", p=1.0)
+    apart = Verdict("c", "focal", "balanced_ce", "ap", 5, 5, 0.007, -0.002, 0.016, "inconclusive", p=0.06)
+    assert square_text(same) == "+0.000\n[+0.000, +0.000]\ninconclusive\n(the same model)"
+    assert square_text(apart) == "+0.007\n[-0.002, +0.016]\ninconclusive"
