@@ -57,6 +57,13 @@ def verdict_text(v) -> str:
     return f"{v.mean:+.3f} [{v.low:+.3f}, {v.high:+.3f}] {p}{v.failed[0]} + {v.failed[1]} failed: {v.verdict}{same}"
 
 
+def _map_verdict(v) -> str:
+    """A map cell's verdict with the smallest difference its seeds could detect (the interval's half-width)."""
+    if v.n < 2 or v.low != v.low:
+        return verdict_text(v)
+    return f"{verdict_text(v)}; detectable ±{(v.high - v.low) / 2:.3f}"
+
+
 def _number(x: float, digits: int = 0) -> str:
     return "–" if x != x else f"{x:,.{digits}f}"
 
@@ -84,7 +91,7 @@ def write_map(out: Path, cells: list[list[str]], results: list) -> Path:
             row += [f"{facts['best']}: {_number(facts['best_ap'], 3)}"]
         row += [_number(facts["minutes"], 1)]
         by_name = {v.name: v for v in result.verdicts}
-        row += [verdict_text(by_name[c]) if c in by_name else "–" for c in claims]
+        row += [_map_verdict(by_name[c]) if c in by_name else "–" for c in claims]
         rows.append(row)
     figure = map_figure(out, cells, results, claims)
     lines = [
@@ -94,8 +101,8 @@ def write_map(out: Path, cells: list[list[str]], results: list) -> Path:
         f"): every family tuned on the same budget ({results[0].budget} trials) on the validation split, the "
         f"best of each retrained on {results[0].seeds} paired seeds, the claims declared before those runs. "
         "Each verdict is the paired test-AP difference a − b with its 95% interval, the signed-rank p and the "
-        "failed runs (scored AP 0); the interval's half-width is the smallest difference the cell's seeds "
-        f"could detect. {DETECTION_TEXT if detection else 'best family: the highest mean test AP'}; train min: "
+        "failed runs (scored AP 0); detectable: the interval's half-width, the smallest difference the cell's "
+        f"seeds could detect. {DETECTION_TEXT if detection else 'best family: the highest mean test AP'}; train min: "
         f"the minutes the cell's runs trained (trials and finalists), {total:.1f} in all.",
         "",
         tabulate(rows, headers=header, tablefmt="github", disable_numparse=True),

@@ -152,7 +152,7 @@ def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cel
         ["64", "24", "1:1,500"],
     ]
     assert "balanced_ce 300 / focal 301" in rows[2] and "focal: 0.820" in rows[2]
-    assert "-0.100 [-0.150, -0.050] p 0.062, 0 + 0 failed: contradicted" in rows[2]
+    assert "-0.100 [-0.150, -0.050] p 0.062, 0 + 0 failed: contradicted; detectable ±0.050" in rows[2]
     figure = Image.open(tmp_path / "regime_map.png")  # a 2 x 2 map with one square not run
     assert figure.size[0] > 200 and figure.size[1] > 200
 
