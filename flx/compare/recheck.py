@@ -41,9 +41,6 @@ MORE_SEEDS = Kind(
     "More seeds for the inconclusive verdicts",
     "every inconclusive verdict", "No verdict was inconclusive between two different models",
 )  # fmt: skip
-KINDS = (RECHECK, MORE_SEEDS)
-RECHECK_DIR, RECHECK_PAGE = RECHECK.folder, RECHECK.page
-SETTLED = RECHECK.picks
 
 
 @dataclass
