@@ -93,7 +93,8 @@ REGIME_CELLS := image_size=64,clutter=32 image_size=64,clutter=8 image_size=64,c
                 image_size=96,clutter=8 image_size=128,clutter=8
 REGIMES := $(BIN)/flx compare shapes --families balanced_ce,focal,ohem --budget 8 --seeds 5 \
            --set steps=2400 --set ohem_norm=objects $(foreach c,$(REGIME_CELLS),--cell $(c)) --out results/regimes
-# On a fresh clone each committed cell's store is rebuilt from its runs.csv first, so nothing trains twice.
+# On a fresh clone each committed cell's store is rebuilt from its runs.csv first, so nothing trains twice (on another
+# machine too: restored runs of generated data are reused where its draw differs there, flx.sweep.restored).
 RESTORE := for d in results/regimes/*/ results/regimes/*/recheck/ results/regimes/*/more_seeds/; do test -f $$d/runs.csv && \
            ! test -f $$d/runs.sqlite && $(BIN)/flx runs restore $$d; done; true
 regimes: $(STAMP)

@@ -254,6 +254,5 @@ def restore_store(folder: str | Path) -> int:
     if not (folder / "runs.csv").is_file():
         raise StoreError(f"{folder} has no runs.csv to restore a store from")
     records = CsvRuns(folder).records()
-    for record in records:
-        store.put(record)
+    store.put_restored(records)
     return len(records)

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS claims (
     pid       INTEGER NOT NULL,
     heartbeat REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS restored (
+    key TEXT PRIMARY KEY
+);
 """
 
 
@@ -218,6 +221,12 @@ class Store:
             rows = [(record, created) for created, _, record in sorted(found)]  # oldest first, as above
         return [migrate(json.loads(r) | ({"created_at": t} if with_time else {})) for r, t in rows]
 
+    def restored(self) -> set[str]:
+        """Keys of the runs that :meth:`put_restored` wrote (rebuilt from a committed ``runs.csv``)."""
+        if not self.exists() or not self._read("SELECT 1 FROM sqlite_master WHERE name = 'restored'"):
+            return set()  # a store written before the table existed
+        return {k for (k,) in self._read("SELECT key FROM restored")}
+
     def artefacts(self, key: str) -> dict[str, bytes]:
         """A run's stored artefacts, name -> blob (decode with :func:`flx.results.artefacts.decode`); {} if none."""
         return {n: bytes(b) for n, b in self._read("SELECT name, data FROM artefacts WHERE key = ?", (key,))}
@@ -337,6 +346,20 @@ class Store:
             record = RunRecord(record)  # a plain dict of fields (ValueError naming any that is not one)
         with self._writing():
             return self._put(record.to_dict(), record.artefacts)
+
+    def put_restored(self, records: list) -> None:
+        """Store ``records`` (read back from a ``runs.csv``: no artefacts) and mark them restored: a sweep may
+        then reuse one whose generated data differs on this machine (:mod:`flx.sweep.restored`)."""
+        for record in records:
+            self.put(record)
+        with self._writing():
+            con = self._connect()
+            try:
+                con.executemany(
+                    "INSERT OR IGNORE INTO restored (key) VALUES (?)", [(r["key"],) for r in records]
+                )
+            finally:
+                con.close()
 
     def _put(self, record: dict, artefacts: dict) -> bool:
         con = self._connect()

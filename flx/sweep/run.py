@@ -28,6 +28,7 @@ from flx.results.record import RunRecord
 from flx.results.store import Store, new_owner, write_atomic
 from flx.sweep.executors import EXECUTORS, Executor
 from flx.sweep.options import IN_PROCESS, SweepOptions
+from flx.sweep.restored import reuse_restored
 from flx.sweep.worker import Event, Task, prepare, quiet
 
 
@@ -108,6 +109,13 @@ def run_sweep(
         keep=here and not options.dry_run,
     )
     done = store.done()
+    tasks, reused = reuse_restored(tasks, store, done)
+    if reused:
+        on_event(
+            "note",
+            text=f"{reused} restored runs reused: their generated data is drawn differently on this machine (the "
+            "same data set, parameters and seed; another machine's floating point), so they are not trained again",
+        )
     result = SweepResult(tasks, done_before=sum(t.key in done for t in tasks))
     pending = [t for t in tasks if t.key not in done]
     result.workers = max(1, min(len(slots), len(pending)))

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flx.cli import app, main
-from flx.results.browse import Condition, parse_where, select
+from flx.results.browse import Condition, CsvRuns, parse_where, select
 from flx.results.store import Store
 
 runner = CliRunner()
@@ -183,3 +183,39 @@ def test_a_store_restored_from_runs_csv_resumes_a_sweep_with_nothing_to_train(tm
     assert twice.exit_code == 2 and "has a store (runs.sqlite) already" in twice.output
     empty = runner.invoke(app, ["runs", "restore", str(tmp_path / "nothing")])
     assert empty.exit_code == 2 and "has no runs.csv" in empty.output
+
+
+def test_restored_runs_of_generated_data_drawn_differently_here_are_reused_not_retrained(tmp_path):
+    """Another machine's floating point can draw a generated data set's examples differently: the same config,
+    another fingerprint and key. A sweep reuses the restored (committed) run of that config; a store this machine
+    wrote itself does not get that leeway and trains anew."""
+    from typer.testing import CliRunner
+
+    from flx.cli import app
+    from flx.experiment.config import config_from_record
+    from flx.report.tables import load_runs
+    from flx.results.records import read_runs_csv
+    from flx.results.store import Store
+    from tests.conftest import TINY
+
+    runner = CliRunner()
+    out = tmp_path / "runs"
+    args = ["sweep", "--loss", "ce,focal", *TINY, "--workers", "1", "--out"]
+    assert runner.invoke(app, [*args, str(out)]).exit_code == 0
+    load_runs(out)
+    rows = read_runs_csv(out)
+    rows["data_fingerprint"] = "sha256:drawn-on-another-machine"  # as committed from elsewhere
+    rows["key"] = [config_from_record(r).key(r["data_fingerprint"]) for r in rows.to_dict("records")]
+    for name in ("clone", "own"):
+        (tmp_path / name).mkdir()
+        rows.to_csv(tmp_path / name / "runs.csv", index=False)
+    assert runner.invoke(app, ["runs", "restore", str(tmp_path / "clone")]).exit_code == 0
+    again = runner.invoke(app, [*args, str(tmp_path / "clone")])
+    assert again.exit_code == 0 and "2 already done" in again.output, again.output
+    assert "2 restored runs reused" in again.output, again.output
+    assert set(Store(tmp_path / "clone").done()) == set(rows["key"])  # nothing new stored
+    own = Store(tmp_path / "own")
+    for record in CsvRuns(tmp_path / "own").records():
+        own.put(record)  # written here, not restored
+    trained = runner.invoke(app, [*args, str(tmp_path / "own")])
+    assert trained.exit_code == 0 and "reused" not in trained.output and len(own.done()) == 4, trained.output
