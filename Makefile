@@ -12,8 +12,8 @@ export OMP_NUM_THREADS ?= 1
 ABLATIONS := curves curves_map bimodal stability table1a table1b table1c table1d prior poly proxy
 # Every results/ folder a sweep target writes.
 TABLES := $(ABLATIONS) catsdogs catsdogs_cifar
-# The tables results/README.md indexes, in its order (regimes, recheck: the v3 map's, until the v4 map replaces them).
-INDEXED := $(ABLATIONS) regimes recheck catsdogs catsdogs_cifar
+# The tables results/README.md indexes, in its order (regimes: the map's cells, from results/regimes/map.md).
+INDEXED := $(ABLATIONS) regimes catsdogs catsdogs_cifar
 # Real data for the catsdogs ablation (read in place); override with FLX_DATA_DIR=/path/to/data.
 export FLX_DATA_DIR ?= $(abspath ../shared/data)
 
