@@ -254,5 +254,6 @@ def restore_store(folder: str | Path) -> int:
     if not (folder / "runs.csv").is_file():
         raise StoreError(f"{folder} has no runs.csv to restore a store from")
     records = CsvRuns(folder).records()
-    store.put_restored(records)
+    for record in records:
+        store.put(record, restored=True)
     return len(records)

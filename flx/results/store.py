@@ -222,7 +222,7 @@ class Store:
         return [migrate(json.loads(r) | ({"created_at": t} if with_time else {})) for r, t in rows]
 
     def restored(self) -> set[str]:
-        """Keys of the runs that :meth:`put_restored` wrote (rebuilt from a committed ``runs.csv``)."""
+        """Keys of the runs stored with ``restored`` (:meth:`put`: rebuilt from a committed ``runs.csv``)."""
         if not self.exists() or not self._read("SELECT 1 FROM sqlite_master WHERE name = 'restored'"):
             return set()  # a store written before the table existed
         return {k for (k,) in self._read("SELECT key FROM restored")}
@@ -338,30 +338,19 @@ class Store:
         """Create the folder and the database (if needed) now."""
         self._connect().close()
 
-    def put(self, record: RunRecord) -> bool:
+    def put(self, record: RunRecord, restored: bool = False) -> bool:
         """Store one finished run's fields (JSON), its artefacts (``record.artefacts``: name -> bytes,
         :mod:`flx.results.artefacts`, each a row beside the record) and drop its claim, in one transaction;
-        False if a final record with that key was already there (its artefacts are kept too)."""
+        False if a final record with that key was already there (its artefacts are kept too). ``restored``: the
+        record was read back from a committed ``runs.csv`` (``flx runs restore``), and is marked so in the same
+        transaction: a sweep may reuse it where this machine draws its generated data differently
+        (:mod:`flx.sweep.restored`)."""
         if not isinstance(record, RunRecord):
             record = RunRecord(record)  # a plain dict of fields (ValueError naming any that is not one)
         with self._writing():
-            return self._put(record.to_dict(), record.artefacts)
+            return self._put(record.to_dict(), record.artefacts, restored)
 
-    def put_restored(self, records: list) -> None:
-        """Store ``records`` (read back from a ``runs.csv``: no artefacts) and mark them restored: a sweep may
-        then reuse one whose generated data differs on this machine (:mod:`flx.sweep.restored`)."""
-        for record in records:
-            self.put(record)
-        with self._writing():
-            con = self._connect()
-            try:
-                con.executemany(
-                    "INSERT OR IGNORE INTO restored (key) VALUES (?)", [(r["key"],) for r in records]
-                )
-            finally:
-                con.close()
-
-    def _put(self, record: dict, artefacts: dict) -> bool:
+    def _put(self, record: dict, artefacts: dict, restored: bool = False) -> bool:
         con = self._connect()
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -378,6 +367,8 @@ class Store:
                     "INSERT INTO artefacts (key, name, data) VALUES (?, ?, ?)",
                     [(record["key"], name, sqlite3.Binary(blob)) for name, blob in artefacts.items()],
                 )
+                if restored:
+                    con.execute("INSERT OR IGNORE INTO restored (key) VALUES (?)", (record["key"],))
             con.execute("DELETE FROM claims WHERE key = ?", (record["key"],))
             con.execute("COMMIT")
             return written

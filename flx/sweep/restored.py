@@ -7,7 +7,7 @@ another key. A fresh clone restoring committed results (``flx runs restore``) on
 every committed run again.
 
 So a sweep reuses a run that ``flx runs restore`` wrote (:meth:`flx.results.store.Store.restored`) in place of a
-planned run of generated data with the same config (:meth:`flx.experiment.config.Config.identity`: data set,
+planned run of generated data with the same config (:meth:`flx.experiment.config.Config.config_key`: data set,
 parameters and seed among it) that the store does not hold under this machine's key. The reused run keeps its
 own record: its ``data_fingerprint`` says which images it trained on. Runs trained here are keyed (and their
 images drawn) here. Nothing else is matched this way: a store this machine wrote, or real data whose content
@@ -17,29 +17,30 @@ changed, trains anew.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from flx.sweep.worker import Task
 
 
-def _identity(config) -> str:
-    return json.dumps(config.identity(), sort_keys=True, default=str)
-
-
 def reuse_restored(tasks: list[Task], store, done: set[str]) -> tuple[list[Task], int]:
     """``tasks`` with each planned run of generated data that the store lacks under its key but holds as a
-    restored run of the same config re-keyed to that run, and how many were."""
-    wanted = [t for t in tasks if t.key not in done and t.data.get("data_location") == "generated"]
+    restored run of the same config (the same :meth:`~flx.experiment.config.Config.config_key`: generated data
+    has no paths) re-keyed to that run, and how many were."""
+    wanted = [
+        i for i, t in enumerate(tasks) if t.key not in done and t.data.get("data_location") == "generated"
+    ]
     restored = store.restored() & done if wanted else set()
     if not restored:
         return tasks, 0
     from flx.experiment.config import config_from_record
 
     stored = {
-        _identity(config_from_record(r)): r["key"]
+        config_from_record(r).config_key(): r["key"]
         for r in store.records(keys=sorted(restored))
         if r["data_location"] == "generated"
     }
-    reused = {id(t): stored[_identity(t.config)] for t in wanted if _identity(t.config) in stored}
-    tasks = [dataclasses.replace(t, key=reused[id(t)]) if id(t) in reused else t for t in tasks]
-    return tasks, len(reused)
+    tasks, reused = list(tasks), 0
+    for i in wanted:
+        key = stored.get(tasks[i].config.config_key())
+        if key is not None:
+            tasks[i], reused = dataclasses.replace(tasks[i], key=key), reused + 1
+    return tasks, reused

@@ -189,16 +189,11 @@ def test_restored_runs_of_generated_data_drawn_differently_here_are_reused_not_r
     """Another machine's floating point can draw a generated data set's examples differently: the same config,
     another fingerprint and key. A sweep reuses the restored (committed) run of that config; a store this machine
     wrote itself does not get that leeway and trains anew."""
-    from typer.testing import CliRunner
-
-    from flx.cli import app
     from flx.experiment.config import config_from_record
     from flx.report.tables import load_runs
     from flx.results.records import read_runs_csv
-    from flx.results.store import Store
     from tests.conftest import TINY
 
-    runner = CliRunner()
     out = tmp_path / "runs"
     args = ["sweep", "--loss", "ce,focal", *TINY, "--workers", "1", "--out"]
     assert runner.invoke(app, [*args, str(out)]).exit_code == 0

@@ -384,11 +384,11 @@ def test_a_full_disk_is_one_line_and_the_store_stays_resumable(tmp_path, monkeyp
     puts = []
     original = Store._put
 
-    def full_after_one(self, record, artefacts):
+    def full_after_one(self, record, artefacts, restored=False):
         if puts:
             raise sqlite3.OperationalError("database or disk is full")
         puts.append(record["key"])
-        return original(self, record, artefacts)
+        return original(self, record, artefacts, restored)
 
     monkeypatch.setattr(Store, "_put", full_after_one)
     args = ["sweep", "--loss", "ce,focal", *TINY, "--workers", "1", "--out", str(tmp_path)]
