@@ -18,6 +18,9 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("FLX_OUT", raising=False)
     monkeypatch.delenv("FLX_DATA_DIR", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    load = sys.modules.get("flx.data.load")
+    if load is not None:  # each test draws its generated data anew (a test may patch what drawing checks)
+        load.forget()
 
 
 def flx_cmd(*args: str) -> list[str]:

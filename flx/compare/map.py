@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from flx.compare.recheck import KINDS, picked, verdict_text
+
 MAP_PAGE, MAP_FIGURE = "map.md", "regime_map.png"
 DETECTION_COLUMNS = ["imbalance", "hard negatives per image", "best family: AP50"]
 DETECTION_TEXT = (
@@ -46,15 +48,6 @@ def cell_facts(result) -> dict:
         "best_ap50": _mean(runs, best, "ap50"),
         "minutes": minutes,
     }
-
-
-def verdict_text(v) -> str:
-    """'+0.012 [-0.003, +0.027] p 0.31, 0 + 1 failed: inconclusive'."""
-    if v.n < 2:
-        return f"{v.n} paired seeds: {v.verdict}"
-    p = f"p {v.p:.2g}, " if v.p == v.p else ""
-    same = " (the same model on every seed)" if v.identical else ""
-    return f"{v.mean:+.3f} [{v.low:+.3f}, {v.high:+.3f}] {p}{v.failed[0]} + {v.failed[1]} failed: {v.verdict}{same}"
 
 
 def _map_verdict(v) -> str:
@@ -116,17 +109,24 @@ def write_map(out: Path, cells: list[list[str]], results: list) -> Path:
 
 
 def _recheck_lines(cells: list[list[str]], results: list) -> list[str]:
-    """The cells' fresh seeds (``--recheck``, ``--more-seeds``): a section per kind that ran, each verdict on the
-    finalists' seeds beside the fresh ones."""
-    kinds = {}  # folder -> (kind, [(cell, Recheck)]), in the order the cells ran them
-    for cell, result in zip(cells, results, strict=True):
-        for recheck in result.fresh.values():
+    """The cells' fresh seeds (``--recheck``, ``--more-seeds``): a section per kind that ran or is due, each
+    verdict on the finalists' seeds beside the fresh ones, and the cells whose verdicts it picks but that it has not
+    re-run yet."""
+    lines = []
+    for kind in KINDS:
+        ran, due = [], []
+        for cell, result in zip(cells, results, strict=True):
+            recheck = result.fresh.get(kind.folder)
             if recheck is not None:
-                kinds.setdefault(recheck.kind.folder, (recheck.kind, []))[1].append((cell, recheck))
-    return [line for kind, ran in kinds.values() for line in _fresh_section(kind, ran)]
+                ran.append((cell, recheck))
+            elif picked(result, kind):
+                due.append(f"{', '.join(cell)} ({len(picked(result, kind))} verdict(s))")
+        if ran or due:
+            lines += _fresh_section(kind, ran, due)
+    return lines
 
 
-def _fresh_section(kind, ran: list) -> list[str]:
+def _fresh_section(kind, ran: list, due: list[str]) -> list[str]:
     from tabulate import tabulate
 
     rows = []
@@ -136,13 +136,14 @@ def _fresh_section(kind, ran: list) -> list[str]:
             rows.append([", ".join(cell), v.name, verdict_text(v), seeds, verdict_text(w)])
     header = ["cell", "claim", "finalists' seeds", "fresh seeds", "on the fresh seeds"]
     table = tabulate(rows, headers=header, tablefmt="github", disable_numparse=True) if rows else ""
+    pending = f" Not re-run yet ({kind.option}): {'; '.join(due)}." if due else ""
     return [
         "",
         f"## {kind.section}",
         "",
         f"{kind.which.capitalize()}, re-run on fresh seeds with each family fixed to "
         f"the setting its cell's study chose and judged on those seeds alone (each cell's "
-        f"`{kind.folder}/{kind.page}`); {len(rows)} verdict(s) in {len(ran)} cell(s) re-run.",
+        f"`{kind.folder}/{kind.page}`); {len(rows)} verdict(s) in {len(ran)} cell(s) re-run.{pending}",
         *(["", table] if table else []),
     ]
 
@@ -156,13 +157,30 @@ def _axis(values: list[str]) -> list[str]:
         return unique
 
 
-def square_text(v) -> str:
+def square_text(v, fresh: list = ()) -> str:
     """What a map square says: the difference, its interval and the verdict; that the two sides were one model
-    where a family chose the other's setting (the verdict then measures nothing)."""
+    where a family chose the other's setting (the verdict then measures nothing); and below a rule, the verdict
+    on each sample of fresh seeds that re-ran the claim (``fresh``: (seeds, verdict) pairs)."""
     if v.n < 2:
-        return v.verdict
-    same = "\n(the same model)" if v.identical else ""
-    return f"{v.mean:+.3f}\n[{v.low:+.3f}, {v.high:+.3f}]\n{v.verdict}{same}"
+        text = v.verdict
+    else:
+        same = "\n(the same model)" if v.identical else ""
+        text = f"{v.mean:+.3f}\n[{v.low:+.3f}, {v.high:+.3f}]\n{v.verdict}{same}"
+    for seeds, w in fresh:
+        shown = f"{w.mean:+.3f} {w.verdict}" if w.n >= 2 else w.verdict
+        text += f"\n――\nseeds {seeds[0]}-{seeds[-1]}:\n{shown}"
+    return text
+
+
+def _fresh_verdicts(cells: list[list[str]], results: list) -> dict:
+    """(claim, x, y) -> [(seeds, verdict on them)] for every claim that fresh seeds re-ran, in the cells' order."""
+    fresh = {}
+    for cell, result in zip(cells, results, strict=True):
+        x, y = cell[0].split("=")[1], (cell[1].split("=")[1] if len(cell) > 1 else "")
+        for recheck in result.fresh.values():
+            for w in recheck.verdicts if recheck is not None else ():
+                fresh.setdefault((w.name, x, y), []).append((recheck.seeds, w))
+    return fresh
 
 
 def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[str]) -> Path:
@@ -178,8 +196,10 @@ def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[st
         x, y = cell[0].split("=")[1], (cell[1].split("=")[1] if len(cell) > 1 else "")
         for v in result.verdicts:
             found[(v.name, x, y)] = v
+    fresh = _fresh_verdicts(cells, results)
     reach = max([abs(b) for v in found.values() if v.n >= 2 for b in (v.low, v.high)] or [0.01])
-    fig, axes = plt.subplots(1, len(claims), figsize=(1.9 * len(xs) * len(claims) + 1, 1.5 * len(ys) + 1.4))
+    tall = 1.5 + 0.45 * max((len(f) for f in fresh.values()), default=0)  # room for the fresh seeds' lines
+    fig, axes = plt.subplots(1, len(claims), figsize=(1.9 * len(xs) * len(claims) + 1, tall * len(ys) + 1.4))
     axes = [axes] if len(claims) == 1 else list(axes)
     for ax, claim in zip(axes, claims, strict=True):
         for (name, x, y), v in found.items():
@@ -188,7 +208,7 @@ def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[st
             i, j = xs.index(x), ys.index(y)
             colour = plt.cm.RdBu((v.mean / reach + 1) / 2 if v.n >= 2 else 0.5)
             ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=colour))
-            ax.text(i, j, square_text(v), ha="center", va="center", fontsize=7)
+            ax.text(i, j, square_text(v, fresh.get((name, x, y), ())), ha="center", va="center", fontsize=6.5)
         for i in range(len(xs)):
             for j in range(len(ys)):
                 if (claim, xs[i], ys[j]) not in found:
@@ -202,5 +222,9 @@ def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[st
         if len(cells[0]) > 1:
             ax.set_ylabel(cells[0][1].split("=")[0])
         ax.set_title(claim, fontsize=9)
-    fig.suptitle(f"paired test-AP difference a − b, 95% interval (colour: ±{reach:.3f})", fontsize=9)
+    fig.suptitle(
+        f"paired test-AP difference a − b on the finalists' seeds, 95% interval (colour: ±{reach:.3f}); below the "
+        "rule: the verdict on fresh seeds, where they re-ran it",
+        fontsize=9,
+    )
     return save_figure(fig, out / MAP_FIGURE)

@@ -72,7 +72,11 @@ def parse_recheck(text: str, finals: int, kind: Kind = RECHECK, taken: list[int]
     return seed_list(seeds)
 
 
-def _picked(result, kind: Kind) -> set[str]:
+KINDS = (RECHECK, MORE_SEEDS)
+
+
+def picked(result, kind: Kind) -> set[str]:
+    """The claims of ``result`` that ``kind`` re-runs on fresh seeds (more seeds: not between identical models)."""
     return {
         v.name
         for v in result.verdicts
@@ -88,10 +92,10 @@ def run_recheck(base, result, seeds: list[int], train, kind: Kind = RECHECK) -> 
     from flx.results.store import Store
 
     recheck = Recheck(seeds, kind=kind)
-    picked = _picked(result, kind)
-    declared = [c for c in claims(result.families, len(seeds), result.resampled) if c["name"] in picked]
+    names = picked(result, kind)
+    declared = [c for c in claims(result.families, len(seeds), result.resampled) if c["name"] in names]
     recheck.claims = declared
-    recheck.before = [v for v in result.verdicts if v.name in picked]
+    recheck.before = [v for v in result.verdicts if v.name in names]
     families = [f for f in result.families if any(f in (c["a"]["loss"], c["b"]["loss"]) for c in declared)]
     out = Path(result.out) / kind.folder
     if declared:
@@ -116,7 +120,7 @@ def run_recheck(base, result, seeds: list[int], train, kind: Kind = RECHECK) -> 
 def stored_recheck(result, kind: Kind = RECHECK) -> Recheck | None:
     """The fresh-seed runs of ``kind`` a previous call left in the comparison's folder (its spec's claims judged
     on its stored runs; nothing trains), so that a later call without the option keeps them on the map; None if
-    there are none."""
+    there are none, or not all of them (a stopped call)."""
     import pandas as pd
     import tomllib
 
@@ -132,17 +136,30 @@ def stored_recheck(result, kind: Kind = RECHECK) -> Recheck | None:
     recheck = Recheck(seed_list(spec["seeds"]), declared, page=out / kind.page, kind=kind)
     by_name = {v.name: v for v in result.verdicts}
     recheck.before = [by_name[c["name"]] for c in declared if c["name"] in by_name]
-    if len(recheck.before) == len(declared):
-        recheck.verdicts = judge_all(declared, pd.DataFrame(Store(out).records()))
+    records = Store(out).records()
+    families = {side["loss"] for c in declared for side in (c["a"], c["b"])}
+    wanted = {(f, s) for f in families for s in recheck.seeds}
+    if len(recheck.before) == len(declared) and wanted <= {(r["loss"], r["seed"]) for r in records}:
+        recheck.verdicts = judge_all(declared, pd.DataFrame(records))
         return recheck
-    return None
+    return (
+        None  # none, or stopped before all its runs were stored: the next --recheck / --more-seeds resumes it
+    )
+
+
+def verdict_text(v) -> str:
+    """'+0.012 [-0.003, +0.027] p 0.31, 0 + 1 failed: inconclusive'."""
+    if v.n < 2:
+        return f"{v.n} paired seeds: {v.verdict}"
+    p = f"p {v.p:.2g}, " if v.p == v.p else ""
+    same = " (the same model on every seed)" if v.identical else ""
+    return f"{v.mean:+.3f} [{v.low:+.3f}, {v.high:+.3f}] {p}{v.failed[0]} + {v.failed[1]} failed: {v.verdict}{same}"
 
 
 def write_recheck(out: Path, recheck: Recheck) -> Path:
     """The page: the claims re-run, each verdict on the finalists' seeds and on the fresh ones."""
     from tabulate import tabulate
 
-    from flx.compare.map import verdict_text
     from flx.results.store import write_atomic
 
     kind, text = recheck.kind, f"{recheck.seeds[0]}-{recheck.seeds[-1]}"

@@ -10,6 +10,11 @@ from flx.experiment.registries import get_dataset
 
 _LOADED: OrderedDict = OrderedDict()  # the last CACHED data sets this process loaded
 CACHED = 4
+# generated data this process described and dropped: load key -> (description, copies its memory was checked for).
+# Drawing it again gives the same images (the same process, code and seed), and drawing can take minutes (128 px
+# shapes with clutter: about 80 s), so a sweep or comparison that plans many batches of runs draws it once.
+_DESCRIBED: OrderedDict = OrderedDict()
+DESCRIBED = 64
 
 
 def load(
@@ -37,6 +42,12 @@ def load(
 load.cache_clear = _LOADED.clear
 
 
+def forget() -> None:
+    """Drop every data set this process loaded or described (the next run draws and loads its data anew)."""
+    _LOADED.clear()
+    _DESCRIBED.clear()
+
+
 def describe(train: Split, test: Split, meta: dict) -> dict:
     """What a record says about its data: location, how it was split, fingerprint, examples per class."""
     negative, positive = meta["classes"]
@@ -62,10 +73,13 @@ def data_info(
     when the data is missing, holds one class, cannot be decoded or would not fit in memory. ``check`` (if given)
     is called with the training split while it is loaded (the sweep builds each model on it once). ``plan``
     (a dry run): image sets are only listed and fingerprinted, and ``check`` is skipped for them. ``keep``: the
-    runs train in this process, which keeps the data loaded for them (else it is dropped here)."""
-    train, test, meta = load(
-        config.dataset, config.data_params(), config.data_seed, data_dir, copies, progress, plan
-    )
+    runs train in this process, which keeps the data loaded for them (else it is dropped here). Generated data
+    that this process described before, for as many copies, with no model to check, is not drawn again."""
+    key = (config.dataset, config.data_params(), config.data_seed, data_dir, plan)
+    known = _DESCRIBED.get(key)
+    if known is not None and check is None and not keep and copies <= known[1]:
+        return dict(known[0])
+    train, test, meta = load(*key[:4], copies, progress, plan)
     if meta.get("planned"):
         check = None  # no pixels to build a model on
     for name, split in (("train", train), ("test", test)):
@@ -76,6 +90,10 @@ def data_info(
     info = describe(train, test, meta)
     if check is not None:
         check(train)
+    if meta["location"] == "generated":
+        _DESCRIBED[key] = (dict(info), max(copies, known[1] if known else 0))
+        while len(_DESCRIBED) > DESCRIBED:
+            _DESCRIBED.popitem(last=False)
     if not keep:  # the parent keeps no decoded images; workers load the cache
         load.cache_clear()
     return info

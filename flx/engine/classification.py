@@ -126,14 +126,12 @@ def run_classification(config: Config, train, test, meta, device: str = "cpu") -
     return record, artefacts
 
 
-def check_models(configs, train) -> None:
-    """Build each distinct model of ``configs`` once on ``train``'s examples (a registered, ``module:function``
-    or torchvision model, its weights file included) so that one that cannot work is refused before any run
-    starts: ConfigError naming the model and what went wrong."""
-    from flx.errors import ConfigError
+def models_to_check(configs) -> list:
+    """The configs of ``configs`` whose model :func:`check_models` builds: one per distinct user or torchvision
+    model (its hidden size, prior and weights) of a classifier; a built-in model or a detector needs no check."""
     from flx.experiment.registries import get_dataset, model_kind
 
-    seen = set()
+    seen, picked = set(), []
     for c in configs:
         ident = (c.model, c.hidden, c.prior, c.weights)
         if (
@@ -143,6 +141,17 @@ def check_models(configs, train) -> None:
         ):
             continue
         seen.add(ident)
+        picked.append(c)
+    return picked
+
+
+def check_models(configs, train) -> None:
+    """Build each distinct model of ``configs`` once on ``train``'s examples (a registered, ``module:function``
+    or torchvision model, its weights file included) so that one that cannot work is refused before any run
+    starts: ConfigError naming the model and what went wrong."""
+    from flx.errors import ConfigError
+
+    for c in models_to_check(configs):
         try:
             build_model(c.model, tuple(train.x.shape[1:]), c.hidden, c.prior, c.weights)
         except Exception as exc:  # anything a user's model or weights file raises: one line, before the sweep

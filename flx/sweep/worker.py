@@ -45,7 +45,7 @@ def prepare(
     backbone trained and no model built on them. ``keep``: the runs train in this process, which keeps each data
     set loaded for them (it is loaded once)."""
     from flx.data.load import data_info
-    from flx.engine.classification import check_models
+    from flx.engine.classification import check_models, models_to_check
     from flx.experiment.registries import get_dataset
 
     infos: dict[tuple, dict] = {}
@@ -63,7 +63,9 @@ def prepare(
                 data_dir,
                 copies=copies,
                 progress=progress,
-                check=lambda train, cs=same_data: check_models(cs, train),
+                check=(lambda train, cs=same_data: check_models(cs, train))
+                if models_to_check(same_data)
+                else None,
                 plan=plan,
                 keep=keep,
             )

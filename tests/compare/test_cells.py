@@ -83,7 +83,9 @@ def test_a_bad_cell_is_refused_in_one_line_before_anything_trains(table, tmp_pat
     assert not out.exists()
 
 
-def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cell(tmp_path):
+def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cell(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
     from flx.compare.map import write_map
     from flx.compare.result import CompareResult
     from flx.report.claims import Verdict
@@ -117,7 +119,15 @@ def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cel
     results[1].fresh["more_seeds"] = Recheck(
         list(range(11, 21)), [{}], results[1].verdicts, [more], kind=MORE_SEEDS
     )
+    squares, text = {}, Axes.text
+    monkeypatch.setattr(
+        Axes, "text", lambda ax, x, y, s, **kw: squares.setdefault((x, y), s) and text(ax, x, y, s, **kw)
+    )
     page = write_map(tmp_path, cells, results).read_text()
+    # the figure marks each verdict that fresh seeds re-ran with what they found, below the finalists' verdict
+    assert squares[(0, 0)].endswith("replicated\n――\nseeds 6-10:\n+0.020 inconclusive")
+    assert squares[(1, 0)].endswith("inconclusive\n――\nseeds 11-20:\n+0.010 replicated")
+    assert squares[(0, 1)].endswith("contradicted")
     page, more_section = page.split("## More seeds for the inconclusive verdicts")
     assert (
         "Every inconclusive verdict, re-run" in more_section and "`more_seeds/more_seeds.md`" in more_section
@@ -134,8 +144,10 @@ def test_a_detector_map_records_imbalance_hard_negatives_and_the_ceiling_per_cel
             "+0.010 [+0.004, +0.016] p 0.062, 0 + 0 failed: replicated",
         ]
     )
+    assert "Not re-run yet" not in more_section
     recheck = page.split("## Re-checked on fresh seeds")[1]
-    assert "1 verdict(s) in 1 cell(s) re-run" in recheck
+    due = "1 verdict(s) in 1 cell(s) re-run. Not re-run yet (--recheck): image_size=64, clutter=24 (1 verdict(s))."
+    assert due in recheck
     (row,) = [
         [c.strip() for c in line.split("|")[1:-1]] for line in recheck.splitlines() if "clutter=0 |" in line
     ]

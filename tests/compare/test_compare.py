@@ -1,6 +1,7 @@
 """flx compare: equal budgets, seeded tuning, claims written before the finalists, verdicts that can flip."""
 
 import dataclasses
+import sqlite3
 
 import pandas as pd
 import pytest
@@ -125,6 +126,13 @@ def test_a_recheck_reruns_only_settled_verdicts_on_fresh_seeds_with_the_chosen_s
         assert again.trained == 0 and [(v.name, v.mean) for v in again.recheck.verdicts] == [
             (v.name, v.mean) for v in recheck.verdicts
         ]  # stored: kept by a call without --recheck too
+    with sqlite3.connect(
+        tmp_path / "r" / "recheck" / "runs.sqlite"
+    ) as db:  # as if stopped before its last run
+        db.execute("DELETE FROM runs WHERE key = (SELECT key FROM runs ORDER BY created_at DESC LIMIT 1)")
+    assert _compare(table, tmp_path / "r").recheck is None  # no verdict on a part of the fresh seeds
+    resumed = _compare(table, tmp_path / "r", recheck="4-6")
+    assert resumed.trained == 1 and resumed.recheck.verdicts[0].mean == recheck.verdicts[0].mean
 
 
 def test_compare_refuses_bad_input_in_one_line(table, tmp_path):
@@ -334,7 +342,7 @@ def test_too_few_test_positives_are_refused_and_few_validation_positives_are_a_c
 def test_a_verdict_between_one_model_twice_says_it_measures_nothing(tmp_path):
     """Cell 2 of the v4 map: focal loss's tuning chose gamma 0 at alpha-CE's alpha, so both finalists trained the
     same model and every paired difference was 0; the page says so beside the (inconclusive) verdict."""
-    from flx.compare.map import verdict_text
+    from flx.compare.recheck import verdict_text
     from flx.compare.result import CompareResult
     from flx.report.claims import Verdict
 
@@ -447,7 +455,7 @@ def test_a_second_compare_into_a_folder_in_use_is_refused_in_one_line(table, tmp
 def test_fresh_seed_kinds_pick_their_verdicts_and_refuse_shared_seeds():
     from types import SimpleNamespace as V
 
-    from flx.compare.recheck import MORE_SEEDS, RECHECK, _picked, parse_recheck
+    from flx.compare.recheck import MORE_SEEDS, RECHECK, parse_recheck, picked
     from flx.errors import ConfigError
 
     verdicts = [
@@ -458,7 +466,7 @@ def test_fresh_seed_kinds_pick_their_verdicts_and_refuse_shared_seeds():
         V(name="e", verdict="too few seeds", identical=False),
     ]
     result = V(verdicts=verdicts)
-    assert _picked(result, RECHECK) == {"a", "d"} and _picked(result, MORE_SEEDS) == {"b"}
+    assert picked(result, RECHECK) == {"a", "d"} and picked(result, MORE_SEEDS) == {"b"}
     assert parse_recheck("11-20", 5, MORE_SEEDS, [6, 7, 8, 9, 10]) == list(range(11, 21))
     with pytest.raises(
         ConfigError, match=r"^--more-seeds got '9-15'; accepted: seeds apart from --recheck's 6-10"

@@ -1,6 +1,8 @@
 """shapes for replication v4: each data seed its own training images on fixed validation and test images, and
 object-like clutter (hard negatives) whose number scales with the canvas, without changing the task it extends."""
 
+import dataclasses
+
 import torch
 
 from flx.data.shapes import load_shapes, render
@@ -41,3 +43,30 @@ def test_clutter_scales_with_the_canvas_area():
     small, large = _changed(64, 4.0), _changed(128, 4.0)
     assert 0.75 < large / small < 1.33
     assert _changed(64, 8.0) > 1.5 * small
+
+
+def test_a_process_draws_generated_data_once_for_all_its_batches_of_runs(monkeypatch):
+    """A comparison plans its trials batch by batch; each batch describes its data (fingerprint, counts) in the
+    parent, which drops the images after. Generated data is drawn once per process, not once per batch (128 px
+    shapes with clutter take about 80 s to draw); data kept for in-process runs, or checked for fewer copies, is
+    loaded again."""
+    from flx.data import load as L
+    from flx.experiment.config import Config
+    from flx.experiment.registries import DATASETS
+    from flx.sweep.worker import prepare
+
+    drawn = []
+    spec = DATASETS["shapes"]
+    monkeypatch.setattr(
+        type(spec), "load", lambda self, **kw: drawn.append(kw["data_seed"]) or load_shapes(**kw)
+    )
+    config = Config(dataset="shapes", n_images=8, image_size=32, steps=2).normalized()
+    first = prepare([config, dataclasses.replace(config, loss="ce")], copies=2)
+    again = prepare([dataclasses.replace(config, loss="focal")], copies=2)
+    assert drawn == [0] and again[0].data == first[0].data  # drawn once, described the same
+    other = prepare([dataclasses.replace(config, data_seed=3)], copies=2)
+    assert drawn == [0, 3] and other[0].data["data_fingerprint"] != first[0].data["data_fingerprint"]
+    prepare([config], copies=3)  # its memory was checked for 2 processes holding it, not 3
+    prepare([config], keep=True)  # in-process runs train on the loaded images
+    assert drawn == [0, 3, 0, 0]
+    L.forget()
