@@ -208,7 +208,7 @@ def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[st
             i, j = xs.index(x), ys.index(y)
             colour = plt.cm.RdBu((v.mean / reach + 1) / 2 if v.n >= 2 else 0.5)
             ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=colour))
-            ax.text(i, j, square_text(v, fresh.get((name, x, y), ())), ha="center", va="center", fontsize=6.5)
+            ax.text(i, j, square_text(v, fresh.get((name, x, y), ())), ha="center", va="center", fontsize=7.5)
         for i in range(len(xs)):
             for j in range(len(ys)):
                 if (claim, xs[i], ys[j]) not in found:
