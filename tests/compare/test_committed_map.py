@@ -50,3 +50,35 @@ def test_each_committed_cell_tunes_alike_and_pairs_seeds_on_their_own_images(cel
         )
         assert len(group[own].drop_duplicates()) == 1, family  # every seed trains the chosen setting
     assert finals["hard_negatives"].notna().all() and finals["ap50"].notna().all()
+
+
+FRESH = sorted(p.parent for kind in ("recheck", "more_seeds") for p in REGIMES.glob(f"*/{kind}/runs.csv"))
+
+
+@pytest.mark.skipif(not FRESH, reason="no committed fresh-seed runs")
+@pytest.mark.parametrize("folder", FRESH, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_each_committed_fresh_sample_is_complete_on_its_own_images_at_the_chosen_settings(folder):
+    """A re-check or more-seeds sample: every family its claims name on every fresh seed (none of the finalists'),
+    each seed on its own training images, each family at the setting its cell chose, one clean code version."""
+    import tomllib
+
+    from flx.experiment.params import seed_list
+
+    spec = tomllib.loads((folder / "spec.toml").read_text())
+    seeds = seed_list(spec["seeds"])
+    runs = pd.read_csv(folder / "runs.csv")
+    finals = pd.read_csv(folder.parent / "runs.csv").query("seed > 0")
+    assert min(seeds) > finals["seed"].max() and len(seeds) >= 5
+    assert runs["git_commit"].nunique() == 1 and not runs["git_dirty"].any()
+    families = {side["loss"] for c in spec["report"]["claims"] for side in (c["a"], c["b"])}
+    assert {(f, s) for f in families for s in seeds} == set(zip(runs["loss"], runs["seed"], strict=True))
+    assert len(runs) == len(families) * len(seeds) and (runs["data_seed"] == runs["seed"]).all()
+    fields = {
+        "balanced_ce": ["alpha"],
+        "focal": ["gamma", "alpha"],
+        "ohem": ["ohem_k", "ohem_nms", "ohem_ratio"],
+    }
+    for family in families:
+        chosen = finals.loc[finals["loss"] == family, fields[family]].drop_duplicates()
+        fresh = runs.loc[runs["loss"] == family, fields[family]].drop_duplicates()
+        assert len(fresh) == 1 and fresh.reset_index(drop=True).equals(chosen.reset_index(drop=True)), family
