@@ -142,9 +142,8 @@ def stored_recheck(result, kind: Kind = RECHECK) -> Recheck | None:
     if len(recheck.before) == len(declared) and wanted <= {(r["loss"], r["seed"]) for r in records}:
         recheck.verdicts = judge_all(declared, pd.DataFrame(records))
         return recheck
-    return (
-        None  # none, or stopped before all its runs were stored: the next --recheck / --more-seeds resumes it
-    )
+    # none, or stopped before all its runs were stored: the next --recheck / --more-seeds resumes it
+    return None
 
 
 def verdict_text(v) -> str:
