@@ -119,8 +119,8 @@ def _recheck_lines(cells: list[list[str]], results: list) -> list[str]:
             recheck = result.fresh.get(kind.folder)
             if recheck is not None:
                 ran.append((cell, recheck))
-            elif picked(result, kind):
-                due.append(f"{', '.join(cell)} ({len(picked(result, kind))} verdict(s))")
+            elif names := picked(result, kind):
+                due.append(f"{', '.join(cell)} ({len(names)} verdict(s))")
         if ran or due:
             lines += _fresh_section(kind, ran, due)
     return lines
@@ -172,14 +172,18 @@ def square_text(v, fresh: list = ()) -> str:
     return text
 
 
+def _square(cell: list[str]) -> tuple[str, str]:
+    """A cell's place on the map: the value of its first field (x) and of its second ("" with one field)."""
+    return cell[0].split("=")[1], (cell[1].split("=")[1] if len(cell) > 1 else "")
+
+
 def _fresh_verdicts(cells: list[list[str]], results: list) -> dict:
     """(claim, x, y) -> [(seeds, verdict on them)] for every claim that fresh seeds re-ran, in the cells' order."""
     fresh = {}
     for cell, result in zip(cells, results, strict=True):
-        x, y = cell[0].split("=")[1], (cell[1].split("=")[1] if len(cell) > 1 else "")
         for recheck in result.fresh.values():
             for w in recheck.verdicts if recheck is not None else ():
-                fresh.setdefault((w.name, x, y), []).append((recheck.seeds, w))
+                fresh.setdefault((w.name, *_square(cell)), []).append((recheck.seeds, w))
     return fresh
 
 
@@ -193,7 +197,7 @@ def map_figure(out: Path, cells: list[list[str]], results: list, claims: list[st
     ys = _axis([c[1].split("=")[1] for c in cells]) if len(cells[0]) > 1 else [""]
     found = {}
     for cell, result in zip(cells, results, strict=True):
-        x, y = cell[0].split("=")[1], (cell[1].split("=")[1] if len(cell) > 1 else "")
+        x, y = _square(cell)
         for v in result.verdicts:
             found[(v.name, x, y)] = v
     fresh = _fresh_verdicts(cells, results)

@@ -84,6 +84,11 @@ def picked(result, kind: Kind) -> set[str]:
     }
 
 
+def claim_families(declared: list[dict]) -> set[str]:
+    """The loss families the ``declared`` claims compare (each claim's sides a and b)."""
+    return {side["loss"] for c in declared for side in (c["a"], c["b"])}
+
+
 def run_recheck(base, result, seeds: list[int], train, kind: Kind = RECHECK) -> Recheck:
     """The finalists of every family a claim ``kind`` picks names, on ``seeds`` (each on its own images where the
     comparison resamples), trained by ``train(configs, store, spec)``; the claims judged on them alone."""
@@ -96,7 +101,8 @@ def run_recheck(base, result, seeds: list[int], train, kind: Kind = RECHECK) -> 
     declared = [c for c in claims(result.families, len(seeds), result.resampled) if c["name"] in names]
     recheck.claims = declared
     recheck.before = [v for v in result.verdicts if v.name in names]
-    families = [f for f in result.families if any(f in (c["a"]["loss"], c["b"]["loss"]) for c in declared)]
+    named = claim_families(declared)
+    families = [f for f in result.families if f in named]
     out = Path(result.out) / kind.folder
     if declared:
         text = f"{seeds[0]}-{seeds[-1]}"
@@ -137,8 +143,7 @@ def stored_recheck(result, kind: Kind = RECHECK) -> Recheck | None:
     by_name = {v.name: v for v in result.verdicts}
     recheck.before = [by_name[c["name"]] for c in declared if c["name"] in by_name]
     records = Store(out).records()
-    families = {side["loss"] for c in declared for side in (c["a"], c["b"])}
-    wanted = {(f, s) for f in families for s in recheck.seeds}
+    wanted = {(f, s) for f in claim_families(declared) for s in recheck.seeds}
     if len(recheck.before) == len(declared) and wanted <= {(r["loss"], r["seed"]) for r in records}:
         recheck.verdicts = judge_all(declared, pd.DataFrame(records))
         return recheck
